@@ -1,0 +1,81 @@
+//! The command line. Every option also reads a `SIGIL_…` environment variable, and every default works
+//! with nothing installed.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::Limits;
+
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about = "Self-hosted identity service speaking Unkey's v2 API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log line format (logs go to stderr).
+    #[arg(long, global = true, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API. On a first start with an empty database, creates workspace "default" and prints a root key.
+    Serve(ServeArgs),
+    /// Manage root keys.
+    #[command(subcommand)]
+    RootKey(RootKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RootKeyCommand {
+    /// Mint a root key (creating the workspace if missing) and print it as the last line of stdout.
+    Create(CreateRootKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// sqlite://PATH (created if missing) or postgres://USER@HOST:PORT/DATABASE.
+    #[arg(long = "database", env = "SIGIL_DATABASE_URL", default_value = "sqlite://sigil.db")]
+    pub url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "SIGIL_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Largest accepted request body; larger ones get 413.
+    #[arg(long, env = "SIGIL_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// A request running longer gets 408.
+    #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateRootKeyArgs {
+    /// Workspace name; created if missing.
+    #[arg(long)]
+    pub workspace: String,
+    /// A permission to grant, e.g. identity.*.create_identity (repeatable). None means all permissions.
+    #[arg(long = "permission")]
+    pub permissions: Vec<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}

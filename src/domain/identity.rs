@@ -1,0 +1,171 @@
+//! Identities and their ratelimits: the stored shape, the wire shape, and the rules a request's JSON
+//! schema cannot express (total meta size, unique ratelimit names).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ValidationError;
+
+pub type Meta = Map<String, Value>;
+
+/// Serialized meta may be at most 1 MiB, as in Unkey.
+pub const MAX_META_BYTES: usize = 1024 * 1024;
+
+/// An identity as every read returns it. Empty meta and an empty ratelimit list are omitted, as Unkey does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub id: String,
+    pub external_id: String,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub meta: Meta,
+    /// Sorted by name, so the order is stable across reads and backends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratelimits: Vec<Ratelimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ratelimit {
+    pub id: String,
+    pub name: String,
+    pub limit: i64,
+    /// Window length in milliseconds.
+    pub duration: i64,
+    pub auto_apply: bool,
+}
+
+/// A ratelimit as a request names it; the schema has already bounded every field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RatelimitInput {
+    pub name: String,
+    pub limit: i64,
+    pub duration: i64,
+    pub auto_apply: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIdentity {
+    pub external_id: String,
+    pub meta: Meta,
+    pub ratelimits: Vec<RatelimitInput>,
+}
+
+/// A wholesale replacement of whichever parts are present; `None` leaves that part as it is.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityChanges {
+    pub meta: Option<Meta>,
+    pub ratelimits: Option<Vec<RatelimitInput>>,
+}
+
+/// One page request: identities whose id is at or after `cursor`, matching `search`, at most `limit`.
+#[derive(Debug, Clone)]
+pub struct IdentityPageQuery {
+    pub cursor: Option<String>,
+    /// A lower-cased SQL LIKE pattern, from [`search_pattern`].
+    pub search_pattern: Option<String>,
+    pub limit: i64,
+}
+
+/// Checks what the JSON schema cannot: meta's serialized size and that ratelimit names are unique.
+pub fn check_meta_and_ratelimits(
+    meta: Option<&Meta>,
+    ratelimits: Option<&[RatelimitInput]>,
+) -> Result<(), ValidationError> {
+    if let Some(limits) = ratelimits {
+        check_unique_names(limits)?;
+    }
+    if let Some(meta) = meta {
+        check_meta_size(meta)?;
+    }
+    Ok(())
+}
+
+fn check_unique_names(ratelimits: &[RatelimitInput]) -> Result<(), ValidationError> {
+    let mut seen = HashSet::new();
+    for (index, limit) in ratelimits.iter().enumerate() {
+        if !seen.insert(limit.name.as_str()) {
+            return Err(ValidationError::new(
+                format!("/ratelimits/{index}/name"),
+                format!("Ratelimit with name '{}' is already defined in the request", limit.name),
+            )
+            .with_fix("Give every ratelimit in the request a distinct name."));
+        }
+    }
+    Ok(())
+}
+
+fn check_meta_size(meta: &Meta) -> Result<(), ValidationError> {
+    let size = serde_json::to_vec(meta).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_META_BYTES {
+        return Err(ValidationError::new(
+            "/meta",
+            format!("Metadata is too large: it must be at most {MAX_META_BYTES} bytes, but is {size} bytes."),
+        )
+        .with_fix("Store large documents elsewhere and keep a reference in meta."));
+    }
+    Ok(())
+}
+
+/// Unkey's search: trimmed, case-insensitive substring, with `%`, `_` and `\` matching literally.
+/// Blank means no filter.
+pub fn search_pattern(search: &str) -> Option<String> {
+    let trimmed = search.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut pattern = String::with_capacity(trimmed.len() + 2);
+    pattern.push('%');
+    for c in trimmed.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    Some(pattern)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limit(name: &str) -> RatelimitInput {
+        RatelimitInput { name: name.into(), limit: 10, duration: 1000, auto_apply: false }
+    }
+
+    #[test]
+    fn duplicate_ratelimit_names_are_rejected_with_their_position() {
+        let error = check_meta_and_ratelimits(None, Some(&[limit("api"), limit("web"), limit("api")])).unwrap_err();
+        assert_eq!(error.location, "/ratelimits/2/name");
+        assert!(error.message.contains("'api'"));
+        assert!(check_meta_and_ratelimits(None, Some(&[limit("api"), limit("API")])).is_ok());
+    }
+
+    #[test]
+    fn meta_may_be_one_mebibyte_and_no_more() {
+        let overhead = serde_json::to_vec(&json!({"k": ""})).unwrap().len();
+        let fits: Meta = json!({"k": "x".repeat(MAX_META_BYTES - overhead)}).as_object().unwrap().clone();
+        assert!(check_meta_and_ratelimits(Some(&fits), None).is_ok());
+        let over: Meta = json!({"k": "x".repeat(MAX_META_BYTES - overhead + 1)}).as_object().unwrap().clone();
+        let error = check_meta_and_ratelimits(Some(&over), None).unwrap_err();
+        assert!(error.message.starts_with("Metadata is too large"));
+    }
+
+    #[test]
+    fn search_is_trimmed_lowercased_and_escaped() {
+        assert_eq!(search_pattern("  "), None);
+        assert_eq!(search_pattern(" Acme ").as_deref(), Some("%acme%"));
+        assert_eq!(search_pattern("100%_x\\").as_deref(), Some("%100\\%\\_x\\\\%"));
+    }
+
+    #[test]
+    fn empty_meta_and_ratelimits_are_omitted_on_the_wire() {
+        let identity = Identity { id: "id_1".into(), external_id: "u".into(), meta: Meta::new(), ratelimits: vec![] };
+        assert_eq!(serde_json::to_value(&identity).unwrap(), json!({"id": "id_1", "externalId": "u"}));
+    }
+}

@@ -1,0 +1,7 @@
+//! Pure types and rules: what a valid identity, ratelimit, permission or root key is. No I/O.
+
+pub mod identity;
+pub mod ids;
+pub mod permission;
+pub mod root_key;
+pub mod workspace;

@@ -1,0 +1,65 @@
+//! Success bodies `{"meta":{"requestId"},"data"?,"pagination"?}` and the request id they carry.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// Set by the request-id middleware for the whole life of a request, so any response can carry it.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `req_unknown` outside a request (never expected in practice).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "req_unknown".to_owned())
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseMeta {
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub has_more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A 200 body. `data` is absent for operations that return nothing (deleteIdentity).
+#[derive(Debug, Serialize)]
+pub struct Envelope<T> {
+    meta: ResponseMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pagination: Option<Pagination>,
+}
+
+impl<T: Serialize> Envelope<T> {
+    pub fn data(data: T) -> Self {
+        Self::build(Some(data), None)
+    }
+
+    pub fn page(data: T, pagination: Pagination) -> Self {
+        Self::build(Some(data), Some(pagination))
+    }
+
+    fn build(data: Option<T>, pagination: Option<Pagination>) -> Self {
+        Self { meta: ResponseMeta { request_id: current_request_id() }, data, pagination }
+    }
+}
+
+impl Envelope<()> {
+    pub fn empty() -> Self {
+        Self::build(None, None)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}

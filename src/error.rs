@@ -1,0 +1,256 @@
+//! The one error type every handler, extractor and middleware returns, and its wire form:
+//! `{"meta":{"requestId"},"error":{"detail","status","title","type","errors"?}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::envelope::{ResponseMeta, current_request_id};
+use crate::store::StoreError;
+
+/// Base of every error `type` URL; clients match on the trailing `<system>/<category>/<code>`.
+pub const ERROR_DOCS_BASE: &str = "https://unkey.com/docs/api-reference/errors-v2";
+
+/// Every error code Sigil emits. Status, title and URL path each come from an exhaustive `match`,
+/// so a new code does not compile until all three are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body is not JSON, breaks the request schema or a domain rule, or the Authorization header is missing.
+    InvalidInput,
+    /// The Authorization header is not `Bearer <key>`.
+    Malformed,
+    /// The bearer token is no root key.
+    KeyNotFound,
+    /// The root key lacks every permission that would allow the operation.
+    InsufficientPermissions,
+    /// No live identity with that id or externalId in the caller's workspace.
+    IdentityNotFound,
+    /// A live identity in the workspace already has this externalId.
+    IdentityAlreadyExists,
+    /// The request took longer than the configured timeout.
+    RequestTimeout,
+    /// The body is larger than the configured limit.
+    RequestBodyTooLarge,
+    /// No route at this path.
+    RouteNotFound,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
+    /// The database could not be reached in time; retrying later can succeed.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure; details are in the server log under the request id.
+    UnexpectedError,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidInput | Self::Malformed => StatusCode::BAD_REQUEST,
+            Self::KeyNotFound => StatusCode::UNAUTHORIZED,
+            Self::InsufficientPermissions => StatusCode::FORBIDDEN,
+            Self::IdentityNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::IdentityAlreadyExists => StatusCode::CONFLICT,
+            Self::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnexpectedError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::InvalidInput | Self::Malformed => "Bad Request",
+            Self::KeyNotFound => "Unauthorized",
+            Self::InsufficientPermissions => "Insufficient Permissions",
+            Self::IdentityNotFound | Self::RouteNotFound => "Not Found",
+            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::RequestTimeout => "Request Timeout",
+            Self::IdentityAlreadyExists => "Conflict",
+            Self::RequestBodyTooLarge => "Request Entity Too Large",
+            Self::UnexpectedError => "Internal Server Error",
+            Self::ServiceUnavailable => "Service Unavailable",
+        }
+    }
+
+    /// `<system>/<category>/<code>`: Unkey's taxonomy where Unkey has the code, `sigil/…` where it does not.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "unkey/application/invalid_input",
+            Self::Malformed => "unkey/authentication/malformed",
+            Self::KeyNotFound => "unkey/authentication/key_not_found",
+            Self::InsufficientPermissions => "unkey/authorization/insufficient_permissions",
+            Self::IdentityNotFound => "unkey/data/identity_not_found",
+            Self::IdentityAlreadyExists => "unkey/data/identity_already_exists",
+            Self::RequestTimeout => "user/bad_request/request_timeout",
+            Self::RequestBodyTooLarge => "user/bad_request/request_body_too_large",
+            Self::RouteNotFound => "sigil/request/route_not_found",
+            Self::MethodNotAllowed => "sigil/request/method_not_allowed",
+            Self::ServiceUnavailable => "unkey/application/service_unavailable",
+            Self::UnexpectedError => "unkey/application/unexpected_error",
+        }
+    }
+
+    pub fn type_url(self) -> String {
+        format!("{ERROR_DOCS_BASE}/{}", self.path())
+    }
+
+    /// Unkey's SDKs reject a 400-family body without an `errors` array.
+    fn carries_validation_errors(self) -> bool {
+        matches!(self.status(), StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE)
+    }
+}
+
+/// One reason a request was rejected: where (`location`), what (`message`), and how to fix it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ValidationError {
+    pub location: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl ValidationError {
+    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { location: location.into(), message: message.into(), fix: None }
+    }
+
+    pub fn with_fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// An error response in the making. `source` is logged, never rendered: no driver message reaches a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub errors: Vec<ValidationError>,
+    /// Extra members of `error` (RFC 9457 extension members) that tell the client how to go on.
+    pub extensions: Option<Box<Map<String, Value>>>,
+    pub source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), errors: Vec::new(), extensions: None, source: None }
+    }
+
+    pub fn invalid_input(detail: impl Into<String>, errors: Vec<ValidationError>) -> Self {
+        Self { errors, ..Self::new(ErrorCode::InvalidInput, detail) }
+    }
+
+    pub fn identity_not_found() -> Self {
+        Self::new(ErrorCode::IdentityNotFound, "This identity does not exist.")
+    }
+
+    pub fn unexpected(source: impl Into<anyhow::Error>) -> Self {
+        Self {
+            source: Some(source.into()),
+            ..Self::new(
+                ErrorCode::UnexpectedError,
+                "An unexpected error occurred; the server log has the details under this request id.",
+            )
+        }
+    }
+
+    pub fn with_extension(mut self, name: &str, value: Value) -> Self {
+        self.extensions.get_or_insert_default().insert(name.to_owned(), value);
+        self
+    }
+
+    pub fn with_error(mut self, error: ValidationError) -> Self {
+        self.errors.push(error);
+        self
+    }
+}
+
+/// A broken domain rule is a 400 whose detail is the rule's message.
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::invalid_input(error.message.clone(), vec![error])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) | StoreError::Contended(_) => Self {
+                source: Some(error.into()),
+                ..Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The database did not answer in time. Retry the request shortly.",
+                )
+            },
+            other => Self::unexpected(other),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    meta: ResponseMeta,
+    error: ErrorDetails<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetails<'a> {
+    detail: &'a str,
+    status: u16,
+    title: &'static str,
+    #[serde(rename = "type")]
+    type_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [ValidationError]>,
+    #[serde(flatten)]
+    extensions: Option<&'a Map<String, Value>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        if let Some(source) = &self.source {
+            tracing::error!(code = self.code.path(), error = format!("{source:#}"), "request failed");
+        }
+        let body = ErrorBody {
+            meta: ResponseMeta { request_id: current_request_id() },
+            error: ErrorDetails {
+                detail: &self.detail,
+                status: status.as_u16(),
+                title: self.code.title(),
+                type_url: self.code.type_url(),
+                errors: self.code.carries_validation_errors().then_some(self.errors.as_slice()),
+                extensions: self.extensions.as_deref(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_matches_the_documented_wire_values() {
+        let code = ErrorCode::IdentityAlreadyExists;
+        assert_eq!(code.status(), StatusCode::CONFLICT);
+        assert_eq!(code.title(), "Conflict");
+        assert_eq!(
+            code.type_url(),
+            "https://unkey.com/docs/api-reference/errors-v2/unkey/data/identity_already_exists"
+        );
+    }
+
+    #[test]
+    fn only_the_400_family_carries_an_errors_array() {
+        assert!(ErrorCode::InvalidInput.carries_validation_errors());
+        assert!(ErrorCode::RequestBodyTooLarge.carries_validation_errors());
+        assert!(!ErrorCode::IdentityAlreadyExists.carries_validation_errors());
+        assert!(!ErrorCode::UnexpectedError.carries_validation_errors());
+    }
+}

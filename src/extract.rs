@@ -1,0 +1,131 @@
+//! Extractors whose every failure is an [`ApiError`], so no response is ever axum's plain-text default.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::domain::permission::{MissingPermission, RootKey};
+use crate::domain::root_key;
+use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::openapi;
+use crate::store::Store;
+
+/// A JSON body that parsed and passed its route's schema in `openapi.json`, deserialized into `T`.
+pub struct ValidJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let path = request.uri().path().to_owned();
+        require_json_content_type(request.headers())?;
+        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let limit = state.limits.max_body_bytes;
+                ApiError::new(ErrorCode::RequestBodyTooLarge, format!("The request body is larger than {limit} bytes."))
+                    .with_error(
+                        ValidationError::new("body", format!("Request bodies may be at most {limit} bytes."))
+                            .with_fix("Send a smaller body; meta may hold at most 1 MiB of JSON."),
+                    )
+            } else {
+                ApiError::invalid_input(
+                    "The request body could not be read.",
+                    vec![ValidationError::new("body", rejection.body_text())],
+                )
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::invalid_input(
+                "The request body is invalid. The request body was not valid JSON.",
+                vec![ValidationError::new("body", error.to_string()).with_fix("Send a JSON object encoded as UTF-8.")],
+            )
+        })?;
+        openapi::validate_request_body(&path, &value)?;
+        // The schema admits a few values serde cannot hold, such as 1.0 for an integer.
+        serde_json::from_value(value).map(ValidJson).map_err(|error| {
+            ApiError::invalid_input(
+                format!("POST request body for '{path}' failed to validate schema"),
+                vec![ValidationError::new("body", error.to_string())],
+            )
+        })
+    }
+}
+
+fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::invalid_input(
+        format!("POST operation request content type '{media_type}' does not exist"),
+        vec![
+            ValidationError::new("header.Content-Type", "The request body must be JSON.")
+                .with_fix("Send the header 'Content-Type: application/json'."),
+        ],
+    ))
+}
+
+/// The raw `Authorization` header. Authentication happens in the handler, after the body was validated,
+/// because Unkey answers a bad body with 400 before it looks at the key.
+pub struct RootKeyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RootKeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::AUTHORIZATION).cloned()))
+    }
+}
+
+impl RootKeyHeader {
+    /// 400 when the header is missing or not `Bearer <key>`, 401 when no root key has that value.
+    pub async fn authenticate(&self, store: &dyn Store) -> Result<RootKey, ApiError> {
+        let Some(header) = &self.0 else {
+            return Err(ApiError::invalid_input(
+                "Authorization header for 'bearer' scheme",
+                vec![
+                    ValidationError::new("security", "Authorization header was not found")
+                        .with_fix("Add an 'Authorization' header to this request"),
+                ],
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or_else(malformed_authorization)?;
+        store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::KeyNotFound,
+                "The provided root key is invalid. We could not find the requested key.",
+            )
+        })
+    }
+}
+
+fn malformed_authorization() -> ApiError {
+    ApiError::new(
+        ErrorCode::Malformed,
+        "You must provide a valid root key in the Authorization header in the format 'Bearer ROOT_KEY'.",
+    )
+    .with_error(
+        ValidationError::new("header.Authorization", "The Authorization header is not 'Bearer <root key>'.")
+            .with_fix("Send 'Authorization: Bearer <root key>'."),
+    )
+}
+
+impl From<MissingPermission> for ApiError {
+    fn from(missing: MissingPermission) -> Self {
+        ApiError::new(
+            ErrorCode::InsufficientPermissions,
+            format!("Missing one of these permissions: {}", missing.any_of.join(" or ")),
+        )
+    }
+}

@@ -1,0 +1,68 @@
+//! What wraps every request: its id and log line, the panic guard, the timeout, and the fallbacks for
+//! unknown routes and methods, all answering in the error envelope.
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::domain::ids::new_id;
+use crate::envelope::REQUEST_ID;
+use crate::error::{ApiError, ErrorCode, ValidationError};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Gives the request an id (in every body's `meta.requestId`, the `X-Request-Id` header and the log line).
+pub async fn request_context(request: Request, next: Next) -> Response {
+    let request_id = new_id("req");
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let error = response.extensions().get::<ErrorCode>().map(|code| code.path());
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            error,
+            "handled"
+        );
+    });
+    response
+}
+
+pub async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("The request did not complete within {} ms.", limit.as_millis()),
+        )
+        .with_error(ValidationError::new("request", "Timed out").with_fix("Retry the request."))
+        .into_response(),
+    }
+}
+
+/// Used by `CatchPanicLayer`: a panicking handler answers 500 in the envelope and the server keeps serving.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_owned());
+    ApiError::unexpected(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+pub async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, format!("There is no route {method} {}.", uri.path()))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{} does not accept {method}; the API uses POST.", uri.path()))
+}

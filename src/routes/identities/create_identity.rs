@@ -1,0 +1,67 @@
+//! `identities.createIdentity`: creates an identity named by the customer's externalId.
+//!
+//! Permission: `identity.*.create_identity`. Errors: 400 `invalid_input` / `malformed`, 401 `key_not_found`,
+//! 403 `insufficient_permissions`, 409 `identity_already_exists`, 413 `request_body_too_large`.
+//! The 409 adds extension members: `conflictingField`, `conflictingValue`, and, when the key may read the
+//! existing identity, `existingIdentityId` and `retrieve` (the request that fetches it).
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::AppState;
+use crate::domain::identity::{Meta, NewIdentity, RatelimitInput, check_meta_and_ratelimits};
+use crate::domain::permission::{IdentityAction, RootKey};
+use crate::envelope::Envelope;
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{RootKeyHeader, ValidJson};
+use crate::store::StoreError;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateIdentityRequest {
+    external_id: String,
+    #[serde(default)]
+    meta: Meta,
+    #[serde(default)]
+    ratelimits: Vec<RatelimitInput>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedIdentity {
+    identity_id: String,
+}
+
+pub async fn create_identity(
+    State(state): State<AppState>,
+    auth: RootKeyHeader,
+    ValidJson(request): ValidJson<CreateIdentityRequest>,
+) -> Result<Envelope<CreatedIdentity>, ApiError> {
+    let root_key = auth.authenticate(&*state.store).await?;
+    root_key.authorize(IdentityAction::Create, None)?;
+    check_meta_and_ratelimits(Some(&request.meta), Some(&request.ratelimits))?;
+    let new = NewIdentity { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
+    match state.store.create_identity(&root_key.workspace, &new).await {
+        Ok(identity_id) => Ok(Envelope::data(CreatedIdentity { identity_id })),
+        Err(StoreError::Conflict { existing_id }) => Err(already_exists(&root_key, &new.external_id, &existing_id)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> ApiError {
+    let mut error = ApiError::new(
+        ErrorCode::IdentityAlreadyExists,
+        format!("Identity with externalId '{external_id}' already exists in this workspace."),
+    )
+    .with_extension("conflictingField", json!("externalId"))
+    .with_extension("conflictingValue", json!(external_id));
+    // Naming the existing id to a key that may not read it would leak more than the 409 itself does.
+    if root_key.may(IdentityAction::Read, Some(existing_id)) {
+        error = error.with_extension("existingIdentityId", json!(existing_id)).with_extension(
+            "retrieve",
+            json!({"method": "POST", "path": "/v2/identities.getIdentity", "body": {"identity": existing_id}}),
+        );
+    }
+    error
+}

@@ -1,0 +1,35 @@
+//! `identities.getIdentity`: one live identity by its id or, failing that, its externalId.
+//!
+//! Permission: `identity.*.read_identity` or `identity.<id>.read_identity`, checked after the lookup as
+//! Unkey does (a missing identity is 404 even without permission). Errors: 400, 401, 403, 404
+//! `identity_not_found` (also for another workspace's or a deleted identity), 413.
+
+use axum::extract::State;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::domain::identity::Identity;
+use crate::domain::permission::IdentityAction;
+use crate::envelope::Envelope;
+use crate::error::ApiError;
+use crate::extract::{RootKeyHeader, ValidJson};
+
+#[derive(Deserialize)]
+pub struct GetIdentityRequest {
+    identity: String,
+}
+
+pub async fn get_identity(
+    State(state): State<AppState>,
+    auth: RootKeyHeader,
+    ValidJson(request): ValidJson<GetIdentityRequest>,
+) -> Result<Envelope<Identity>, ApiError> {
+    let root_key = auth.authenticate(&*state.store).await?;
+    let identity = state
+        .store
+        .find_identity(&root_key.workspace, &request.identity)
+        .await?
+        .ok_or_else(ApiError::identity_not_found)?;
+    root_key.authorize(IdentityAction::Read, Some(&identity.id))?;
+    Ok(Envelope::data(identity))
+}

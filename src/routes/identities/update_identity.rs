@@ -1,0 +1,40 @@
+//! `identities.updateIdentity`: replaces meta and/or the ratelimit set of a live identity.
+//!
+//! Permission: `identity.*.update_identity`, checked before the lookup (403 before 404, as Unkey).
+//! Ratelimits are matched by name and keep their ids; omitted parts stay as they are. Errors: 400 (also
+//! for duplicate ratelimit names or meta over 1 MiB), 401, 403, 404 `identity_not_found`, 413.
+//! The response is the whole identity as stored after the update.
+
+use axum::extract::State;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::domain::identity::{Identity, IdentityChanges, Meta, RatelimitInput, check_meta_and_ratelimits};
+use crate::domain::permission::IdentityAction;
+use crate::envelope::Envelope;
+use crate::error::ApiError;
+use crate::extract::{RootKeyHeader, ValidJson};
+
+#[derive(Deserialize)]
+pub struct UpdateIdentityRequest {
+    identity: String,
+    meta: Option<Meta>,
+    ratelimits: Option<Vec<RatelimitInput>>,
+}
+
+pub async fn update_identity(
+    State(state): State<AppState>,
+    auth: RootKeyHeader,
+    ValidJson(request): ValidJson<UpdateIdentityRequest>,
+) -> Result<Envelope<Identity>, ApiError> {
+    let root_key = auth.authenticate(&*state.store).await?;
+    root_key.authorize(IdentityAction::Update, None)?;
+    check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
+    let changes = IdentityChanges { meta: request.meta, ratelimits: request.ratelimits };
+    let identity = state
+        .store
+        .update_identity(&root_key.workspace, &request.identity, &changes)
+        .await?
+        .ok_or_else(ApiError::identity_not_found)?;
+    Ok(Envelope::data(identity))
+}

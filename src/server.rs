@@ -1,0 +1,83 @@
+//! Running the service and minting root keys: what the CLI's subcommands do.
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{CreateRootKeyArgs, ServeArgs};
+use crate::domain::permission::all_permissions;
+use crate::domain::root_key;
+use crate::domain::workspace::WorkspaceId;
+use crate::store::{self, Store};
+use crate::{AppState, app};
+
+const FIRST_WORKSPACE: &str = "default";
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = store::open(&args.database.url).await?;
+    create_first_workspace(&*store).await?;
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "sigil is serving");
+    let state = AppState { store: store.clone(), limits: args.limits() };
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("sigil stopped");
+    Ok(())
+}
+
+/// An empty database gets workspace "default" and one all-permissions root key, printed once. When several
+/// nodes start on one empty database, only the one whose insert created the workspace prints a key.
+async fn create_first_workspace(store: &dyn Store) -> anyhow::Result<()> {
+    if store.has_workspaces().await? {
+        return Ok(());
+    }
+    let (workspace, created) = store.ensure_workspace(FIRST_WORKSPACE).await?;
+    if created {
+        let key = mint_root_key(store, &workspace, vec![all_permissions(&workspace)]).await?;
+        println!("Created workspace '{FIRST_WORKSPACE}' with an all-permissions root key. It is shown only now:");
+        println!("{key}");
+    }
+    Ok(())
+}
+
+pub async fn create_root_key(args: CreateRootKeyArgs) -> anyhow::Result<()> {
+    let store = store::open(&args.database.url).await?;
+    let (workspace, _) = store.ensure_workspace(&args.workspace).await?;
+    let permissions = if args.permissions.is_empty() { vec![all_permissions(&workspace)] } else { args.permissions };
+    let key = mint_root_key(&*store, &workspace, permissions).await?;
+    store.close().await;
+    println!("{key}");
+    Ok(())
+}
+
+/// Stores only the key's hash and hands the plaintext back to be shown once.
+pub async fn mint_root_key(
+    store: &dyn Store,
+    workspace: &WorkspaceId,
+    permissions: Vec<String>,
+) -> anyhow::Result<String> {
+    let key = root_key::generate();
+    store.create_root_key(workspace, &root_key::hash(&key), &permissions).await?;
+    Ok(key)
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,112 @@
+//! Storage: one trait, one implementation per database. Handlers hold an `Arc<dyn Store>` and never know
+//! which database answers. Every method but the root-key lookup (which is how a workspace is learned) takes
+//! the caller's workspace first, so no query can cross workspaces.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
+use crate::domain::permission::RootKey;
+use crate::domain::workspace::WorkspaceId;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in storage, sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A live identity in the workspace already has this externalId.
+    #[error("a live identity with this externalId already exists ({existing_id})")]
+    Conflict { existing_id: String },
+    /// The database did not answer in time or the connection broke; the request may succeed if retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database failure: a bug or a broken database.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// The operation lost a race too many times in a row; retrying the request can succeed.
+    #[error("contended: {0}")]
+    Contended(&'static str),
+    /// A stored value could not be read back (e.g. meta that is not JSON).
+    #[error("stored data is invalid: {0}")]
+    InvalidData(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(error)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// The operations Sigil needs from a database. Both implementations share their SQL (`sql.rs`).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Whether any workspace exists yet (an empty database gets a first workspace and key on `serve`).
+    async fn has_workspaces(&self) -> Result<bool, StoreError>;
+
+    /// The workspace with this name, created if missing; `true` when this call created it.
+    async fn ensure_workspace(&self, name: &str) -> Result<(WorkspaceId, bool), StoreError>;
+
+    /// Stores a root key by its hash; the plaintext never reaches the store.
+    async fn create_root_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_hash: &str,
+        permissions: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The root key with this hash, if any: how a request learns its workspace.
+    async fn find_root_key(&self, key_hash: &str) -> Result<Option<RootKey>, StoreError>;
+
+    /// Inserts an identity and its ratelimits atomically and returns its id. The database's unique index
+    /// decides a collision: [`StoreError::Conflict`] names the live identity that holds the externalId.
+    async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError>;
+
+    /// The live identity whose id, or else whose externalId, is `identity`.
+    async fn find_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<Option<Identity>, StoreError>;
+
+    /// Live identities in id (creation) order, at most `query.limit` of them.
+    async fn list_identities(
+        &self,
+        workspace: &WorkspaceId,
+        query: &IdentityPageQuery,
+    ) -> Result<Vec<Identity>, StoreError>;
+
+    /// Replaces meta and/or ratelimits in one transaction. Ratelimits are matched by name and keep their ids.
+    /// `None` when no live identity matches.
+    async fn update_identity(
+        &self,
+        workspace: &WorkspaceId,
+        identity: &str,
+        changes: &IdentityChanges,
+    ) -> Result<Option<Identity>, StoreError>;
+
+    /// Soft-deletes the live identity; its externalId is free again at once. `false` when none matched.
+    async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError>;
+
+    /// Waits for in-flight queries and closes every connection.
+    async fn close(&self);
+}
+
+/// Opens (creating if needed) and migrates the database named by `url`: `sqlite://PATH` or `postgres://…`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme);
+    match scheme {
+        Some("sqlite") => Ok(Arc::new(SqliteStore::open(url).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(url).await?)),
+        _ => anyhow::bail!(
+            "unsupported database URL scheme {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+            scheme.unwrap_or("")
+        ),
+    }
+}

@@ -1,0 +1,326 @@
+//! The SQL both backends run, and the one implementation of [`Store`](super::Store) over it.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$n` placeholders, partial unique indexes,
+//! `ON CONFLICT … DO NOTHING RETURNING`, TEXT ids, BIGINT unix-ms times, meta as JSON text), so the
+//! implementation is written once as a macro and instantiated per backend: each backend supplies only
+//! `reader()` and `writer()` pools and its own connection setup.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::domain::identity::{Identity, Ratelimit};
+use crate::store::StoreError;
+
+/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`.
+macro_rules! live_identity_id {
+    () => {
+        "(SELECT id FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL AND (id = $2 OR external_id = $2) \
+         ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1)"
+    };
+}
+
+pub(super) const COUNT_WORKSPACES: &str = "SELECT COUNT(*) FROM workspaces";
+pub(super) const INSERT_WORKSPACE: &str =
+    "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING id";
+pub(super) const WORKSPACE_ID_BY_NAME: &str = "SELECT id FROM workspaces WHERE name = $1";
+
+pub(super) const INSERT_ROOT_KEY: &str =
+    "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
+
+/// The conflict target is exactly the partial unique index `identities_live_external_id`.
+pub(super) const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
+    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
+pub(super) const FIND_IDENTITY: &str = concat!(
+    "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, r.name AS ratelimit_name, r.request_limit, ",
+    "r.duration_ms, r.auto_apply FROM identities i LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ",
+    "WHERE i.id = ",
+    live_identity_id!(),
+    " ORDER BY r.name"
+);
+
+/// `$2` cursor (inclusive lower bound on id) and `$3` search pattern are optional; `$4` is the row limit.
+pub(super) const LIST_IDENTITIES: &str = "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, \
+     r.name AS ratelimit_name, r.request_limit, r.duration_ms, r.auto_apply \
+     FROM (SELECT id, external_id, meta FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+           AND ($2 IS NULL OR id >= $2) \
+           AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
+           ORDER BY id LIMIT $4) i \
+     LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ORDER BY i.id, r.name";
+
+/// Taking the row lock first serializes concurrent updates of one identity (PostgreSQL) and fixes which
+/// identity the transaction works on.
+pub(super) const UPDATE_IDENTITY: &str = concat!(
+    "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
+    live_identity_id!(),
+    " AND deleted_at IS NULL RETURNING id"
+);
+
+/// Re-checking `deleted_at` on the row itself makes the second of two concurrent deletes match nothing.
+pub(super) const DELETE_IDENTITY: &str =
+    concat!("UPDATE identities SET deleted_at = $3 WHERE id = ", live_identity_id!(), " AND deleted_at IS NULL");
+
+pub(super) const RATELIMITS_OF_IDENTITY: &str = "SELECT id, name FROM identity_ratelimits WHERE identity_id = $1";
+pub(super) const DELETE_RATELIMIT: &str = "DELETE FROM identity_ratelimits WHERE id = $1";
+/// Matching by name keeps a ratelimit's id across updates.
+pub(super) const UPSERT_RATELIMIT: &str = "INSERT INTO identity_ratelimits \
+     (id, identity_id, name, request_limit, duration_ms, auto_apply, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (identity_id, name) DO UPDATE SET request_limit = excluded.request_limit, \
+     duration_ms = excluded.duration_ms, auto_apply = excluded.auto_apply, updated_at = excluded.created_at";
+
+/// An identity joined with at most one of its ratelimits; [`group_identities`] folds them back together.
+#[derive(sqlx::FromRow)]
+pub(super) struct IdentityRow {
+    id: String,
+    external_id: String,
+    meta: String,
+    ratelimit_id: Option<String>,
+    ratelimit_name: Option<String>,
+    request_limit: Option<i64>,
+    duration_ms: Option<i64>,
+    auto_apply: Option<bool>,
+}
+
+/// Rows arrive ordered by identity id, so each identity's rows are adjacent.
+pub(super) fn group_identities(rows: Vec<IdentityRow>) -> Result<Vec<Identity>, StoreError> {
+    let mut identities: Vec<Identity> = Vec::new();
+    for row in rows {
+        if identities.last().is_none_or(|last| last.id != row.id) {
+            let meta = serde_json::from_str(&row.meta)
+                .map_err(|error| StoreError::InvalidData(format!("meta of identity {}: {error}", row.id)))?;
+            identities.push(Identity { id: row.id, external_id: row.external_id, meta, ratelimits: Vec::new() });
+        }
+        if let (Some(id), Some(name), Some(limit), Some(duration), Some(auto_apply)) =
+            (row.ratelimit_id, row.ratelimit_name, row.request_limit, row.duration_ms, row.auto_apply)
+        {
+            let identity = identities.last_mut().expect("pushed above");
+            identity.ratelimits.push(Ratelimit { id, name, limit, duration, auto_apply });
+        }
+    }
+    Ok(identities)
+}
+
+pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(stored).map_err(|error| StoreError::InvalidData(format!("root key permissions: {error}")))
+}
+
+pub(super) fn to_json(meta: &crate::domain::identity::Meta) -> Result<String, StoreError> {
+    serde_json::to_string(meta).map_err(|error| StoreError::InvalidData(format!("meta: {error}")))
+}
+
+pub(super) fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How often create re-inserts when the identity it collided with was deleted before it could be read.
+pub(super) const CREATE_ATTEMPTS: usize = 3;
+
+/// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors.
+macro_rules! impl_store_with_shared_sql {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn has_workspaces(&self) -> Result<bool, StoreError> {
+                let count: i64 = sqlx::query_scalar(sql::COUNT_WORKSPACES).fetch_one(self.reader()).await?;
+                Ok(count > 0)
+            }
+
+            async fn ensure_workspace(&self, name: &str) -> Result<(WorkspaceId, bool), StoreError> {
+                let created: Option<String> = sqlx::query_scalar(sql::INSERT_WORKSPACE)
+                    .bind(new_id("ws"))
+                    .bind(name)
+                    .bind(sql::now_ms())
+                    .fetch_optional(self.writer())
+                    .await?;
+                if let Some(id) = created {
+                    return Ok((WorkspaceId::from_stored(id), true));
+                }
+                let id: String =
+                    sqlx::query_scalar(sql::WORKSPACE_ID_BY_NAME).bind(name).fetch_one(self.writer()).await?;
+                Ok((WorkspaceId::from_stored(id), false))
+            }
+
+            async fn create_root_key(
+                &self,
+                workspace: &WorkspaceId,
+                key_hash: &str,
+                permissions: &[String],
+            ) -> Result<(), StoreError> {
+                let permissions = serde_json::to_string(permissions)
+                    .map_err(|error| StoreError::InvalidData(format!("permissions: {error}")))?;
+                sqlx::query(sql::INSERT_ROOT_KEY)
+                    .bind(new_id("key"))
+                    .bind(workspace.as_str())
+                    .bind(key_hash)
+                    .bind(permissions)
+                    .bind(sql::now_ms())
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn find_root_key(&self, key_hash: &str) -> Result<Option<RootKey>, StoreError> {
+                let row: Option<(String, String)> =
+                    sqlx::query_as(sql::ROOT_KEY_BY_HASH).bind(key_hash).fetch_optional(self.reader()).await?;
+                row.map(|(workspace, permissions)| {
+                    Ok(RootKey {
+                        workspace: WorkspaceId::from_stored(workspace),
+                        permissions: sql::parse_permissions(&permissions)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
+                let meta = sql::to_json(&new.meta)?;
+                for _ in 0..sql::CREATE_ATTEMPTS {
+                    let id = new_id("id");
+                    let now = sql::now_ms();
+                    let mut tx = self.writer().begin().await?;
+                    let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
+                        .bind(&id)
+                        .bind(workspace.as_str())
+                        .bind(&new.external_id)
+                        .bind(&meta)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if inserted.is_some() {
+                        for limit in &new.ratelimits {
+                            sqlx::query(sql::UPSERT_RATELIMIT)
+                                .bind(new_id("rl"))
+                                .bind(&id)
+                                .bind(&limit.name)
+                                .bind(limit.limit)
+                                .bind(limit.duration)
+                                .bind(limit.auto_apply)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        return Ok(id);
+                    }
+                    tx.rollback().await?;
+                    let existing: Option<String> = sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                        .bind(workspace.as_str())
+                        .bind(&new.external_id)
+                        .fetch_optional(self.writer())
+                        .await?;
+                    if let Some(existing_id) = existing {
+                        return Err(StoreError::Conflict { existing_id });
+                    }
+                }
+                Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
+            }
+
+            async fn find_identity(
+                &self,
+                workspace: &WorkspaceId,
+                identity: &str,
+            ) -> Result<Option<Identity>, StoreError> {
+                if !sql::may_be_stored(identity) {
+                    return Ok(None);
+                }
+                let rows = sqlx::query_as(sql::FIND_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(sql::group_identities(rows)?.into_iter().next())
+            }
+
+            async fn list_identities(
+                &self,
+                workspace: &WorkspaceId,
+                query: &IdentityPageQuery,
+            ) -> Result<Vec<Identity>, StoreError> {
+                let rows = sqlx::query_as(sql::LIST_IDENTITIES)
+                    .bind(workspace.as_str())
+                    .bind(query.cursor.as_deref())
+                    .bind(query.search_pattern.as_deref())
+                    .bind(query.limit)
+                    .fetch_all(self.reader())
+                    .await?;
+                sql::group_identities(rows)
+            }
+
+            async fn update_identity(
+                &self,
+                workspace: &WorkspaceId,
+                identity: &str,
+                changes: &IdentityChanges,
+            ) -> Result<Option<Identity>, StoreError> {
+                if !sql::may_be_stored(identity) {
+                    return Ok(None);
+                }
+                let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
+                let now = sql::now_ms();
+                let mut tx = self.writer().begin().await?;
+                let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity)
+                    .bind(meta)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                if let Some(limits) = &changes.ratelimits {
+                    let existing: Vec<(String, String)> =
+                        sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(&id).fetch_all(&mut *tx).await?;
+                    for (ratelimit_id, name) in existing {
+                        if !limits.iter().any(|limit| limit.name == name) {
+                            sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *tx).await?;
+                        }
+                    }
+                    for limit in limits {
+                        sqlx::query(sql::UPSERT_RATELIMIT)
+                            .bind(new_id("rl"))
+                            .bind(&id)
+                            .bind(&limit.name)
+                            .bind(limit.limit)
+                            .bind(limit.duration)
+                            .bind(limit.auto_apply)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                let rows =
+                    sqlx::query_as(sql::FIND_IDENTITY).bind(workspace.as_str()).bind(&id).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(sql::group_identities(rows)?.into_iter().next())
+            }
+
+            async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
+                if !sql::may_be_stored(identity) {
+                    return Ok(false);
+                }
+                let result = sqlx::query(sql::DELETE_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity)
+                    .bind(sql::now_ms())
+                    .execute(self.writer())
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn close(&self) {
+                self.writer().close().await;
+                self.reader().close().await;
+            }
+        }
+    };
+}
+pub(super) use impl_store_with_shared_sql;
+
+/// PostgreSQL text cannot hold NUL, and no stored id or externalId contains one: such a lookup matches
+/// nothing on either backend, without asking the database.
+pub(super) fn may_be_stored(identity: &str) -> bool {
+    !identity.contains('\0')
+}

@@ -1,0 +1,26 @@
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(reading_without_permission_is_403, a_grant_for_another_identity_is_403);
+
+async fn reading_without_permission_is_403(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = server.create_identity(&admin, json!({"externalId": "secret"})).await;
+    let key = server.root_key(&["identity.*.create_identity"]).await;
+    let response = server.call("identities.getIdentity", &key, json!({"identity": "secret"})).await;
+    response.assert_error(403, "unkey/authorization/insufficient_permissions");
+    assert!(response.detail().contains("identity.*.read_identity"));
+    assert!(response.detail().contains(&format!("identity.{id}.read_identity")));
+    assert!(!response.detail().contains('{'), "{}", response.detail());
+}
+
+async fn a_grant_for_another_identity_is_403(server: TestServer) {
+    let admin = server.admin_key().await;
+    let other = server.create_identity(&admin, json!({"externalId": "other"})).await;
+    server.create_identity(&admin, json!({"externalId": "target"})).await;
+    let key = server.root_key(&[&format!("identity.{other}.read_identity")]).await;
+    let response = server.call("identities.getIdentity", &key, json!({"identity": "target"})).await;
+    response.assert_error(403, "unkey/authorization/insufficient_permissions");
+    assert!(!response.detail().contains(&other), "the detail names only what was needed");
+}

@@ -1,0 +1,46 @@
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(
+    a_missing_identity_is_404_even_without_permission,
+    a_deleted_identity_is_404,
+    another_workspaces_identity_is_404,
+);
+
+async fn a_missing_identity_is_404_even_without_permission(server: TestServer) {
+    let admin = server.admin_key().await;
+    let powerless = server.root_key(&[]).await;
+    for key in [&admin, &powerless] {
+        for lookup in ["nobody", "id_01ZZZZZZZZZZZZZZZZZZZZZZZZ", "@#$%", "nul\u{0}byte"] {
+            let response = server.call("identities.getIdentity", key, json!({"identity": lookup})).await;
+            response.assert_error(404, "unkey/data/identity_not_found");
+            assert_eq!(response.detail(), "This identity does not exist.");
+            assert_eq!(response.body["error"]["title"], "Not Found");
+        }
+    }
+}
+
+async fn a_deleted_identity_is_404(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "gone"})).await;
+    assert_eq!(server.call("identities.deleteIdentity", &key, json!({"identity": id})).await.status, 200);
+    for lookup in [id.as_str(), "gone"] {
+        server
+            .call("identities.getIdentity", &key, json!({"identity": lookup}))
+            .await
+            .assert_error(404, "unkey/data/identity_not_found");
+    }
+}
+
+async fn another_workspaces_identity_is_404(server: TestServer) {
+    let owner = server.admin_key_in("owner").await;
+    let id = server.create_identity(&owner, json!({"externalId": "private"})).await;
+    let stranger = server.admin_key_in("stranger").await;
+    for lookup in [id.as_str(), "private"] {
+        server
+            .call("identities.getIdentity", &stranger, json!({"identity": lookup}))
+            .await
+            .assert_error(404, "unkey/data/identity_not_found");
+    }
+}

@@ -1,0 +1,93 @@
+use serde_json::{Value, json};
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(
+    lists_in_creation_order_across_pages,
+    search_is_a_case_insensitive_literal_substring,
+    deleted_identities_and_other_workspaces_are_excluded,
+    an_empty_page_needs_no_permission,
+    a_per_identity_grant_with_a_targeted_search_lists_that_identity,
+);
+
+fn ids(page: &Value) -> Vec<String> {
+    page["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn lists_in_creation_order_across_pages(server: TestServer) {
+    let key = server.admin_key().await;
+    let mut created = Vec::new();
+    for n in 0..15 {
+        let mut body = json!({"externalId": format!("user_{n:02}")});
+        if n % 2 == 0 {
+            body["ratelimits"] = json!([{"name": "api_calls", "limit": 100, "duration": 60000, "autoApply": false}]);
+        }
+        created.push(server.create_identity(&key, body).await);
+    }
+    let first = server.call("identities.listIdentities", &key, json!({"limit": 7})).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(ids(&first.body), created[..7]);
+    assert_eq!(first.body["pagination"], json!({"hasMore": true, "cursor": created[7]}));
+    assert_eq!(first.body["data"][0]["ratelimits"][0]["name"], "api_calls");
+    assert!(first.body["data"][1].get("ratelimits").is_none(), "empty ratelimits are omitted");
+
+    let second = server.call("identities.listIdentities", &key, json!({"limit": 7, "cursor": created[7]})).await;
+    assert_eq!(ids(&second.body), created[7..14]);
+    let last = server.call("identities.listIdentities", &key, json!({"limit": 7, "cursor": created[14]})).await;
+    assert_eq!(ids(&last.body), created[14..]);
+    assert_eq!(last.body["pagination"], json!({"hasMore": false}), "no cursor on the last page");
+
+    let default_limit = server.call("identities.listIdentities", &key, json!({})).await;
+    assert_eq!(ids(&default_limit.body), created);
+    let garbage_cursor = server.call("identities.listIdentities", &key, json!({"cursor": "zzz"})).await;
+    assert_eq!(garbage_cursor.status, 200);
+    assert_eq!(garbage_cursor.body["data"], json!([]));
+}
+
+async fn search_is_a_case_insensitive_literal_substring(server: TestServer) {
+    let key = server.admin_key().await;
+    let alice = server.create_identity(&key, json!({"externalId": "acme_alice"})).await;
+    let bob = server.create_identity(&key, json!({"externalId": "acme_bob"})).await;
+    let discount = server.create_identity(&key, json!({"externalId": "discount_100_user"})).await;
+    let search = |term: &str| {
+        let (server, key, term) = (&server, &key, term.to_owned());
+        async move { ids(&server.call("identities.listIdentities", key, json!({"search": term})).await.body) }
+    };
+    assert_eq!(search("alice").await, [alice.as_str()]);
+    assert_eq!(search("ACME_ALICE").await, [alice.as_str()]);
+    assert_eq!(search("Acme").await, [alice.clone(), bob.clone()]);
+    assert_eq!(search(&bob[bob.len() - 10..].to_lowercase()).await, [bob.as_str()], "matches the id too");
+    assert_eq!(search("b_b").await, Vec::<String>::new(), "_ is literal");
+    assert_eq!(search("100%").await, Vec::<String>::new(), "% is literal");
+    assert_eq!(search("0_u").await, [discount.as_str()]);
+    assert_eq!(search("nobody").await, Vec::<String>::new());
+    assert_eq!(search("   ").await, [alice, bob, discount], "blank search lists all");
+}
+
+async fn deleted_identities_and_other_workspaces_are_excluded(server: TestServer) {
+    let key = server.admin_key().await;
+    let kept = server.create_identity(&key, json!({"externalId": "kept"})).await;
+    let gone = server.create_identity(&key, json!({"externalId": "gone"})).await;
+    server.call("identities.deleteIdentity", &key, json!({"identity": gone})).await;
+    let stranger = server.admin_key_in("stranger").await;
+    server.create_identity(&stranger, json!({"externalId": "theirs"})).await;
+    assert_eq!(server.list_all_ids(&key).await, [kept]);
+}
+
+async fn an_empty_page_needs_no_permission(server: TestServer) {
+    let key = server.root_key(&[]).await;
+    let response = server.call("identities.listIdentities", &key, json!({})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["data"], json!([]));
+    assert_eq!(response.body["pagination"], json!({"hasMore": false}));
+}
+
+async fn a_per_identity_grant_with_a_targeted_search_lists_that_identity(server: TestServer) {
+    let admin = server.admin_key().await;
+    server.create_identity(&admin, json!({"externalId": "test_user_dev"})).await;
+    let prod = server.create_identity(&admin, json!({"externalId": "test_user_prod"})).await;
+    let reader = server.root_key(&[&format!("identity.{prod}.read_identity")]).await;
+    let response = server.call("identities.listIdentities", &reader, json!({"search": "test_user_prod"})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(ids(&response.body), [prod]);
+}

@@ -1,0 +1,5 @@
+mod create_identity;
+mod delete_identity;
+mod get_identity;
+mod list_identities;
+mod update_identity;

@@ -1,0 +1,7 @@
+//! The black-box API suite: real HTTP against a real server on a real database, every test on SQLite and
+//! on PostgreSQL. Folders mirror the routes; one module per status code (`cargo test status_409`).
+
+mod harness;
+mod identities;
+mod protocol;
+mod races;

@@ -1,0 +1,72 @@
+//! What every route shares: unknown routes and methods, panics, request ids, liveness, the OpenAPI document.
+
+use axum::routing::post;
+use serde_json::json;
+
+use crate::harness::{Backend, TestServer};
+
+crate::backend_tests!(
+    unknown_routes_and_methods_answer_in_the_envelope,
+    every_response_carries_its_request_id_in_body_and_header,
+    liveness_and_the_openapi_document_are_served,
+);
+
+async fn unknown_routes_and_methods_answer_in_the_envelope(server: TestServer) {
+    let key = server.admin_key().await;
+    let unknown = server.call("identities.renameIdentity", &key, json!({})).await;
+    unknown.assert_error(404, "sigil/request/route_not_found");
+    let client = reqwest::Client::new();
+    let get = client.get(format!("{}/v2/identities.createIdentity", server.base_url));
+    let wrong_method = server.send(get).await;
+    wrong_method.assert_error(405, "sigil/request/method_not_allowed");
+}
+
+async fn every_response_carries_its_request_id_in_body_and_header(server: TestServer) {
+    let key = server.admin_key().await;
+    let ok = server.call("identities.listIdentities", &key, json!({})).await;
+    let failed = server.call("identities.getIdentity", &key, json!({"identity": "nobody"})).await;
+    for response in [&ok, &failed] {
+        let header = response.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(header, response.request_id());
+    }
+    assert_ne!(ok.request_id(), failed.request_id());
+}
+
+async fn liveness_and_the_openapi_document_are_served(server: TestServer) {
+    let client = reqwest::Client::new();
+    for path in ["/", "/v2/liveness"] {
+        let response = server.send(client.get(format!("{}{path}", server.base_url))).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body["data"]["message"], "OK");
+    }
+    let document = server.send(client.get(format!("{}/openapi.json", server.base_url))).await;
+    assert_eq!(document.body["openapi"], "3.1.0");
+    assert!(document.body["paths"]["/v2/identities.createIdentity"].is_object());
+}
+
+async fn panics() -> &'static str {
+    panic!("boom")
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
+    let router = sigil::routes::router().route("/v2/test.panic", post(panics));
+    let server = TestServer::start_with(Backend::Sqlite, sigil::Limits::default(), router).await.unwrap();
+    let key = server.admin_key().await;
+    let response = server.call("test.panic", &key, json!({})).await;
+    response.assert_error(500, "unkey/application/unexpected_error");
+    assert!(!response.detail().contains("boom"), "panic messages stay in the log");
+    assert_eq!(server.call("identities.listIdentities", &key, json!({})).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_answers_408() {
+    let slow = || async {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    };
+    let router = sigil::routes::router().route("/v2/test.slow", post(slow));
+    let limits = sigil::Limits { request_timeout: std::time::Duration::from_millis(100), ..sigil::Limits::default() };
+    let server = TestServer::start_with(Backend::Sqlite, limits, router).await.unwrap();
+    let response = server.send(server.post("test.slow")).await;
+    response.assert_error(408, "user/bad_request/request_timeout");
+}

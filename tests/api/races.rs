@@ -1,0 +1,37 @@
+//! Concurrency properties the database must decide, not the application.
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(
+    concurrent_creates_of_one_externalid_give_one_success_and_the_rest_409,
+    concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404,
+);
+
+const CONCURRENT_CREATES: usize = 200;
+
+async fn concurrent_creates_of_one_externalid_give_one_success_and_the_rest_409(server: TestServer) {
+    let key = server.admin_key().await;
+    let creates = (0..CONCURRENT_CREATES)
+        .map(|n| server.call("identities.createIdentity", &key, json!({"externalId": "contested", "meta": {"n": n}})));
+    let responses = join_all(creates).await;
+    let winners: Vec<_> = responses.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(winners.len(), 1, "statuses: {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    let winner_id = winners[0].body["data"]["identityId"].as_str().unwrap();
+    for loser in responses.iter().filter(|r| r.status != 200) {
+        loser.assert_error(409, "unkey/data/identity_already_exists");
+        assert_eq!(loser.body["error"]["existingIdentityId"], winner_id);
+    }
+    assert_eq!(server.list_all_ids(&key).await, [winner_id]);
+}
+
+async fn concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "doomed"})).await;
+    let deletes = (0..20).map(|_| server.call("identities.deleteIdentity", &key, json!({"identity": id})));
+    let statuses: Vec<u16> = join_all(deletes).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|&s| s == 200 || s == 404), "{statuses:?}");
+}
