@@ -177,7 +177,7 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Contended(_) => Self {
+            StoreError::Unavailable(_) | StoreError::Transient(_) | StoreError::Contended(_) => Self {
                 source: Some(error.into()),
                 ..Self::new(
                     ErrorCode::ServiceUnavailable,

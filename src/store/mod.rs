@@ -29,6 +29,10 @@ pub enum StoreError {
     /// Any other database failure: a bug or a broken database.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The database aborted the transaction to resolve a race (serialization failure, deadlock, SQLite busy);
+    /// it was rolled back, so running it again is safe. Retried a bounded number of times before surfacing.
+    #[error("transient database failure: {0}")]
+    Transient(#[source] sqlx::Error),
     /// The operation lost a race too many times in a row; retrying the request can succeed.
     #[error("contended: {0}")]
     Contended(&'static str),
@@ -43,9 +47,17 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Self::Unavailable(error)
             }
+            sqlx::Error::Database(ref database) if is_transient_code(database.code().as_deref()) => {
+                Self::Transient(error)
+            }
             other => Self::Database(other),
         }
     }
+}
+
+/// PostgreSQL's serialization_failure and deadlock_detected; SQLite's BUSY, LOCKED and their extended codes.
+fn is_transient_code(code: Option<&str>) -> bool {
+    matches!(code, Some("40001" | "40P01" | "5" | "6" | "261" | "517"))
 }
 
 /// The operations Sigil needs from a database. Both implementations share their SQL (`sql.rs`).
@@ -108,5 +120,27 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             "unsupported database URL scheme {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
             scheme.unwrap_or("")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn migration_names(backend: &str) -> Vec<String> {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .expect("migrations folder")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = migration_names("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, migration_names("postgres"));
     }
 }

@@ -115,6 +115,30 @@ pub(super) fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Attempts at an operation whose transaction the database aborted to resolve a race.
+const TRANSIENT_ATTEMPTS: u32 = 3;
+
+/// Runs `operation` again while it fails with [`StoreError::Transient`] (its transaction was rolled back),
+/// up to [`TRANSIENT_ATTEMPTS`] times with a short backoff. Nothing else is retried: not a conflict, and
+/// not a broken connection, after which a write may or may not have committed.
+pub(super) async fn retry_transient<T, F, Fut>(mut operation: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Err(StoreError::Transient(error)) if attempt < TRANSIENT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %error, "retrying after a transient database failure");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// How often create re-inserts when the identity it collided with was deleted before it could be read.
 pub(super) const CREATE_ATTEMPTS: usize = 3;
 
@@ -175,46 +199,49 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                let meta = sql::to_json(&new.meta)?;
-                for _ in 0..sql::CREATE_ATTEMPTS {
-                    let id = new_id("id");
-                    let now = sql::now_ms();
-                    let mut tx = self.writer().begin().await?;
-                    let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
-                        .bind(&id)
-                        .bind(workspace.as_str())
-                        .bind(&new.external_id)
-                        .bind(&meta)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if inserted.is_some() {
-                        for limit in &new.ratelimits {
-                            sqlx::query(sql::UPSERT_RATELIMIT)
-                                .bind(new_id("rl"))
-                                .bind(&id)
-                                .bind(&limit.name)
-                                .bind(limit.limit)
-                                .bind(limit.duration)
-                                .bind(limit.auto_apply)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
+                sql::retry_transient(move || async move {
+                    let meta = sql::to_json(&new.meta)?;
+                    for _ in 0..sql::CREATE_ATTEMPTS {
+                        let id = new_id("id");
+                        let now = sql::now_ms();
+                        let mut tx = self.writer().begin().await?;
+                        let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
+                            .bind(&id)
+                            .bind(workspace.as_str())
+                            .bind(&new.external_id)
+                            .bind(&meta)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if inserted.is_some() {
+                            for limit in &new.ratelimits {
+                                sqlx::query(sql::UPSERT_RATELIMIT)
+                                    .bind(new_id("rl"))
+                                    .bind(&id)
+                                    .bind(&limit.name)
+                                    .bind(limit.limit)
+                                    .bind(limit.duration)
+                                    .bind(limit.auto_apply)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            tx.commit().await?;
+                            return Ok(id);
                         }
-                        tx.commit().await?;
-                        return Ok(id);
+                        tx.rollback().await?;
+                        let existing: Option<String> = sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                            .bind(workspace.as_str())
+                            .bind(&new.external_id)
+                            .fetch_optional(self.writer())
+                            .await?;
+                        if let Some(existing_id) = existing {
+                            return Err(StoreError::Conflict { existing_id });
+                        }
                     }
-                    tx.rollback().await?;
-                    let existing: Option<String> = sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                        .bind(workspace.as_str())
-                        .bind(&new.external_id)
-                        .fetch_optional(self.writer())
-                        .await?;
-                    if let Some(existing_id) = existing {
-                        return Err(StoreError::Conflict { existing_id });
-                    }
-                }
-                Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
+                    Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
+                })
+                .await
             }
 
             async fn find_identity(
@@ -254,60 +281,69 @@ macro_rules! impl_store_with_shared_sql {
                 identity: &str,
                 changes: &IdentityChanges,
             ) -> Result<Option<Identity>, StoreError> {
-                if !sql::may_be_stored(identity) {
-                    return Ok(None);
-                }
-                let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
-                let now = sql::now_ms();
-                let mut tx = self.writer().begin().await?;
-                let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
-                    .bind(workspace.as_str())
-                    .bind(identity)
-                    .bind(meta)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(id) = id else {
-                    return Ok(None);
-                };
-                if let Some(limits) = &changes.ratelimits {
-                    let existing: Vec<(String, String)> =
-                        sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(&id).fetch_all(&mut *tx).await?;
-                    for (ratelimit_id, name) in existing {
-                        if !limits.iter().any(|limit| limit.name == name) {
-                            sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *tx).await?;
+                sql::retry_transient(move || async move {
+                    if !sql::may_be_stored(identity) {
+                        return Ok(None);
+                    }
+                    let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
+                    let now = sql::now_ms();
+                    let mut tx = self.writer().begin().await?;
+                    let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
+                        .bind(workspace.as_str())
+                        .bind(identity)
+                        .bind(meta)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(id) = id else {
+                        return Ok(None);
+                    };
+                    if let Some(limits) = &changes.ratelimits {
+                        let existing: Vec<(String, String)> =
+                            sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(&id).fetch_all(&mut *tx).await?;
+                        for (ratelimit_id, name) in existing {
+                            if !limits.iter().any(|limit| limit.name == name) {
+                                sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *tx).await?;
+                            }
+                        }
+                        for limit in limits {
+                            sqlx::query(sql::UPSERT_RATELIMIT)
+                                .bind(new_id("rl"))
+                                .bind(&id)
+                                .bind(&limit.name)
+                                .bind(limit.limit)
+                                .bind(limit.duration)
+                                .bind(limit.auto_apply)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
                         }
                     }
-                    for limit in limits {
-                        sqlx::query(sql::UPSERT_RATELIMIT)
-                            .bind(new_id("rl"))
-                            .bind(&id)
-                            .bind(&limit.name)
-                            .bind(limit.limit)
-                            .bind(limit.duration)
-                            .bind(limit.auto_apply)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                let rows =
-                    sqlx::query_as(sql::FIND_IDENTITY).bind(workspace.as_str()).bind(&id).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(sql::group_identities(rows)?.into_iter().next())
+                    let rows = sqlx::query_as(sql::FIND_IDENTITY)
+                        .bind(workspace.as_str())
+                        .bind(&id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(sql::group_identities(rows)?.into_iter().next())
+                })
+                .await
             }
 
             async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
-                if !sql::may_be_stored(identity) {
-                    return Ok(false);
-                }
-                let result = sqlx::query(sql::DELETE_IDENTITY)
-                    .bind(workspace.as_str())
-                    .bind(identity)
-                    .bind(sql::now_ms())
-                    .execute(self.writer())
-                    .await?;
-                Ok(result.rows_affected() > 0)
+                sql::retry_transient(move || async move {
+                    if !sql::may_be_stored(identity) {
+                        return Ok(false);
+                    }
+                    let result = sqlx::query(sql::DELETE_IDENTITY)
+                        .bind(workspace.as_str())
+                        .bind(identity)
+                        .bind(sql::now_ms())
+                        .execute(self.writer())
+                        .await?;
+                    Ok(result.rows_affected() > 0)
+                })
+                .await
             }
 
             async fn close(&self) {
@@ -323,4 +359,43 @@ pub(super) use impl_store_with_shared_sql;
 /// nothing on either backend, without asking the database.
 pub(super) fn may_be_stored(identity: &str) -> bool {
     !identity.contains('\0')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let calls = Cell::new(0);
+        let recovers = retry_transient(|| async {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 { Err(StoreError::Transient(sqlx::Error::PoolTimedOut)) } else { Ok(calls.get()) }
+        })
+        .await;
+        assert_eq!(recovers.unwrap(), 3);
+
+        calls.set(0);
+        let gives_up = retry_transient(|| async {
+            calls.set(calls.get() + 1);
+            Err::<(), _>(StoreError::Transient(sqlx::Error::PoolTimedOut))
+        })
+        .await;
+        assert!(matches!(gives_up, Err(StoreError::Transient(_))));
+        assert_eq!(calls.get(), TRANSIENT_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_never_retried() {
+        let calls = Cell::new(0);
+        let outcome = retry_transient(|| async {
+            calls.set(calls.get() + 1);
+            Err::<(), _>(StoreError::Conflict { existing_id: "id_1".into() })
+        })
+        .await;
+        assert!(matches!(outcome, Err(StoreError::Conflict { .. })));
+        assert_eq!(calls.get(), 1);
+    }
 }

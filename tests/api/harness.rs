@@ -184,14 +184,15 @@ impl ApiResponse {
     }
 }
 
-/// A database that exists for one test.
-enum TestDatabase {
+/// A database that exists for one test: a temporary SQLite file, or a PostgreSQL schema dropped afterwards.
+pub enum TestDatabase {
     Sqlite(TempDir),
     Postgres { server_url: String, schema: String },
 }
 
 impl TestDatabase {
-    async fn create(backend: Backend) -> Option<Self> {
+    /// `None` only for PostgreSQL when it is unreachable outside CI.
+    pub async fn create(backend: Backend) -> Option<Self> {
         match backend {
             Backend::Sqlite => Some(Self::Sqlite(tempfile::tempdir().expect("temp dir"))),
             Backend::Postgres => {
@@ -204,7 +205,7 @@ impl TestDatabase {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         match self {
             Self::Sqlite(dir) => format!("sqlite://{}", dir.path().join("sigil.db").display()),
             Self::Postgres { server_url, schema } => {

@@ -3,5 +3,6 @@
 
 mod harness;
 mod identities;
+mod multi_node;
 mod protocol;
 mod races;
