@@ -2,10 +2,12 @@
 //! with nothing installed.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Limits;
+use crate::idempotency::IdempotencySettings;
 
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, about = "Self-hosted identity service speaking Unkey's v2 API")]
@@ -57,13 +59,23 @@ pub struct ServeArgs {
     /// A request running longer gets 408.
     #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// How long a response to a request with an Idempotency-Key is kept for replay.
+    #[arg(long, env = "SIGIL_IDEMPOTENCY_RETENTION_SECS", default_value_t = 24 * 60 * 60)]
+    pub idempotency_retention_secs: u64,
+    /// How long a retry waits for the first request with its key to finish before answering 409.
+    #[arg(long, env = "SIGIL_IDEMPOTENCY_WAIT_MS", default_value_t = 5_000)]
+    pub idempotency_wait_ms: u64,
 }
 
 impl ServeArgs {
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_body_bytes: self.max_body_bytes,
-            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+        Limits { max_body_bytes: self.max_body_bytes, request_timeout: Duration::from_millis(self.request_timeout_ms) }
+    }
+
+    pub fn idempotency(&self) -> IdempotencySettings {
+        IdempotencySettings {
+            retention: Duration::from_secs(self.idempotency_retention_secs),
+            in_flight_wait: Duration::from_millis(self.idempotency_wait_ms),
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     IdentityNotFound,
     /// A live identity in the workspace already has this externalId.
     IdentityAlreadyExists,
+    /// An Idempotency-Key was reused for a different operation or body.
+    IdempotencyKeyReused,
+    /// A request with this Idempotency-Key is still running.
+    IdempotencyRequestInProgress,
     /// The request took longer than the configured timeout.
     RequestTimeout,
     /// The body is larger than the configured limit.
@@ -52,7 +56,8 @@ impl ErrorCode {
             Self::IdentityNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::IdentityAlreadyExists => StatusCode::CONFLICT,
+            Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnexpectedError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -67,7 +72,8 @@ impl ErrorCode {
             Self::IdentityNotFound | Self::RouteNotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::RequestTimeout => "Request Timeout",
-            Self::IdentityAlreadyExists => "Conflict",
+            Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => "Conflict",
+            Self::IdempotencyKeyReused => "Unprocessable Entity",
             Self::RequestBodyTooLarge => "Request Entity Too Large",
             Self::UnexpectedError => "Internal Server Error",
             Self::ServiceUnavailable => "Service Unavailable",
@@ -83,6 +89,8 @@ impl ErrorCode {
             Self::InsufficientPermissions => "unkey/authorization/insufficient_permissions",
             Self::IdentityNotFound => "unkey/data/identity_not_found",
             Self::IdentityAlreadyExists => "unkey/data/identity_already_exists",
+            Self::IdempotencyKeyReused => "sigil/idempotency/key_reused",
+            Self::IdempotencyRequestInProgress => "sigil/idempotency/request_in_progress",
             Self::RequestTimeout => "user/bad_request/request_timeout",
             Self::RequestBodyTooLarge => "user/bad_request/request_body_too_large",
             Self::RouteNotFound => "sigil/request/route_not_found",
@@ -140,6 +148,13 @@ impl ApiError {
 
     pub fn invalid_input(detail: impl Into<String>, errors: Vec<ValidationError>) -> Self {
         Self { errors, ..Self::new(ErrorCode::InvalidInput, detail) }
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(ErrorCode::RequestBodyTooLarge, format!("The request body is larger than {limit} bytes.")).with_error(
+            ValidationError::new("body", format!("Request bodies may be at most {limit} bytes."))
+                .with_fix("Send a smaller body; meta may hold at most 1 MiB of JSON."),
+        )
     }
 
     pub fn identity_not_found() -> Self {

@@ -24,12 +24,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
         require_json_content_type(request.headers())?;
         let body = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                let limit = state.limits.max_body_bytes;
-                ApiError::new(ErrorCode::RequestBodyTooLarge, format!("The request body is larger than {limit} bytes."))
-                    .with_error(
-                        ValidationError::new("body", format!("Request bodies may be at most {limit} bytes."))
-                            .with_fix("Send a smaller body; meta may hold at most 1 MiB of JSON."),
-                    )
+                ApiError::body_too_large(state.limits.max_body_bytes)
             } else {
                 ApiError::invalid_input(
                     "The request body could not be read.",
@@ -77,11 +72,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RootKeyHeader {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.headers.get(header::AUTHORIZATION).cloned()))
+        Ok(Self::from_headers(&parts.headers))
     }
 }
 
 impl RootKeyHeader {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self(headers.get(header::AUTHORIZATION).cloned())
+    }
+
     /// 400 when the header is missing or not `Bearer <key>`, 401 when no root key has that value.
     pub async fn authenticate(&self, store: &dyn Store) -> Result<RootKey, ApiError> {
         let Some(header) = &self.0 else {

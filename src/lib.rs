@@ -5,6 +5,7 @@ pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -18,6 +19,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::idempotency::IdempotencySettings;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -25,6 +27,7 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub limits: Limits,
+    pub idempotency: IdempotencySettings,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,11 +48,12 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the layers every route gets, outermost first: request id and log line, panic guard,
-/// timeout, body limit; unknown paths and methods answer in the error envelope.
+/// timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error envelope.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .fallback(middleware::route_not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response))

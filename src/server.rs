@@ -1,5 +1,8 @@
 //! Running the service and minting root keys: what the CLI's subcommands do.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 
@@ -17,8 +20,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     create_first_workspace(&*store).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
-    let state = AppState { store: store.clone(), limits: args.limits() };
+    let state = AppState { store: store.clone(), limits: args.limits(), idempotency: args.idempotency() };
+    let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    purge.abort();
     store.close().await;
     tracing::info!("sigil stopped");
     Ok(())
@@ -58,6 +63,20 @@ pub async fn mint_root_key(
     let key = root_key::generate();
     store.create_root_key(workspace, &root_key::hash(&key), &permissions).await?;
     Ok(key)
+}
+
+const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Expired idempotency records are never replayed; this only keeps the table small.
+async fn purge_expired_idempotency_keys(store: Arc<dyn Store>) {
+    let mut every = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        every.tick().await;
+        match store.purge_expired_idempotency_keys().await {
+            Ok(purged) => tracing::debug!(purged, "purged expired idempotency keys"),
+            Err(error) => tracing::warn!(error = %error, "could not purge expired idempotency keys"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

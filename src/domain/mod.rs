@@ -1,5 +1,6 @@
 //! Pure types and rules: what a valid identity, ratelimit, permission or root key is. No I/O.
 
+pub mod idempotency;
 pub mod identity;
 pub mod ids;
 pub mod permission;

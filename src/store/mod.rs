@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
@@ -105,6 +106,38 @@ pub trait Store: Send + Sync {
 
     /// Soft-deletes the live identity; its externalId is free again at once. `false` when none matched.
     async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError>;
+
+    /// Claims an Idempotency-Key for a request with `fingerprint` until `lease_until` (unix ms). `None`: the
+    /// caller holds the key and must complete or release it. `Some`: the live record that holds it.
+    async fn claim_idempotency_key(
+        &self,
+        workspace: &WorkspaceId,
+        key: &str,
+        fingerprint: &str,
+        lease_until: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// The live (unexpired) record of a key.
+    async fn find_idempotency_key(
+        &self,
+        workspace: &WorkspaceId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Stores the response of the request that holds the key, to be replayed until `keep_until` (unix ms).
+    async fn complete_idempotency_key(
+        &self,
+        workspace: &WorkspaceId,
+        key: &str,
+        response: &StoredResponse,
+        keep_until: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Frees a claimed key whose request produced nothing worth replaying.
+    async fn release_idempotency_key(&self, workspace: &WorkspaceId, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes expired idempotency records of every workspace; returns how many.
+    async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError>;
 
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);

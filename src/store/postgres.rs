@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;

@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{Identity, Ratelimit};
 use crate::store::StoreError;
 
@@ -69,6 +70,30 @@ pub(super) const UPSERT_RATELIMIT: &str = "INSERT INTO identity_ratelimits \
      (id, identity_id, name, request_limit, duration_ms, auto_apply, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (identity_id, name) DO UPDATE SET request_limit = excluded.request_limit, \
      duration_ms = excluded.duration_ms, auto_apply = excluded.auto_apply, updated_at = excluded.created_at";
+
+/// Claims a key that is free or whose record expired; returns no row when a live record holds it.
+pub(super) const CLAIM_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
+     (workspace_id, idempotency_key, fingerprint, status, response_body, created_at, expires_at) \
+     VALUES ($1, $2, $3, NULL, NULL, $4, $5) ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET \
+     fingerprint = excluded.fingerprint, status = NULL, response_body = NULL, created_at = excluded.created_at, \
+     expires_at = excluded.expires_at WHERE idempotency_keys.expires_at < excluded.created_at RETURNING workspace_id";
+pub(super) const FIND_IDEMPOTENCY_KEY: &str = "SELECT fingerprint, status, response_body FROM idempotency_keys \
+     WHERE workspace_id = $1 AND idempotency_key = $2 AND expires_at >= $3";
+pub(super) const COMPLETE_IDEMPOTENCY_KEY: &str = "UPDATE idempotency_keys SET status = $3, response_body = $4, \
+     expires_at = $5 WHERE workspace_id = $1 AND idempotency_key = $2 AND status IS NULL";
+pub(super) const RELEASE_IDEMPOTENCY_KEY: &str =
+    "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND idempotency_key = $2 AND status IS NULL";
+pub(super) const PURGE_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys WHERE expires_at < $1";
+
+pub(super) fn idempotency_record(
+    (fingerprint, status, body): (String, Option<i32>, Option<String>),
+) -> IdempotencyRecord {
+    let response = match (status, body) {
+        (Some(status), Some(body)) => Some(StoredResponse { status: u16::try_from(status).unwrap_or(500), body }),
+        _ => None,
+    };
+    IdempotencyRecord { fingerprint, response }
+}
 
 /// An identity joined with at most one of its ratelimits; [`group_identities`] folds them back together.
 #[derive(sqlx::FromRow)]
@@ -344,6 +369,81 @@ macro_rules! impl_store_with_shared_sql {
                     Ok(result.rows_affected() > 0)
                 })
                 .await
+            }
+
+            async fn claim_idempotency_key(
+                &self,
+                workspace: &WorkspaceId,
+                key: &str,
+                fingerprint: &str,
+                lease_until: i64,
+            ) -> Result<Option<IdempotencyRecord>, StoreError> {
+                // A record can expire or be released between the claim and the read; then claim again.
+                for _ in 0..sql::CREATE_ATTEMPTS {
+                    let now = sql::now_ms();
+                    let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_IDEMPOTENCY_KEY)
+                        .bind(workspace.as_str())
+                        .bind(key)
+                        .bind(fingerprint)
+                        .bind(now)
+                        .bind(lease_until)
+                        .fetch_optional(self.writer())
+                        .await?;
+                    if claimed.is_some() {
+                        return Ok(None);
+                    }
+                    if let Some(record) = self.find_idempotency_key(workspace, key).await? {
+                        return Ok(Some(record));
+                    }
+                }
+                Err(StoreError::Contended("the idempotency key was claimed and released concurrently"))
+            }
+
+            async fn find_idempotency_key(
+                &self,
+                workspace: &WorkspaceId,
+                key: &str,
+            ) -> Result<Option<IdempotencyRecord>, StoreError> {
+                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY)
+                    .bind(workspace.as_str())
+                    .bind(key)
+                    .bind(sql::now_ms())
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(row.map(sql::idempotency_record))
+            }
+
+            async fn complete_idempotency_key(
+                &self,
+                workspace: &WorkspaceId,
+                key: &str,
+                response: &StoredResponse,
+                keep_until: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(sql::COMPLETE_IDEMPOTENCY_KEY)
+                    .bind(workspace.as_str())
+                    .bind(key)
+                    .bind(i32::from(response.status))
+                    .bind(&response.body)
+                    .bind(keep_until)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_idempotency_key(&self, workspace: &WorkspaceId, key: &str) -> Result<(), StoreError> {
+                sqlx::query(sql::RELEASE_IDEMPOTENCY_KEY)
+                    .bind(workspace.as_str())
+                    .bind(key)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
+                let purged =
+                    sqlx::query(sql::PURGE_IDEMPOTENCY_KEYS).bind(sql::now_ms()).execute(self.writer()).await?;
+                Ok(purged.rows_affected())
             }
 
             async fn close(&self) {

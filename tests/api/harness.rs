@@ -10,6 +10,7 @@ use std::sync::{Arc, Once};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sigil::domain::permission::all_permissions;
+use sigil::idempotency::IdempotencySettings;
 use sigil::server::mint_root_key;
 use sigil::store::{self, Store};
 use sigil::{AppState, Limits};
@@ -57,26 +58,51 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
     server: JoinHandle<()>,
-    _database: TestDatabase,
+    database: Option<TestDatabase>,
+}
+
+pub struct Options {
+    pub limits: Limits,
+    pub idempotency: IdempotencySettings,
+    pub router: axum::Router<AppState>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { limits: Limits::default(), idempotency: IdempotencySettings::default(), router: sigil::routes::router() }
+    }
 }
 
 impl TestServer {
     /// `None` only for PostgreSQL when it is unreachable outside CI.
     pub async fn start(backend: Backend) -> Option<Self> {
-        Self::start_with(backend, Limits::default(), sigil::routes::router()).await
+        Self::start_with(backend, Options::default()).await
     }
 
-    /// A server with other limits or extra routes (for failure paths no real route can reach).
-    pub async fn start_with(backend: Backend, limits: Limits, router: axum::Router<AppState>) -> Option<Self> {
+    /// A server with other settings or extra routes (for failure paths no real route can reach).
+    pub async fn start_with(backend: Backend, options: Options) -> Option<Self> {
         let database = TestDatabase::create(backend).await?;
+        Some(Self::serve(database, options).await)
+    }
+
+    async fn serve(database: TestDatabase, options: Options) -> Self {
         let store = store::open(&database.url()).await.expect("open test database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
-        let app = sigil::with_layers(router, AppState { store: store.clone(), limits });
+        let state = AppState { store: store.clone(), limits: options.limits, idempotency: options.idempotency };
+        let app = sigil::with_layers(options.router, state);
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("server runs");
         });
-        Some(Self { base_url, store, client: reqwest::Client::new(), server, _database: database })
+        Self { base_url, store, client: reqwest::Client::new(), server, database: Some(database) }
+    }
+
+    /// Stops this server and starts a new one on the same database, as after a process restart.
+    pub async fn restart(mut self) -> Self {
+        self.server.abort();
+        self.store.close().await;
+        let database = self.database.take().expect("database");
+        Self::serve(database, Options::default()).await
     }
 
     /// A root key in workspace `test` holding `permissions`.
@@ -100,6 +126,17 @@ impl TestServer {
         self.admin_key_in(WORKSPACE).await
     }
 
+    /// POSTs `body` as JSON to `/v2/<operation>` with `Bearer <key>` and an `Idempotency-Key`.
+    pub async fn call_idempotent(&self, operation: &str, key: &str, idempotency_key: &str, body: &str) -> ApiResponse {
+        let request = self
+            .post(operation)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key)
+            .body(body.to_owned());
+        self.send(request).await
+    }
+
     /// POSTs `body` as JSON to `/v2/<operation>` with `Bearer <key>`.
     pub async fn call(&self, operation: &str, key: &str, body: Value) -> ApiResponse {
         self.send(self.post(operation).bearer_auth(key).json(&body)).await
@@ -116,7 +153,7 @@ impl TestServer {
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text}"));
-        ApiResponse { status, headers, body }
+        ApiResponse { status, headers, body, text }
     }
 
     /// Creates an identity with the admin key and returns its id.
@@ -156,6 +193,8 @@ pub struct ApiResponse {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body exactly as sent, for byte-for-byte comparisons.
+    pub text: String,
 }
 
 impl ApiResponse {

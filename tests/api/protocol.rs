@@ -3,7 +3,7 @@
 use axum::routing::post;
 use serde_json::json;
 
-use crate::harness::{Backend, TestServer};
+use crate::harness::{Backend, Options, TestServer};
 
 crate::backend_tests!(
     unknown_routes_and_methods_answer_in_the_envelope,
@@ -51,7 +51,7 @@ async fn panics() -> &'static str {
 #[tokio::test]
 async fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
     let router = sigil::routes::router().route("/v2/test.panic", post(panics));
-    let server = TestServer::start_with(Backend::Sqlite, sigil::Limits::default(), router).await.unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, Options { router, ..Options::default() }).await.unwrap();
     let key = server.admin_key().await;
     let response = server.call("test.panic", &key, json!({})).await;
     response.assert_error(500, "unkey/application/unexpected_error");
@@ -66,7 +66,8 @@ async fn a_request_over_the_timeout_answers_408() {
     };
     let router = sigil::routes::router().route("/v2/test.slow", post(slow));
     let limits = sigil::Limits { request_timeout: std::time::Duration::from_millis(100), ..sigil::Limits::default() };
-    let server = TestServer::start_with(Backend::Sqlite, limits, router).await.unwrap();
+    let server =
+        TestServer::start_with(Backend::Sqlite, Options { limits, router, ..Options::default() }).await.unwrap();
     let response = server.send(server.post("test.slow")).await;
     response.assert_error(408, "user/bad_request/request_timeout");
 }

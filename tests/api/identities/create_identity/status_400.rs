@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestServer};
+use crate::harness::{Backend, Options, TestServer};
 
 crate::backend_tests!(
     schema_violations_are_rejected_with_their_keyword_path,
@@ -148,7 +148,7 @@ async fn a_rejected_request_writes_nothing(server: TestServer) {
 #[tokio::test]
 async fn meta_over_one_mebibyte_is_rejected_when_the_body_limit_allows_it() {
     let limits = sigil::Limits { max_body_bytes: 4 * 1024 * 1024, ..sigil::Limits::default() };
-    let server = TestServer::start_with(Backend::Sqlite, limits, sigil::routes::router()).await.unwrap();
+    let server = TestServer::start_with(Backend::Sqlite, Options { limits, ..Options::default() }).await.unwrap();
     let key = server.admin_key().await;
     let body = json!({"externalId": "big", "meta": {"blob": "x".repeat(1024 * 1024)}});
     let response = server.call("identities.createIdentity", &key, body).await;
