@@ -54,6 +54,14 @@ pub struct NewIdentity {
     pub ratelimits: Vec<RatelimitInput>,
 }
 
+/// Get-or-create by externalId; on an existing identity only the parts present are replaced.
+#[derive(Debug, Clone)]
+pub struct IdentityUpsert {
+    pub external_id: String,
+    pub meta: Option<Meta>,
+    pub ratelimits: Option<Vec<RatelimitInput>>,
+}
+
 /// A wholesale replacement of whichever parts are present; `None` leaves that part as it is.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityChanges {

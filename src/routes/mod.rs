@@ -19,4 +19,5 @@ pub fn router() -> Router<AppState> {
         .route("/v2/identities.listIdentities", post(identities::list_identities))
         .route("/v2/identities.updateIdentity", post(identities::update_identity))
         .route("/v2/identities.deleteIdentity", post(identities::delete_identity))
+        .route("/v2/identities.upsertIdentity", post(identities::upsert_identity))
 }

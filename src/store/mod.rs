@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
+use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity};
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 
@@ -84,6 +84,14 @@ pub trait Store: Send + Sync {
     /// Inserts an identity and its ratelimits atomically and returns its id. The database's unique index
     /// decides a collision: [`StoreError::Conflict`] names the live identity that holds the externalId.
     async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError>;
+
+    /// Creates the identity, or updates the sent parts of the live one with this externalId; one statement
+    /// decides, so concurrent upserts never conflict. `true` when this call created it.
+    async fn upsert_identity(
+        &self,
+        workspace: &WorkspaceId,
+        upsert: &IdentityUpsert,
+    ) -> Result<(Identity, bool), StoreError>;
 
     /// The live identity whose id, or else whose externalId, is `identity`.
     async fn find_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<Option<Identity>, StoreError>;

@@ -7,7 +7,9 @@ use anyhow::Context;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
+use crate::domain::identity::{
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
+};
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
@@ -43,4 +45,4 @@ impl PostgresStore {
     }
 }
 
-impl_store_with_shared_sql!(PostgresStore);
+impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);

@@ -51,6 +51,12 @@ pub(super) const LIST_IDENTITIES: &str = "SELECT i.id, i.external_id, i.meta, r.
            ORDER BY id LIMIT $4) i \
      LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ORDER BY i.id, r.name";
 
+/// Inserts, or updates the live identity with this externalId, in one statement: the database decides
+/// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent.
+pub(super) const UPSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
+     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+     DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5 RETURNING id";
+
 /// Taking the row lock first serializes concurrent updates of one identity (PostgreSQL) and fixes which
 /// identity the transaction works on.
 pub(super) const UPDATE_IDENTITY: &str = concat!(
@@ -169,7 +175,56 @@ pub(super) const CREATE_ATTEMPTS: usize = 3;
 
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors.
 macro_rules! impl_store_with_shared_sql {
-    ($store:ty) => {
+    ($store:ty, $database:ty) => {
+        impl $store {
+            /// Makes the identity's ratelimits exactly `limits`: names no longer sent are deleted, the
+            /// others inserted or updated in place, so a ratelimit keeps its id across updates.
+            async fn replace_ratelimits(
+                tx: &mut sqlx::Transaction<'static, $database>,
+                identity_id: &str,
+                limits: &[RatelimitInput],
+                now: i64,
+            ) -> Result<(), StoreError> {
+                let existing: Vec<(String, String)> =
+                    sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(identity_id).fetch_all(&mut **tx).await?;
+                for (ratelimit_id, name) in existing {
+                    if !limits.iter().any(|limit| limit.name == name) {
+                        sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut **tx).await?;
+                    }
+                }
+                for limit in limits {
+                    sqlx::query(sql::UPSERT_RATELIMIT)
+                        .bind(new_id("rl"))
+                        .bind(identity_id)
+                        .bind(&limit.name)
+                        .bind(limit.limit)
+                        .bind(limit.duration)
+                        .bind(limit.auto_apply)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Reads an identity inside the transaction that just wrote it.
+            async fn read_back(
+                tx: &mut sqlx::Transaction<'static, $database>,
+                workspace: &WorkspaceId,
+                identity_id: &str,
+            ) -> Result<Identity, StoreError> {
+                let rows = sqlx::query_as(sql::FIND_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity_id)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                sql::group_identities(rows)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| StoreError::InvalidData(format!("identity {identity_id} vanished mid-transaction")))
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn has_workspaces(&self) -> Result<bool, StoreError> {
@@ -239,17 +294,8 @@ macro_rules! impl_store_with_shared_sql {
                             .fetch_optional(&mut *tx)
                             .await?;
                         if inserted.is_some() {
-                            for limit in &new.ratelimits {
-                                sqlx::query(sql::UPSERT_RATELIMIT)
-                                    .bind(new_id("rl"))
-                                    .bind(&id)
-                                    .bind(&limit.name)
-                                    .bind(limit.limit)
-                                    .bind(limit.duration)
-                                    .bind(limit.auto_apply)
-                                    .bind(now)
-                                    .execute(&mut *tx)
-                                    .await?;
+                            if !new.ratelimits.is_empty() {
+                                Self::replace_ratelimits(&mut tx, &id, &new.ratelimits, now).await?;
                             }
                             tx.commit().await?;
                             return Ok(id);
@@ -265,6 +311,35 @@ macro_rules! impl_store_with_shared_sql {
                         }
                     }
                     Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
+                })
+                .await
+            }
+
+            async fn upsert_identity(
+                &self,
+                workspace: &WorkspaceId,
+                upsert: &IdentityUpsert,
+            ) -> Result<(Identity, bool), StoreError> {
+                let meta = upsert.meta.as_ref().map(sql::to_json).transpose()?;
+                let meta = meta.as_deref();
+                sql::retry_transient(move || async move {
+                    let new_identity_id = new_id("id");
+                    let now = sql::now_ms();
+                    let mut tx = self.writer().begin().await?;
+                    let id: String = sqlx::query_scalar(sql::UPSERT_IDENTITY)
+                        .bind(&new_identity_id)
+                        .bind(workspace.as_str())
+                        .bind(&upsert.external_id)
+                        .bind(meta)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if let Some(limits) = &upsert.ratelimits {
+                        Self::replace_ratelimits(&mut tx, &id, limits, now).await?;
+                    }
+                    let identity = Self::read_back(&mut tx, workspace, &id).await?;
+                    tx.commit().await?;
+                    Ok((identity, id == new_identity_id))
                 })
                 .await
             }
@@ -324,33 +399,11 @@ macro_rules! impl_store_with_shared_sql {
                         return Ok(None);
                     };
                     if let Some(limits) = &changes.ratelimits {
-                        let existing: Vec<(String, String)> =
-                            sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(&id).fetch_all(&mut *tx).await?;
-                        for (ratelimit_id, name) in existing {
-                            if !limits.iter().any(|limit| limit.name == name) {
-                                sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *tx).await?;
-                            }
-                        }
-                        for limit in limits {
-                            sqlx::query(sql::UPSERT_RATELIMIT)
-                                .bind(new_id("rl"))
-                                .bind(&id)
-                                .bind(&limit.name)
-                                .bind(limit.limit)
-                                .bind(limit.duration)
-                                .bind(limit.auto_apply)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
+                        Self::replace_ratelimits(&mut tx, &id, limits, now).await?;
                     }
-                    let rows = sqlx::query_as(sql::FIND_IDENTITY)
-                        .bind(workspace.as_str())
-                        .bind(&id)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                    let identity = Self::read_back(&mut tx, workspace, &id).await?;
                     tx.commit().await?;
-                    Ok(sql::group_identities(rows)?.into_iter().next())
+                    Ok(Some(identity))
                 })
                 .await
             }

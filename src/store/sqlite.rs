@@ -12,7 +12,9 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, NewIdentity};
+use crate::domain::identity::{
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
+};
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
@@ -66,4 +68,4 @@ impl SqliteStore {
     }
 }
 
-impl_store_with_shared_sql!(SqliteStore);
+impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);

@@ -8,6 +8,7 @@ use crate::harness::TestServer;
 crate::backend_tests!(
     concurrent_creates_of_one_externalid_give_one_success_and_the_rest_409,
     concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404,
+    concurrent_upserts_of_one_externalid_end_with_one_identity,
 );
 
 const CONCURRENT_CREATES: usize = 200;
@@ -34,4 +35,17 @@ async fn concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404(se
     let statuses: Vec<u16> = join_all(deletes).await.iter().map(|r| r.status).collect();
     assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|&s| s == 200 || s == 404), "{statuses:?}");
+}
+
+async fn concurrent_upserts_of_one_externalid_end_with_one_identity(server: TestServer) {
+    let key = server.admin_key().await;
+    let upserts = (0..100)
+        .map(|n| server.call("identities.upsertIdentity", &key, json!({"externalId": "contested", "meta": {"n": n}})));
+    let responses = join_all(upserts).await;
+    assert!(responses.iter().all(|r| r.status == 200), "{:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(responses.iter().filter(|r| r.body["data"]["created"] == true).count(), 1);
+    let ids: std::collections::HashSet<&str> =
+        responses.iter().map(|r| r.body["data"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(server.list_all_ids(&key).await.len(), 1);
 }

@@ -3,3 +3,4 @@ mod delete_identity;
 mod get_identity;
 mod list_identities;
 mod update_identity;
+mod upsert_identity;

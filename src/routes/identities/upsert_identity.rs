@@ -1,0 +1,47 @@
+//! `identities.upsertIdentity` (a Sigil extension; Unkey has no upsert): get-or-create by externalId.
+//!
+//! Creates the identity when the externalId is free; otherwise replaces the parts that were sent (meta,
+//! ratelimits) and leaves the rest. One statement decides, so concurrent upserts of one externalId end
+//! with one identity and never answer 409. Permission: `identity.*.create_identity` and
+//! `identity.*.update_identity`. Errors: 400, 401, 403, 413. The response is the identity as stored
+//! plus `"created": true|false`.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::domain::identity::{Identity, IdentityUpsert, Meta, RatelimitInput, check_meta_and_ratelimits};
+use crate::domain::permission::IdentityAction;
+use crate::envelope::Envelope;
+use crate::error::ApiError;
+use crate::extract::{RootKeyHeader, ValidJson};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpsertIdentityRequest {
+    external_id: String,
+    meta: Option<Meta>,
+    ratelimits: Option<Vec<RatelimitInput>>,
+}
+
+#[derive(Serialize)]
+pub struct UpsertedIdentity {
+    #[serde(flatten)]
+    identity: Identity,
+    created: bool,
+}
+
+pub async fn upsert_identity(
+    State(state): State<AppState>,
+    auth: RootKeyHeader,
+    ValidJson(request): ValidJson<UpsertIdentityRequest>,
+) -> Result<Envelope<UpsertedIdentity>, ApiError> {
+    let root_key = auth.authenticate(&*state.store).await?;
+    root_key.authorize(IdentityAction::Create, None)?;
+    root_key.authorize(IdentityAction::Update, None)?;
+    check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
+    let upsert =
+        IdentityUpsert { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
+    let (identity, created) = state.store.upsert_identity(&root_key.workspace, &upsert).await?;
+    Ok(Envelope::data(UpsertedIdentity { identity, created }))
+}

@@ -1,0 +1,4 @@
+mod status_200;
+mod status_400;
+mod status_401;
+mod status_403;
