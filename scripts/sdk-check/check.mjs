@@ -1,0 +1,327 @@
+// Compatibility check: drives a running Sigil server through the official
+// Unkey TypeScript SDK (@unkey/api, pinned in package.json) for all five
+// identity operations. Every response goes through the SDK's own zod schemas,
+// so a shape mismatch surfaces as a ResponseValidationError (or a generic
+// APIError when status/content-type don't match what the SDK declares).
+//
+// Env: SIGIL_URL (e.g. http://127.0.0.1:7090), SIGIL_ROOT_KEY.
+// Output: one "ok  <step>" line per passing step, failure details otherwise,
+// and a final "N passed, M failed" line. Exit status 1 if anything failed.
+
+import { Unkey } from "@unkey/api";
+import * as errors from "@unkey/api/models/errors";
+
+const serverURL = (process.env.SIGIL_URL ?? "").replace(/\/+$/, "");
+const rootKey = process.env.SIGIL_ROOT_KEY ?? "";
+if (!serverURL || !rootKey) {
+  console.error("check.mjs: set SIGIL_URL and SIGIL_ROOT_KEY");
+  process.exit(2);
+}
+
+const unkey = new Unkey({
+  rootKey,
+  serverURL,
+  // Fail fast: a compatibility check must not hide 5XX answers behind retries.
+  retryConfig: { strategy: "none" },
+  timeoutMs: 10_000,
+});
+
+// --- tiny harness -----------------------------------------------------------
+
+let passed = 0;
+let failed = 0;
+
+class CheckFailure extends Error {
+  constructor(message, cause) {
+    super(message);
+    this.name = "CheckFailure";
+    if (cause !== undefined) this.cause = cause;
+  }
+}
+
+function assert(condition, message) {
+  if (!condition) throw new CheckFailure(message);
+}
+
+function assertEqual(actual, expected, what) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  assert(a === e, `${what}: expected ${e}, got ${a}`);
+}
+
+function className(err) {
+  return err?.constructor?.name ?? err?.name ?? typeof err;
+}
+
+function describeError(err, indent = "    ") {
+  const lines = [];
+  const push = (label, value) => {
+    if (value === undefined || value === null || value === "") return;
+    const text = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+    lines.push(`${indent}${label}: ${text.replace(/\n/g, `\n${indent}  `)}`);
+  };
+  push("class", className(err));
+  push("message", err?.message ?? String(err));
+  if (err instanceof errors.UnkeyError) {
+    push("http status", String(err.statusCode));
+    push("content-type", err.contentType);
+    push("raw body", err.body);
+  }
+  if (err instanceof errors.ResponseValidationError || err instanceof errors.SDKValidationError) {
+    push("validation", err.pretty());
+    push("raw value", err.rawValue);
+  }
+  if (err?.cause !== undefined) {
+    const cause = err.cause;
+    if (cause instanceof Error) {
+      lines.push(`${indent}cause:`);
+      lines.push(describeError(cause, `${indent}  `));
+    } else {
+      push("cause", cause);
+    }
+  }
+  return lines.join("\n");
+}
+
+// `fn` may return a short note, printed indented under the "ok" line.
+async function step(name, fn) {
+  try {
+    const note = await fn();
+    passed += 1;
+    console.log(`ok  ${name}`);
+    if (note) console.log(`    (${note})`);
+  } catch (err) {
+    failed += 1;
+    console.log(`FAIL ${name}`);
+    console.log(describeError(err));
+  }
+}
+
+// Runs `call`, which must throw an instance of `ErrorClass` with `status`.
+// Anything else (success, a validation error, a generic APIError) fails.
+async function expectTypedError(call, ErrorClass, status) {
+  let result;
+  try {
+    result = await call();
+  } catch (err) {
+    if (!(err instanceof ErrorClass)) {
+      throw new CheckFailure(
+        `expected the SDK's typed ${ErrorClass.name} (HTTP ${status}), got ${className(err)}`,
+        err,
+      );
+    }
+    assertEqual(err.statusCode, status, "HTTP status");
+    assertEqual(err.error?.status, status, "error.status");
+    for (const field of ["title", "type", "detail"]) {
+      assert(typeof err.error?.[field] === "string" && err.error[field] !== "", `error.${field} must be a non-empty string`);
+    }
+    assert(typeof err.meta?.requestId === "string" && err.meta.requestId !== "", "meta.requestId must be a non-empty string");
+    return err;
+  }
+  throw new CheckFailure(`expected ${ErrorClass.name} (HTTP ${status}), but the call succeeded: ${JSON.stringify(result)}`);
+}
+
+function assertMeta(res) {
+  assert(typeof res?.meta?.requestId === "string" && res.meta.requestId !== "", "meta.requestId must be a non-empty string");
+}
+
+// Ratelimits come back with server-assigned ids; compare the rest, order-insensitively.
+function assertRatelimits(actual, expected, what) {
+  assert(Array.isArray(actual), `${what}: ratelimits must be an array, got ${JSON.stringify(actual)}`);
+  for (const rl of actual) {
+    assert(typeof rl.id === "string" && rl.id !== "", `${what}: every ratelimit needs a non-empty id`);
+  }
+  const strip = (list) =>
+    list
+      .map(({ name, limit, duration, autoApply }) => ({ name, limit, duration, autoApply }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  assertEqual(strip(actual), strip(expected), `${what} ratelimits`);
+}
+
+// --- the check --------------------------------------------------------------
+
+const runTag = `sdkcheck-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+const externalA = `${runTag}-a`;
+const externalB = `${runTag}-b`;
+const missing = `${runTag}-does-not-exist`;
+
+const initialMeta = { plan: "pro" };
+const initialRatelimits = [{ name: "requests", limit: 10, duration: 60000, autoApply: true }];
+const updatedMeta = { plan: "enterprise", seats: 5, tags: ["a", "b"] };
+const updatedRatelimits = [
+  { name: "requests", limit: 100, duration: 60000, autoApply: true },
+  // autoApply omitted: the SDK's outbound schema fills in its default (false).
+  { name: "tokens", limit: 5000, duration: 3600000 },
+];
+const updatedRatelimitsExpected = updatedRatelimits.map((rl) => ({ autoApply: false, ...rl }));
+
+let idA;
+let idB;
+
+console.log(`# @unkey/api against ${serverURL} (run ${runTag})`);
+
+await step("createIdentity", async () => {
+  const res = await unkey.identities.createIdentity({
+    externalId: externalA,
+    meta: initialMeta,
+    ratelimits: initialRatelimits,
+  });
+  assertMeta(res);
+  assert(typeof res.data?.identityId === "string" && res.data.identityId !== "", "data.identityId must be a non-empty string");
+  idA = res.data.identityId;
+});
+
+await step("createIdentity duplicate -> 409 ConflictErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.identities.createIdentity({ externalId: externalA }),
+    errors.ConflictErrorResponse,
+    409,
+  );
+  return `threw ${className(err)}: ${err.error.title}`;
+});
+
+await step("getIdentity by externalId", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const res = await unkey.identities.getIdentity({ identity: externalA });
+  assertMeta(res);
+  assertEqual(res.data.id, idA, "data.id");
+  assertEqual(res.data.externalId, externalA, "data.externalId");
+  assertEqual(res.data.meta, initialMeta, "data.meta");
+  assertRatelimits(res.data.ratelimits, initialRatelimits, "data");
+});
+
+await step("getIdentity by identityId", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const res = await unkey.identities.getIdentity({ identity: idA });
+  assertMeta(res);
+  assertEqual(res.data.id, idA, "data.id");
+  assertEqual(res.data.externalId, externalA, "data.externalId");
+  assertEqual(res.data.meta, initialMeta, "data.meta");
+  assertRatelimits(res.data.ratelimits, initialRatelimits, "data");
+});
+
+await step("createIdentity second (no meta, no ratelimits)", async () => {
+  const res = await unkey.identities.createIdentity({ externalId: externalB });
+  assertMeta(res);
+  assert(typeof res.data?.identityId === "string" && res.data.identityId !== "", "data.identityId must be a non-empty string");
+  assert(res.data.identityId !== idA, "second identity must get a different id");
+  idB = res.data.identityId;
+});
+
+await step("listIdentities limit 1, iterate pages", async () => {
+  assert(idA && idB, "prerequisite failed: both identities must exist");
+  // `search` narrows the listing to this run's identities so the page count is known.
+  const iterator = await unkey.identities.listIdentities({ limit: 1, search: runTag });
+  const pages = [];
+  for await (const page of iterator) {
+    pages.push(page);
+    assert(pages.length <= 10, "more than 10 pages for 2 identities: pagination does not terminate");
+  }
+  assert(pages.length >= 2, `expected at least 2 pages, got ${pages.length}`);
+  const seen = [];
+  pages.forEach((page, index) => {
+    const body = page.result;
+    assertMeta(body);
+    assert(Array.isArray(body.data) && body.data.length <= 1, `page ${index + 1}: expected at most 1 item, got ${body.data?.length}`);
+    const last = index === pages.length - 1;
+    assertEqual(body.pagination.hasMore, !last, `page ${index + 1} pagination.hasMore`);
+    for (const identity of body.data) seen.push(identity);
+  });
+  const ids = seen.map((identity) => identity.id).sort();
+  assertEqual(ids, [idA, idB].sort(), "identity ids across pages");
+  const a = seen.find((identity) => identity.id === idA);
+  assertEqual(a.externalId, externalA, "listed externalId");
+  assertEqual(a.meta, initialMeta, "listed meta");
+  assertRatelimits(a.ratelimits, initialRatelimits, "listed");
+  return `${pages.length} pages via the SDK's async iterator`;
+});
+
+await step("updateIdentity meta and ratelimits", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const res = await unkey.identities.updateIdentity({
+    identity: externalA,
+    meta: updatedMeta,
+    ratelimits: updatedRatelimits,
+  });
+  assertMeta(res);
+  assertEqual(res.data.id, idA, "data.id");
+  assertEqual(res.data.externalId, externalA, "data.externalId");
+  assertEqual(res.data.meta, updatedMeta, "data.meta");
+  assertRatelimits(res.data.ratelimits, updatedRatelimitsExpected, "data");
+});
+
+await step("getIdentity after update", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const res = await unkey.identities.getIdentity({ identity: idA });
+  assertMeta(res);
+  assertEqual(res.data.meta, updatedMeta, "data.meta");
+  assertRatelimits(res.data.ratelimits, updatedRatelimitsExpected, "data");
+});
+
+await step("getIdentity missing -> 404 NotFoundErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.identities.getIdentity({ identity: missing }),
+    errors.NotFoundErrorResponse,
+    404,
+  );
+  return `threw ${className(err)}: ${err.error.title}`;
+});
+
+await step("deleteIdentity", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const res = await unkey.identities.deleteIdentity({ identity: idA });
+  assertMeta(res);
+});
+
+await step("getIdentity after delete -> 404 NotFoundErrorResponse", async () => {
+  assert(idA, "prerequisite failed: no identity id from createIdentity");
+  const err = await expectTypedError(
+    () => unkey.identities.getIdentity({ identity: idA }),
+    errors.NotFoundErrorResponse,
+    404,
+  );
+  return `threw ${className(err)}: ${err.error.title}`;
+});
+
+// @unkey/api 2.5.1 only maps deleteIdentity's 4XX answers to typed errors when the
+// Content-Type is application/problem+json (dist/esm/funcs/identitiesDeleteIdentity.js,
+// `M.jsonErr(404, ..., { ctype: "application/problem+json" })`); with application/json
+// the SDK falls through to `M.fail("4XX")` and throws a generic APIError. Both are accepted
+// here as long as the status is 404 and the body is the error envelope; a validation error fails.
+await step("deleteIdentity missing -> 404", async () => {
+  let err;
+  try {
+    const res = await unkey.identities.deleteIdentity({ identity: missing });
+    throw new CheckFailure(`expected HTTP 404, but the call succeeded: ${JSON.stringify(res)}`);
+  } catch (caught) {
+    if (caught instanceof CheckFailure) throw caught;
+    err = caught;
+  }
+  if (err instanceof errors.NotFoundErrorResponse) {
+    assertEqual(err.statusCode, 404, "HTTP status");
+    assertEqual(err.error?.status, 404, "error.status");
+    return `threw ${className(err)}: ${err.error.title}`;
+  }
+  if (!(err instanceof errors.APIError)) {
+    throw new CheckFailure(`expected NotFoundErrorResponse or APIError (HTTP 404), got ${className(err)}`, err);
+  }
+  assertEqual(err.statusCode, 404, "HTTP status");
+  let body;
+  try {
+    body = JSON.parse(err.body);
+  } catch {
+    throw new CheckFailure(`404 body is not JSON: ${err.body}`, err);
+  }
+  assertEqual(body?.error?.status, 404, "error.status in body");
+  assert(typeof body?.meta?.requestId === "string", "meta.requestId in body");
+  return `threw untyped ${className(err)}, not NotFoundErrorResponse: the SDK wants Content-Type application/problem+json here, server sent ${err.contentType}`;
+});
+
+await step("deleteIdentity second (cleanup, by externalId)", async () => {
+  assert(idB, "prerequisite failed: no id for the second identity");
+  const res = await unkey.identities.deleteIdentity({ identity: externalB });
+  assertMeta(res);
+});
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
