@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// A request running longer gets 408.
     #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Base of error `type` URLs. Point it at this server's own pages with http://HOST:PORT/docs/errors.
+    #[arg(long, env = "SIGIL_ERROR_DOCS_BASE", default_value = crate::error::DEFAULT_ERROR_DOCS_BASE)]
+    pub error_docs_base: String,
     /// How long a response to a request with an Idempotency-Key is kept for replay.
     #[arg(long, env = "SIGIL_IDEMPOTENCY_RETENTION_SECS", default_value_t = 24 * 60 * 60)]
     pub idempotency_retention_secs: u64,

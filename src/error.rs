@@ -1,6 +1,8 @@
 //! The one error type every handler, extractor and middleware returns, and its wire form:
 //! `{"meta":{"requestId"},"error":{"detail","status","title","type","errors"?}}`.
 
+use std::sync::OnceLock;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,12 +12,19 @@ use serde_json::{Map, Value};
 use crate::envelope::{ResponseMeta, current_request_id};
 use crate::store::StoreError;
 
-/// Base of every error `type` URL; clients match on the trailing `<system>/<category>/<code>`.
-pub const ERROR_DOCS_BASE: &str = "https://unkey.com/docs/api-reference/errors-v2";
+/// Default base of every error `type` URL; clients match on the trailing `<system>/<category>/<code>`.
+pub const DEFAULT_ERROR_DOCS_BASE: &str = "https://unkey.com/docs/api-reference/errors-v2";
+
+static ERROR_DOCS_BASE: OnceLock<String> = OnceLock::new();
+
+/// Points every error `type` URL at `base` (e.g. Sigil's own `/docs/errors`). Set once, at startup.
+pub fn set_error_docs_base(base: &str) {
+    let _ = ERROR_DOCS_BASE.set(base.trim_end_matches('/').to_owned());
+}
 
 /// Every error code Sigil emits. Status, title and URL path each come from an exhaustive `match`,
 /// so a new code does not compile until all three are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum ErrorCode {
     /// The body is not JSON, breaks the request schema or a domain rule, or the Authorization header is missing.
     InvalidInput,
@@ -101,7 +110,8 @@ impl ErrorCode {
     }
 
     pub fn type_url(self) -> String {
-        format!("{ERROR_DOCS_BASE}/{}", self.path())
+        let base = ERROR_DOCS_BASE.get().map_or(DEFAULT_ERROR_DOCS_BASE, String::as_str);
+        format!("{base}/{}", self.path())
     }
 
     /// Unkey's SDKs reject a 400-family body without an `errors` array.

@@ -4,8 +4,10 @@ pub mod config;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod error_docs;
 pub mod extract;
 pub mod idempotency;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -20,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::IdempotencySettings;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -28,6 +31,13 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
+        Self { store, limits, idempotency, metrics: Arc::new(Metrics::default()) }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +57,7 @@ pub fn app(state: AppState) -> Router {
     with_layers(routes::router(), state)
 }
 
-/// Wraps `router` in the layers every route gets, outermost first: request id and log line, panic guard,
+/// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
 /// timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error envelope.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
@@ -57,6 +67,6 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)
 }

@@ -4,28 +4,35 @@
 use std::any::Any;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::AppState;
 use crate::domain::ids::new_id;
 use crate::envelope::REQUEST_ID;
 use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::idempotency::REPLAYED_HEADER;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Gives the request an id (in every body's `meta.requestId`, the `X-Request-Id` header and the log line).
-pub async fn request_context(request: Request, next: Next) -> Response {
+/// Gives the request an id (in every body's `meta.requestId`, the `X-Request-Id` header and the log line),
+/// and records its metrics.
+pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = new_id("req");
+    let operation = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let error = response.extensions().get::<ErrorCode>().map(|code| code.path());
+    let code = response.extensions().get::<ErrorCode>().copied();
+    let replayed = response.headers().contains_key(REPLAYED_HEADER);
+    state.metrics.observe(&operation, response.status().as_u16(), code, replayed, started.elapsed());
+    let error = code.map(ErrorCode::path);
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

@@ -16,11 +16,12 @@ use crate::{AppState, app};
 const FIRST_WORKSPACE: &str = "default";
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::error::set_error_docs_base(&args.error_docs_base);
     let store = store::open(&args.database.url).await?;
     create_first_workspace(&*store).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
-    let state = AppState { store: store.clone(), limits: args.limits(), idempotency: args.idempotency() };
+    let state = AppState::new(store.clone(), args.limits(), args.idempotency());
     let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     purge.abort();

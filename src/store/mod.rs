@@ -1,6 +1,7 @@
 //! Storage: one trait, one implementation per database. Handlers hold an `Arc<dyn Store>` and never know
-//! which database answers. Every method but the root-key lookup (which is how a workspace is learned) takes
-//! the caller's workspace first, so no query can cross workspaces.
+//! which database answers. Every method takes the caller's workspace first, so no query can cross
+//! workspaces; the exceptions are the root-key lookup (which is how a request learns its workspace) and the
+//! purge of expired idempotency records (housekeeping, which returns no data).
 
 mod postgres;
 mod sql;

@@ -89,7 +89,7 @@ impl TestServer {
         let store = store::open(&database.url()).await.expect("open test database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
-        let state = AppState { store: store.clone(), limits: options.limits, idempotency: options.idempotency };
+        let state = AppState::new(store.clone(), options.limits, options.idempotency);
         let app = sigil::with_layers(options.router, state);
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("server runs");

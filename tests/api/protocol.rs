@@ -71,3 +71,24 @@ async fn a_request_over_the_timeout_answers_408() {
     let response = server.send(server.post("test.slow")).await;
     response.assert_error(408, "user/bad_request/request_timeout");
 }
+
+#[tokio::test]
+async fn every_error_type_has_a_served_documentation_page() {
+    let server = TestServer::start(Backend::Sqlite).await.unwrap();
+    let index = reqwest::get(format!("{}/docs/errors", server.base_url)).await.unwrap().text().await.unwrap();
+    let paths: Vec<&str> =
+        index.split("href=\"/docs/errors/").skip(1).map(|rest| rest.split('"').next().unwrap()).collect();
+    assert!(paths.contains(&"unkey/data/identity_already_exists"), "{index}");
+    assert!(paths.contains(&"sigil/idempotency/key_reused"));
+    for path in paths {
+        let page = reqwest::get(format!("{}/docs/errors/{path}", server.base_url)).await.unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let html = page.text().await.unwrap();
+        for section in ["What happened", "Common causes", "How to fix"] {
+            assert!(html.contains(section), "{path} lacks {section}");
+        }
+    }
+    let unknown =
+        server.send(reqwest::Client::new().get(format!("{}/docs/errors/unkey/data/nope", server.base_url))).await;
+    unknown.assert_error(404, "sigil/request/route_not_found");
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text). Everything is recorded in one place,
+//! the request-context middleware, from what the response says about itself (status, error code,
+//! `Idempotent-Replayed`), so handlers carry no metrics code. The registry belongs to the app instance,
+//! not the process, so two servers in one process (as in the tests) count separately.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+use crate::error::ErrorCode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConflictLabels {
+    r#type: String,
+}
+
+type LatencyFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    conflicts: Family<ConflictLabels, Counter>,
+    idempotent_replays: Counter,
+}
+
+/// 0.25 ms to about 4 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("sigil_http_requests", "HTTP requests by operation and status", requests.clone());
+        let latency = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register("sigil_http_request_duration_seconds", "Time to answer, by operation", latency.clone());
+        let conflicts = Family::<ConflictLabels, Counter>::default();
+        registry.register(
+            "sigil_conflicts",
+            "409 and 422 answers by error type (identity_already_exists, request_in_progress, key_reused)",
+            conflicts.clone(),
+        );
+        let idempotent_replays = Counter::default();
+        registry.register(
+            "sigil_idempotent_replays",
+            "Responses replayed for a retried Idempotency-Key",
+            idempotent_replays.clone(),
+        );
+        Self { registry, requests, latency, conflicts, idempotent_replays }
+    }
+}
+
+impl Metrics {
+    /// `operation` is the matched route (`/v2/identities.createIdentity`), so labels stay bounded.
+    pub fn observe(&self, operation: &str, status: u16, error: Option<ErrorCode>, replayed: bool, elapsed: Duration) {
+        let operation = operation.to_owned();
+        self.requests.get_or_create(&RequestLabels { operation: operation.clone(), status }).inc();
+        self.latency.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
+        if let Some(code) = error.filter(|code| matches!(code.status().as_u16(), 409 | 422)) {
+            self.conflicts.get_or_create(&ConflictLabels { r#type: code.path().to_owned() }).inc();
+        }
+        if replayed {
+            self.idempotent_replays.inc();
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+pub async fn metrics_endpoint(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+}

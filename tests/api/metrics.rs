@@ -1,0 +1,48 @@
+//! `GET /metrics`: counters move by exactly what was sent.
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(
+    the_conflict_counter_moves_by_exactly_the_conflicts_sent,
+    requests_replays_and_key_reuse_are_counted,
+);
+
+/// The value of the sample `name{labels}` (labels as rendered), 0 when absent.
+async fn sample(server: &TestServer, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.base_url)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+const ALREADY_EXISTS: &str = r#"sigil_conflicts_total{type="unkey/data/identity_already_exists"}"#;
+
+async fn the_conflict_counter_moves_by_exactly_the_conflicts_sent(server: TestServer) {
+    let key = server.admin_key().await;
+    server.create_identity(&key, json!({"externalId": "taken"})).await;
+    let before = sample(&server, ALREADY_EXISTS).await;
+    let duplicates = (0..7).map(|_| server.call("identities.createIdentity", &key, json!({"externalId": "taken"})));
+    assert!(join_all(duplicates).await.iter().all(|r| r.status == 409));
+    assert_eq!(sample(&server, ALREADY_EXISTS).await - before, 7.0);
+    server.create_identity(&key, json!({"externalId": "free"})).await;
+    assert_eq!(sample(&server, ALREADY_EXISTS).await - before, 7.0, "a success is no conflict");
+}
+
+async fn requests_replays_and_key_reuse_are_counted(server: TestServer) {
+    let key = server.admin_key().await;
+    let created = r#"sigil_http_requests_total{operation="/v2/identities.createIdentity",status="200"}"#;
+    let reused = r#"sigil_conflicts_total{type="sigil/idempotency/key_reused"}"#;
+    let body = r#"{"externalId":"u"}"#;
+    for _ in 0..3 {
+        server.call_idempotent("identities.createIdentity", &key, "k", body).await;
+    }
+    server.call_idempotent("identities.createIdentity", &key, "k", r#"{"externalId":"v"}"#).await;
+    assert_eq!(sample(&server, created).await, 3.0, "replays are answered requests too");
+    assert_eq!(sample(&server, "sigil_idempotent_replays_total").await, 2.0);
+    assert_eq!(sample(&server, reused).await, 1.0);
+    let latency = r#"sigil_http_request_duration_seconds_count{operation="/v2/identities.createIdentity"}"#;
+    assert_eq!(sample(&server, latency).await, 4.0);
+}
