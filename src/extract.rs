@@ -11,7 +11,6 @@ use crate::domain::permission::{MissingPermission, RootKey};
 use crate::domain::root_key;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::openapi;
-use crate::store::Store;
 
 /// A JSON body that parsed and passed its route's schema in `openapi.json`, deserialized into `T`.
 pub struct ValidJson<T>(pub T);
@@ -82,7 +81,7 @@ impl RootKeyHeader {
     }
 
     /// 400 when the header is missing or not `Bearer <key>`, 401 when no root key has that value.
-    pub async fn authenticate(&self, store: &dyn Store) -> Result<RootKey, ApiError> {
+    pub async fn authenticate(&self, state: &AppState) -> Result<RootKey, ApiError> {
         let Some(header) = &self.0 else {
             return Err(ApiError::invalid_input(
                 "Authorization header for 'bearer' scheme",
@@ -100,7 +99,7 @@ impl RootKeyHeader {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(malformed_authorization)?;
-        store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
+        state.root_keys.find(&*state.store, &root_key::hash(token)).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::KeyNotFound,
                 "The provided root key is invalid. We could not find the requested key.",

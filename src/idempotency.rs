@@ -70,7 +70,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     // Keys are scoped to the workspace. Without a valid root key the handler answers exactly as it would
     // without the header (400 or 401), so nothing is claimed.
     let auth = RootKeyHeader::from_headers(request.headers());
-    let Ok(root_key) = auth.authenticate(&*state.store).await else {
+    let Ok(root_key) = auth.authenticate(&state).await else {
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod root_key_cache;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -23,6 +24,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::IdempotencySettings;
 use crate::metrics::Metrics;
+use crate::root_key_cache::RootKeyCache;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -32,11 +34,12 @@ pub struct AppState {
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
     pub metrics: Arc<Metrics>,
+    pub root_keys: RootKeyCache,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
-        Self { store, limits, idempotency, metrics: Arc::new(Metrics::default()) }
+        Self { store, limits, idempotency, metrics: Arc::new(Metrics::default()), root_keys: RootKeyCache::default() }
     }
 }
 

@@ -11,11 +11,16 @@ use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{Identity, Ratelimit};
 use crate::store::StoreError;
 
-/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`.
+/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
+/// (primary key, live-externalId index) joined by UNION ALL: an `id = $2 OR external_id = $2` filter makes
+/// SQLite scan every live identity of the workspace.
 macro_rules! live_identity_id {
     () => {
-        "(SELECT id FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL AND (id = $2 OR external_id = $2) \
-         ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1)"
+        "(SELECT id FROM (\
+           SELECT id, 0 AS rank FROM identities WHERE id = $2 AND workspace_id = $1 AND deleted_at IS NULL \
+           UNION ALL \
+           SELECT id, 1 AS rank FROM identities WHERE external_id = $2 AND workspace_id = $1 AND deleted_at IS NULL\
+         ) AS candidates ORDER BY rank LIMIT 1)"
     };
 }
 
@@ -207,6 +212,34 @@ macro_rules! impl_store_with_shared_sql {
                 Ok(())
             }
 
+            /// Inserts the identity (and its ratelimits, atomically); `false` when a live identity holds the
+            /// externalId. Without ratelimits the INSERT is a transaction of its own: one round trip.
+            async fn insert_identity(
+                &self,
+                workspace: &WorkspaceId,
+                new: &NewIdentity,
+                id: &str,
+                meta: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let insert = sqlx::query_scalar::<_, String>(sql::INSERT_IDENTITY)
+                    .bind(id)
+                    .bind(workspace.as_str())
+                    .bind(&new.external_id)
+                    .bind(meta)
+                    .bind(now);
+                if new.ratelimits.is_empty() {
+                    return Ok(insert.fetch_optional(self.writer()).await?.is_some());
+                }
+                let mut tx = self.writer().begin().await?;
+                if insert.fetch_optional(&mut *tx).await?.is_none() {
+                    return Ok(false);
+                }
+                Self::replace_ratelimits(&mut tx, id, &new.ratelimits, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             /// Reads an identity inside the transaction that just wrote it.
             async fn read_back(
                 tx: &mut sqlx::Transaction<'static, $database>,
@@ -284,27 +317,13 @@ macro_rules! impl_store_with_shared_sql {
                     for _ in 0..sql::CREATE_ATTEMPTS {
                         let id = new_id("id");
                         let now = sql::now_ms();
-                        let mut tx = self.writer().begin().await?;
-                        let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
-                            .bind(&id)
-                            .bind(workspace.as_str())
-                            .bind(&new.external_id)
-                            .bind(&meta)
-                            .bind(now)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if inserted.is_some() {
-                            if !new.ratelimits.is_empty() {
-                                Self::replace_ratelimits(&mut tx, &id, &new.ratelimits, now).await?;
-                            }
-                            tx.commit().await?;
+                        if self.insert_identity(workspace, new, &id, &meta, now).await? {
                             return Ok(id);
                         }
-                        tx.rollback().await?;
                         let existing: Option<String> = sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
                             .bind(workspace.as_str())
                             .bind(&new.external_id)
-                            .fetch_optional(self.writer())
+                            .fetch_optional(self.reader())
                             .await?;
                         if let Some(existing_id) = existing {
                             return Err(StoreError::Conflict { existing_id });

@@ -38,7 +38,7 @@ pub async fn create_identity(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<CreateIdentityRequest>,
 ) -> Result<Envelope<CreatedIdentity>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     root_key.authorize(IdentityAction::Create, None)?;
     check_meta_and_ratelimits(Some(&request.meta), Some(&request.ratelimits))?;
     let new = NewIdentity { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };

@@ -23,7 +23,7 @@ pub async fn delete_identity(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<DeleteIdentityRequest>,
 ) -> Result<Envelope<()>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     root_key.authorize(IdentityAction::Delete, None)?;
     if !state.store.delete_identity(&root_key.workspace, &request.identity).await? {
         return Err(ApiError::identity_not_found());

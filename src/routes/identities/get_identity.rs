@@ -24,7 +24,7 @@ pub async fn get_identity(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<GetIdentityRequest>,
 ) -> Result<Envelope<Identity>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     let identity = state
         .store
         .find_identity(&root_key.workspace, &request.identity)

@@ -34,7 +34,7 @@ pub async fn list_identities(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<ListIdentitiesRequest>,
 ) -> Result<Envelope<Vec<Identity>>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     let query = IdentityPageQuery {
         cursor: request.cursor,
         search_pattern: request.search.as_deref().and_then(search_pattern),

@@ -27,7 +27,7 @@ pub async fn update_identity(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<UpdateIdentityRequest>,
 ) -> Result<Envelope<Identity>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     root_key.authorize(IdentityAction::Update, None)?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let changes = IdentityChanges { meta: request.meta, ratelimits: request.ratelimits };

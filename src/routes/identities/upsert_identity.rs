@@ -36,7 +36,7 @@ pub async fn upsert_identity(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<UpsertIdentityRequest>,
 ) -> Result<Envelope<UpsertedIdentity>, ApiError> {
-    let root_key = auth.authenticate(&*state.store).await?;
+    let root_key = auth.authenticate(&state).await?;
     root_key.authorize(IdentityAction::Create, None)?;
     root_key.authorize(IdentityAction::Update, None)?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;

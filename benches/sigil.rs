@@ -1,0 +1,467 @@
+//! `cargo bench --bench sigil -- [--database postgres://…] [--concurrency 32] [--seconds 3]`
+//!
+//! Starts the release `sigil` binary on a fresh database, seeds it, drives every operation over real HTTP
+//! with N concurrent keep-alive connections, and prints per operation: requests/s, p50/p99/p99.9 latency,
+//! unexpected statuses, and the server's peak RSS. In the same run it measures two floors on this machine
+//! and reports each result as a ratio to them, because on a shared, noisy machine only ratios compare:
+//! - storage floor: the same single-row identity INSERT straight through sqlx, one transaction per row,
+//!   with Sigil's durability settings (SQLite: WAL + synchronous=FULL, one writer; PostgreSQL: N
+//!   connections at the same concurrency);
+//! - HTTP floor: an axum endpoint in this process that parses the same JSON and returns a fixed body.
+//!
+//! Writes the results as JSON too (`--json`, default `target/bench/sigil.json`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::routing::post;
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sigil::domain::permission::all_permissions;
+use sigil::server::mint_root_key;
+use sqlx::{Connection, Executor};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+struct Args {
+    /// sqlite (a fresh temp file) or a postgres:// URL (a fresh schema in it, dropped afterwards).
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds each operation (and each floor) is driven.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    #[arg(long, default_value = "target/bench/sigil.json")]
+    json: PathBuf,
+    /// Accepted and ignored: `cargo bench` passes it to every bench target.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Serialize)]
+struct OperationResult {
+    operation: String,
+    requests: u64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    /// Responses whose status was not the one the operation expects, by status.
+    unexpected_statuses: BTreeMap<u16, u64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    backend: String,
+    concurrency: usize,
+    seconds_per_operation: f64,
+    storage_floor_inserts_per_second: f64,
+    http_floor: OperationResult,
+    operations: Vec<OperationResult>,
+    server_peak_rss_mb: f64,
+    ratios: BTreeMap<String, f64>,
+}
+
+/// One kind of request: path, body for (worker, sequence number), expected status.
+struct Operation {
+    name: &'static str,
+    path: &'static str,
+    expected: u16,
+    body: Box<dyn Fn(usize, u64) -> Value + Send + Sync>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs_f64(args.seconds);
+    let database = BenchDatabase::create(&args.database).await?;
+
+    let storage_floor = storage_floor(&database, args.concurrency, duration).await?;
+    let http_floor = http_floor(args.concurrency, duration).await;
+
+    let mut server = Server::start(&database.url).await;
+    let store = sigil::store::open(&database.url).await?;
+    let (workspace, _) = store.ensure_workspace("bench").await?;
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await?;
+    let client = client(args.concurrency);
+    let seeded = seed(&client, &server.base_url, &key, 1000).await;
+    let seeded = Arc::new(seeded);
+
+    let mut operations = Vec::new();
+    for operation in operations_to_run(seeded.clone()) {
+        let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
+        operations.push(result);
+    }
+    let server_peak_rss_mb = server.peak_rss_mb();
+    server.stop().await;
+    store.close().await;
+    let backend = database.backend;
+    database.drop().await?;
+
+    let rate = |name: &str| operations.iter().find(|o| o.operation == name).map_or(0.0, |o| o.requests_per_second);
+    let ratios = BTreeMap::from([
+        ("createIdentity / storage floor".to_owned(), rate("createIdentity") / storage_floor),
+        ("getIdentity (by id) / HTTP floor".to_owned(), rate("getIdentity by id") / http_floor.requests_per_second),
+        (
+            "getIdentity (by externalId) / HTTP floor".to_owned(),
+            rate("getIdentity by externalId") / http_floor.requests_per_second,
+        ),
+    ]);
+    let report = Report {
+        backend: backend.to_owned(),
+        concurrency: args.concurrency,
+        seconds_per_operation: args.seconds,
+        storage_floor_inserts_per_second: storage_floor,
+        http_floor,
+        operations,
+        server_peak_rss_mb,
+        ratios,
+    };
+    print_table(&report);
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("\nJSON written to {}", args.json.display());
+    Ok(())
+}
+
+fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
+    let pick = {
+        let seeded = seeded.clone();
+        move |worker: usize, n: u64| seeded[(worker * 7919 + n as usize * 104_729) % seeded.len()].clone()
+    };
+    let (by_id, by_external, updated, upserted) = (pick.clone(), pick.clone(), pick.clone(), pick);
+    vec![
+        Operation {
+            name: "createIdentity",
+            path: "/v2/identities.createIdentity",
+            expected: 200,
+            body: Box::new(|w, n| json!({"externalId": format!("new_{w}_{n}"), "meta": {"plan": "pro"}})),
+        },
+        Operation {
+            name: "createIdentity conflict (409)",
+            path: "/v2/identities.createIdentity",
+            expected: 409,
+            body: Box::new(|_, _| json!({"externalId": "seed_0"})),
+        },
+        Operation {
+            name: "getIdentity by id",
+            path: "/v2/identities.getIdentity",
+            expected: 200,
+            body: Box::new(move |w, n| json!({"identity": by_id(w, n).0})),
+        },
+        Operation {
+            name: "getIdentity by externalId",
+            path: "/v2/identities.getIdentity",
+            expected: 200,
+            body: Box::new(move |w, n| json!({"identity": by_external(w, n).1})),
+        },
+        Operation {
+            name: "updateIdentity",
+            path: "/v2/identities.updateIdentity",
+            expected: 200,
+            body: Box::new(move |w, n| json!({"identity": updated(w, n).0, "meta": {"n": n}})),
+        },
+        Operation {
+            name: "listIdentities (100)",
+            path: "/v2/identities.listIdentities",
+            expected: 200,
+            body: Box::new(|_, _| json!({"limit": 100})),
+        },
+        Operation {
+            name: "upsertIdentity",
+            path: "/v2/identities.upsertIdentity",
+            expected: 200,
+            body: Box::new(move |w, n| {
+                // Half updates an existing identity, half creates one.
+                let external_id = if n % 2 == 0 { upserted(w, n).1 } else { format!("upsert_{w}_{n}") };
+                json!({"externalId": external_id, "meta": {"n": n}})
+            }),
+        },
+    ]
+}
+
+fn client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client")
+}
+
+/// Creates `count` identities with a ratelimit each; returns (id, externalId) pairs.
+async fn seed(client: &reqwest::Client, base_url: &str, key: &str, count: usize) -> Vec<(String, String)> {
+    let mut seeded = Vec::with_capacity(count);
+    for n in 0..count {
+        let external_id = format!("seed_{n}");
+        let body = json!({"externalId": external_id, "meta": {"seeded": true},
+            "ratelimits": [{"name": "requests", "limit": 100, "duration": 60000, "autoApply": true}]});
+        let response = client
+            .post(format!("{base_url}/v2/identities.createIdentity"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("seed");
+        let created: Value = response.json().await.expect("seed body");
+        seeded.push((created["data"]["identityId"].as_str().expect("identityId").to_owned(), external_id));
+    }
+    seeded
+}
+
+/// Runs `concurrency` workers, each sending `operation` back to back until `duration` has passed.
+async fn drive(
+    client: &reqwest::Client,
+    base_url: &str,
+    key: Option<&str>,
+    operation: &Operation,
+    concurrency: usize,
+    duration: Duration,
+) -> OperationResult {
+    let operation_ref: &Operation = operation;
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|worker| async move {
+        let mut latencies = Vec::new();
+        let mut unexpected: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            let mut request =
+                client.post(format!("{base_url}{}", operation_ref.path)).json(&(operation_ref.body)(worker, n));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let sent = Instant::now();
+            let status = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.bytes().await;
+                    status
+                }
+                Err(_) => 0,
+            };
+            latencies.push(sent.elapsed());
+            if status != operation_ref.expected {
+                *unexpected.entry(status).or_default() += 1;
+            }
+            n += 1;
+        }
+        (latencies, unexpected)
+    });
+    let results = futures::future::join_all(workers).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut unexpected_statuses = BTreeMap::new();
+    for (worker_latencies, worker_unexpected) in results {
+        latencies.extend(worker_latencies);
+        for (status, count) in worker_unexpected {
+            *unexpected_statuses.entry(status).or_default() += count;
+        }
+    }
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let index =
+            ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len().saturating_sub(1));
+        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    OperationResult {
+        operation: operation.name.to_owned(),
+        requests: latencies.len() as u64,
+        requests_per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        p999_ms: percentile(0.999),
+        unexpected_statuses,
+    }
+}
+
+/// The same JSON parsed and a fixed body returned, by axum in this process: what HTTP alone costs here.
+async fn http_floor(concurrency: usize, duration: Duration) -> OperationResult {
+    async fn fixed(Json(_): Json<Value>) -> &'static str {
+        r#"{"meta":{"requestId":"req_0"},"data":{"id":"id_0","externalId":"seed_0"}}"#
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/floor", post(fixed))).await.expect("floor server");
+    });
+    let operation = Operation {
+        name: "HTTP floor",
+        path: "/floor",
+        expected: 200,
+        body: Box::new(|_, _| json!({"identity": "seed_0"})),
+    };
+    let result = drive(&client(concurrency), &base_url, None, &operation, concurrency, duration).await;
+    server.abort();
+    result
+}
+
+/// Single-row identity inserts straight through sqlx, one transaction each, at Sigil's durability.
+async fn storage_floor(database: &BenchDatabase, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+    const CREATE: &str = "CREATE TABLE floor (id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, \
+        external_id TEXT NOT NULL, meta TEXT NOT NULL, created_at BIGINT NOT NULL)";
+    const INSERT: &str =
+        "INSERT INTO floor (id, workspace_id, external_id, meta, created_at) VALUES ($1, $2, $3, $4, $5)";
+    let inserted = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    if database.backend == "sqlite" {
+        let path = database.dir.as_ref().expect("dir").path().join("floor.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+        let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
+        connection.execute(CREATE).await?;
+        // SQLite has one writer, so the floor is one connection inserting back to back.
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            sqlx::query(INSERT)
+                .bind(format!("id_{n}"))
+                .bind("ws")
+                .bind(format!("e_{n}"))
+                .bind("{}")
+                .bind(0i64)
+                .execute(&mut connection)
+                .await?;
+            n += 1;
+        }
+        inserted.store(n, Ordering::Relaxed);
+    } else {
+        let pool =
+            sqlx::postgres::PgPoolOptions::new().max_connections(concurrency as u32).connect(&database.url).await?;
+        pool.execute(CREATE).await?;
+        let workers = (0..concurrency).map(|worker| {
+            let (pool, inserted) = (pool.clone(), inserted.clone());
+            async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    sqlx::query(INSERT)
+                        .bind(format!("id_{worker}_{n}"))
+                        .bind("ws")
+                        .bind(format!("e_{worker}_{n}"))
+                        .bind("{}")
+                        .bind(0i64)
+                        .execute(&pool)
+                        .await
+                        .expect("floor insert");
+                    n += 1;
+                }
+                inserted.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+        futures::future::join_all(workers).await;
+        pool.execute("DROP TABLE floor").await?;
+        pool.close().await;
+    }
+    Ok(inserted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A fresh SQLite file, or a fresh schema in the given PostgreSQL database.
+struct BenchDatabase {
+    backend: &'static str,
+    url: String,
+    dir: Option<tempfile::TempDir>,
+    admin_url: Option<(String, String)>,
+}
+
+impl BenchDatabase {
+    async fn create(database: &str) -> anyhow::Result<Self> {
+        if database == "sqlite" {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("sigil.db").display());
+            return Ok(Self { backend: "sqlite", url, dir: Some(dir), admin_url: None });
+        }
+        let schema = format!("sigil_bench_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut connection = sqlx::PgConnection::connect(database).await?;
+        connection.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
+        let separator = if database.contains('?') { '&' } else { '?' };
+        let url = format!("{database}{separator}options=-c%20search_path%3D{schema}");
+        Ok(Self { backend: "postgres", url, dir: None, admin_url: Some((database.to_owned(), schema)) })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        if let Some((url, schema)) = &self.admin_url {
+            let mut connection = sqlx::PgConnection::connect(url).await?;
+            connection.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The release `sigil serve` process under test.
+struct Server {
+    base_url: String,
+    process: Child,
+}
+
+impl Server {
+    async fn start(database_url: &str) -> Self {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sigil");
+        let mut lines = BufReader::new(process.stderr.take().expect("stderr")).lines();
+        let address = loop {
+            let line = lines.next_line().await.expect("stderr").expect("sigil exited before serving");
+            if let Some(address) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|entry| entry["fields"]["address"].as_str().map(str::to_owned))
+            {
+                break address;
+            }
+        };
+        // The per-request log lines stay on (as in production); drain them.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { base_url: format!("http://{address}"), process }
+    }
+
+    /// VmHWM: the most resident memory the server process ever had.
+    fn peak_rss_mb(&self) -> f64 {
+        let pid = self.process.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kilobytes: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kilobytes / 1024.0
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.process.kill().await;
+    }
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "\nSigil benchmark: backend {}, concurrency {}, {} s per operation",
+        report.backend, report.concurrency, report.seconds_per_operation
+    );
+    println!("{:<32} {:>9} {:>9} {:>9} {:>9}  unexpected", "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms");
+    for result in std::iter::once(&report.http_floor).chain(&report.operations) {
+        println!(
+            "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>9.2}  {:?}",
+            result.operation,
+            result.requests_per_second,
+            result.p50_ms,
+            result.p99_ms,
+            result.p999_ms,
+            result.unexpected_statuses
+        );
+    }
+    println!("{:<32} {:>9.0}", "storage floor (inserts/s)", report.storage_floor_inserts_per_second);
+    println!("server peak RSS: {:.1} MB", report.server_peak_rss_mb);
+    for (name, ratio) in &report.ratios {
+        println!("{name}: {ratio:.2}x");
+    }
+}
