@@ -1,6 +1,8 @@
 //! Several stateless `sigil serve` processes on one PostgreSQL database behave as one service.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -13,9 +15,10 @@ use crate::harness::{Backend, TestDatabase};
 
 const CONCURRENT_CREATES: usize = 500;
 
-/// A `sigil serve` process; killed when dropped.
+/// A `sigil serve` process; killed when dropped. Its JSON log lines are collected.
 struct Node {
     base_url: String,
+    logs: Arc<Mutex<Vec<String>>>,
     _process: Child,
 }
 
@@ -38,8 +41,14 @@ impl Node {
             }
         };
         // Keep draining the log so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { base_url: format!("http://{address}"), _process: process }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { base_url: format!("http://{address}"), logs, _process: process }
     }
 }
 
@@ -86,6 +95,71 @@ async fn two_nodes_on_one_postgres_decide_a_contested_create_exactly_once() {
         let body: Value = list.json().await.expect("JSON");
         assert_eq!(body["data"].as_array().unwrap().len(), 1);
         assert_eq!(body["data"][0]["id"], winner);
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_on_the_other_node_replays() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let (first, second) = tokio::join!(Node::start(&url), Node::start(&url));
+    let store = sigil::store::open(&url).await.expect("open");
+    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
+    let client = reqwest::Client::new();
+    let create = |node: &Node| {
+        client
+            .post(format!("{}/v2/identities.createIdentity", node.base_url))
+            .bearer_auth(&key)
+            .header("idempotency-key", "checkout-42")
+            .header("content-type", "application/json")
+            .body(r#"{"externalId":"buyer"}"#)
+            .send()
+    };
+    let original = create(&first).await.expect("first node");
+    assert_eq!(original.status(), 200);
+    let original = original.text().await.unwrap();
+    let retry = create(&second).await.expect("second node");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.text().await.unwrap(), original);
+    store.close().await;
+}
+
+/// JSON logs carry every request's id, and never a root key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_every_request_id_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sigil.db").display());
+    let node = Node::start(&url).await;
+    let store = sigil::store::open(&url).await.expect("open");
+    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
+    let client = reqwest::Client::new();
+    let mut request_ids = Vec::new();
+    for body in [json!({"externalId": "logged", "meta": {"secret_meta": "s3cr3t-value"}}), json!({"externalId": ""})] {
+        let response = client
+            .post(format!("{}/v2/identities.createIdentity", node.base_url))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        request_ids.push(body["meta"]["requestId"].as_str().unwrap().to_owned());
+    }
+    let wrong =
+        client.post(format!("{}/v2/identities.listIdentities", node.base_url)).bearer_auth("sigil_wrong_key_guess");
+    wrong.json(&json!({})).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = node.logs.lock().unwrap().join("\n");
+    for request_id in &request_ids {
+        let line = logs.lines().find(|line| line.contains(request_id.as_str())).expect("a log line per request");
+        let entry: Value = serde_json::from_str(line).expect("JSON log line");
+        assert!(entry["fields"]["status"].is_number(), "{line}");
+    }
+    for secret in [key.as_str(), &sigil::domain::root_key::hash(&key), "s3cr3t-value", "sigil_wrong_key_guess"] {
+        assert!(!logs.contains(secret), "the log contains a secret: {secret}");
     }
     store.close().await;
 }
