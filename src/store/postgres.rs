@@ -36,6 +36,37 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// Each create is a transaction of its own: PostgreSQL commits concurrent transactions in parallel.
+    /// When the identity holding the externalId is deleted between the insert and the read that names
+    /// it, the insert is tried again.
+    async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
+        sql::retry_transient(move || async move {
+            for _ in 0..sql::CREATE_ATTEMPTS {
+                let id = new_id("id");
+                let now = sql::now_ms();
+                let inserted = if new.ratelimits.is_empty() {
+                    // A lone INSERT is a transaction of its own: one round trip.
+                    Self::insert_new_identity(&mut *self.pool.acquire().await?, workspace, new, &id, now).await?
+                } else {
+                    let mut tx = self.pool.begin().await?;
+                    let inserted = Self::insert_new_identity(&mut tx, workspace, new, &id, now).await?;
+                    if inserted {
+                        tx.commit().await?;
+                    }
+                    inserted
+                };
+                if inserted {
+                    return Ok(id);
+                }
+                if let Some(existing_id) = Self::live_identity_id(&self.pool, workspace, new).await? {
+                    return Err(StoreError::Conflict { existing_id });
+                }
+            }
+            Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
+        })
+        .await
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }

@@ -185,16 +185,16 @@ macro_rules! impl_store_with_shared_sql {
             /// Makes the identity's ratelimits exactly `limits`: names no longer sent are deleted, the
             /// others inserted or updated in place, so a ratelimit keeps its id across updates.
             async fn replace_ratelimits(
-                tx: &mut sqlx::Transaction<'static, $database>,
+                connection: &mut <$database as sqlx::Database>::Connection,
                 identity_id: &str,
                 limits: &[RatelimitInput],
                 now: i64,
             ) -> Result<(), StoreError> {
                 let existing: Vec<(String, String)> =
-                    sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(identity_id).fetch_all(&mut **tx).await?;
+                    sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(identity_id).fetch_all(&mut *connection).await?;
                 for (ratelimit_id, name) in existing {
                     if !limits.iter().any(|limit| limit.name == name) {
-                        sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut **tx).await?;
+                        sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *connection).await?;
                     }
                 }
                 for limit in limits {
@@ -206,50 +206,57 @@ macro_rules! impl_store_with_shared_sql {
                         .bind(limit.duration)
                         .bind(limit.auto_apply)
                         .bind(now)
-                        .execute(&mut **tx)
+                        .execute(&mut *connection)
                         .await?;
                 }
                 Ok(())
             }
 
-            /// Inserts the identity (and its ratelimits, atomically); `false` when a live identity holds the
-            /// externalId. Without ratelimits the INSERT is a transaction of its own: one round trip.
-            async fn insert_identity(
-                &self,
+            /// Inserts the identity and its ratelimits on `connection`, inside the caller's transaction;
+            /// `false` when a live identity holds the externalId.
+            async fn insert_new_identity(
+                connection: &mut <$database as sqlx::Database>::Connection,
                 workspace: &WorkspaceId,
                 new: &NewIdentity,
                 id: &str,
-                meta: &str,
                 now: i64,
             ) -> Result<bool, StoreError> {
-                let insert = sqlx::query_scalar::<_, String>(sql::INSERT_IDENTITY)
+                let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
                     .bind(id)
                     .bind(workspace.as_str())
                     .bind(&new.external_id)
-                    .bind(meta)
-                    .bind(now);
-                if new.ratelimits.is_empty() {
-                    return Ok(insert.fetch_optional(self.writer()).await?.is_some());
+                    .bind(sql::to_json(&new.meta)?)
+                    .bind(now)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+                if inserted.is_some() && !new.ratelimits.is_empty() {
+                    Self::replace_ratelimits(connection, id, &new.ratelimits, now).await?;
                 }
-                let mut tx = self.writer().begin().await?;
-                if insert.fetch_optional(&mut *tx).await?.is_none() {
-                    return Ok(false);
-                }
-                Self::replace_ratelimits(&mut tx, id, &new.ratelimits, now).await?;
-                tx.commit().await?;
-                Ok(true)
+                Ok(inserted.is_some())
+            }
+
+            async fn live_identity_id<'c>(
+                executor: impl sqlx::Executor<'c, Database = $database>,
+                workspace: &WorkspaceId,
+                new: &NewIdentity,
+            ) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                    .bind(workspace.as_str())
+                    .bind(&new.external_id)
+                    .fetch_optional(executor)
+                    .await?)
             }
 
             /// Reads an identity inside the transaction that just wrote it.
             async fn read_back(
-                tx: &mut sqlx::Transaction<'static, $database>,
+                connection: &mut <$database as sqlx::Database>::Connection,
                 workspace: &WorkspaceId,
                 identity_id: &str,
             ) -> Result<Identity, StoreError> {
                 let rows = sqlx::query_as(sql::FIND_IDENTITY)
                     .bind(workspace.as_str())
                     .bind(identity_id)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(&mut *connection)
                     .await?;
                 sql::group_identities(rows)?
                     .into_iter()
@@ -312,26 +319,7 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                sql::retry_transient(move || async move {
-                    let meta = sql::to_json(&new.meta)?;
-                    for _ in 0..sql::CREATE_ATTEMPTS {
-                        let id = new_id("id");
-                        let now = sql::now_ms();
-                        if self.insert_identity(workspace, new, &id, &meta, now).await? {
-                            return Ok(id);
-                        }
-                        let existing: Option<String> = sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                            .bind(workspace.as_str())
-                            .bind(&new.external_id)
-                            .fetch_optional(self.reader())
-                            .await?;
-                        if let Some(existing_id) = existing {
-                            return Err(StoreError::Conflict { existing_id });
-                        }
-                    }
-                    Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
-                })
-                .await
+                self.create(workspace, new).await
             }
 
             async fn upsert_identity(

@@ -9,6 +9,7 @@ crate::backend_tests!(
     concurrent_creates_of_one_externalid_give_one_success_and_the_rest_409,
     concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404,
     concurrent_upserts_of_one_externalid_end_with_one_identity,
+    conflicting_creates_do_not_fail_the_creates_committed_with_them,
 );
 
 const CONCURRENT_CREATES: usize = 200;
@@ -48,4 +49,22 @@ async fn concurrent_upserts_of_one_externalid_end_with_one_identity(server: Test
         responses.iter().map(|r| r.body["data"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(server.list_all_ids(&key).await.len(), 1);
+}
+
+/// On SQLite concurrent creates share one transaction (group commit); a conflict must roll back alone.
+async fn conflicting_creates_do_not_fail_the_creates_committed_with_them(server: TestServer) {
+    let key = server.admin_key().await;
+    let limit = json!([{"name": "api", "limit": 1, "duration": 1000, "autoApply": false}]);
+    let creates = (0..100).map(|n| {
+        let external_id = if n % 2 == 0 { format!("unique_{n}") } else { "shared".to_owned() };
+        server.call("identities.createIdentity", &key, json!({"externalId": external_id, "ratelimits": limit}))
+    });
+    let responses = join_all(creates).await;
+    let created = responses.iter().filter(|r| r.status == 200).count();
+    let conflicts = responses.iter().filter(|r| r.status == 409).count();
+    assert_eq!((created, conflicts), (51, 49), "{:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    let ids = server.list_all_ids(&key).await;
+    assert_eq!(ids.len(), 51);
+    let got = server.call("identities.getIdentity", &key, json!({"identity": "unique_0"})).await;
+    assert_eq!(got.body["data"]["ratelimits"][0]["name"], "api", "a committed create kept its ratelimits");
 }
