@@ -33,7 +33,7 @@ pub(super) const INSERT_ROOT_KEY: &str =
     "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
 
-/// The conflict target is exactly the partial unique index `identities_live_external_id`.
+/// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
 pub(super) const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
