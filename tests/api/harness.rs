@@ -5,7 +5,8 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`). When it is unreachable the PostgreSQL variants are
 //! skipped with a notice, except under `CI=true`, where they fail.
 
-use std::sync::{Arc, Once};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, Once};
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -16,6 +17,8 @@ use sigil::store::{self, Store};
 use sigil::{AppState, Limits};
 use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 pub const WORKSPACE: &str = "test";
@@ -220,6 +223,56 @@ impl ApiResponse {
 
     pub fn detail(&self) -> &str {
         self.body["error"]["detail"].as_str().unwrap_or("")
+    }
+}
+
+/// A `sigil serve` process; killed when dropped. Its JSON log lines are collected.
+pub struct SigilProcess {
+    pub base_url: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    process: Child,
+}
+
+impl SigilProcess {
+    /// Starts the real binary on a free port and waits until it says where it listens.
+    pub async fn start(database_url: &str) -> Self {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sigil");
+        let mut lines = BufReader::new(process.stderr.take().expect("stderr")).lines();
+        let address = loop {
+            let line = lines.next_line().await.expect("read stderr").expect("sigil exited before serving");
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            if let Some(address) = entry["fields"]["address"].as_str() {
+                break address.to_owned();
+            }
+        };
+        // Keep draining the log so the node never blocks on a full pipe.
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { base_url: format!("http://{address}"), logs, process }
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub async fn kill(mut self) {
+        self.process.kill().await.expect("kill");
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it exited successfully.
+    pub async fn terminate(mut self) -> bool {
+        let pid = self.process.id().expect("running").to_string();
+        let sent = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+        assert!(sent.success());
+        self.process.wait().await.expect("wait").success()
     }
 }
 

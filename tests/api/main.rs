@@ -8,3 +8,4 @@ mod metrics;
 mod multi_node;
 mod protocol;
 mod races;
+mod reliability;

@@ -1,63 +1,22 @@
 //! Several stateless `sigil serve` processes on one PostgreSQL database behave as one service.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
 use sigil::domain::permission::all_permissions;
 use sigil::server::mint_root_key;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::harness::{Backend, TestDatabase};
+use crate::harness::{Backend, SigilProcess, TestDatabase};
 
 const CONCURRENT_CREATES: usize = 500;
-
-/// A `sigil serve` process; killed when dropped. Its JSON log lines are collected.
-struct Node {
-    base_url: String,
-    logs: Arc<Mutex<Vec<String>>>,
-    _process: Child,
-}
-
-impl Node {
-    /// Starts the real binary on a free port and waits until it says where it listens.
-    async fn start(database_url: &str) -> Self {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn sigil");
-        let mut lines = BufReader::new(process.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines.next_line().await.expect("read stderr").expect("sigil exited before serving");
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
-            if let Some(address) = entry["fields"]["address"].as_str() {
-                break address.to_owned();
-            }
-        };
-        // Keep draining the log so the node never blocks on a full pipe.
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Self { base_url: format!("http://{address}"), logs, _process: process }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_decide_a_contested_create_exactly_once() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
     let url = database.url();
     // Started together, so their migrations race too.
-    let (first, second) = tokio::join!(Node::start(&url), Node::start(&url));
+    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
     let store = sigil::store::open(&url).await.expect("open");
     let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
@@ -103,12 +62,12 @@ async fn two_nodes_on_one_postgres_decide_a_contested_create_exactly_once() {
 async fn an_idempotent_retry_on_the_other_node_replays() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
     let url = database.url();
-    let (first, second) = tokio::join!(Node::start(&url), Node::start(&url));
+    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
     let store = sigil::store::open(&url).await.expect("open");
     let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
     let client = reqwest::Client::new();
-    let create = |node: &Node| {
+    let create = |node: &SigilProcess| {
         client
             .post(format!("{}/v2/identities.createIdentity", node.base_url))
             .bearer_auth(&key)
@@ -131,7 +90,7 @@ async fn an_idempotent_retry_on_the_other_node_replays() {
 async fn json_logs_name_every_request_id_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("sigil.db").display());
-    let node = Node::start(&url).await;
+    let node = SigilProcess::start(&url).await;
     let store = sigil::store::open(&url).await.expect("open");
     let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
