@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// A request running longer gets 408.
     #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Requests running at once; beyond this, requests are refused at once with 503 and Retry-After.
+    #[arg(long, env = "SIGIL_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
+    pub max_in_flight: usize,
     /// Base of error `type` URLs. Point it at this server's own pages with http://HOST:PORT/docs/errors.
     #[arg(long, env = "SIGIL_ERROR_DOCS_BASE", default_value = crate::error::DEFAULT_ERROR_DOCS_BASE)]
     pub error_docs_base: String,
@@ -72,7 +75,11 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn limits(&self) -> Limits {
-        Limits { max_body_bytes: self.max_body_bytes, request_timeout: Duration::from_millis(self.request_timeout_ms) }
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_in_flight: self.max_in_flight,
+        }
     }
 
     pub fn idempotency(&self) -> IdempotencySettings {

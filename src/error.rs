@@ -50,6 +50,8 @@ pub enum ErrorCode {
     RouteNotFound,
     /// The route exists but not for this HTTP method.
     MethodNotAllowed,
+    /// More requests are in flight than the server is configured to run; retry after `Retry-After`.
+    Overloaded,
     /// The database could not be reached in time; retrying later can succeed.
     ServiceUnavailable,
     /// A bug or an unexpected failure; details are in the server log under the request id.
@@ -69,7 +71,7 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnexpectedError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServiceUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -85,7 +87,7 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "Unprocessable Entity",
             Self::RequestBodyTooLarge => "Request Entity Too Large",
             Self::UnexpectedError => "Internal Server Error",
-            Self::ServiceUnavailable => "Service Unavailable",
+            Self::ServiceUnavailable | Self::Overloaded => "Service Unavailable",
         }
     }
 
@@ -105,6 +107,7 @@ impl ErrorCode {
             Self::RouteNotFound => "sigil/request/route_not_found",
             Self::MethodNotAllowed => "sigil/request/method_not_allowed",
             Self::ServiceUnavailable => "unkey/application/service_unavailable",
+            Self::Overloaded => "sigil/capacity/overloaded",
             Self::UnexpectedError => "unkey/application/unexpected_error",
         }
     }

@@ -99,6 +99,12 @@ impl ErrorCode {
                 &["The database is down, overloaded, or out of connections."],
                 "Retry after a short wait, with the same Idempotency-Key for writes.",
             ),
+            Self::Overloaded => (
+                "The server was already running as many requests as it is configured to, so it refused this one \
+                 at once instead of queueing it; nothing was written.",
+                &["A traffic burst far above normal.", "A client retrying without backoff."],
+                "Retry after the seconds in Retry-After, with backoff, and with the same Idempotency-Key for writes.",
+            ),
             Self::UnexpectedError => (
                 "Sigil failed in a way it did not expect. This is a bug.",
                 &["A bug in Sigil.", "A corrupted database."],

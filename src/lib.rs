@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::IdempotencySettings;
@@ -47,11 +48,13 @@ impl AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Requests running at once; more are refused with 503 at once instead of queueing.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
     }
 }
 
@@ -61,7 +64,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
-/// timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error envelope.
+/// load shedding, timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error envelope.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .fallback(middleware::route_not_found)
@@ -69,6 +72,10 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(state.limits.max_in_flight)),
+            middleware::shed_load,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)

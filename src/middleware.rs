@@ -2,12 +2,14 @@
 //! unknown routes and methods, all answering in the error envelope.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::AppState;
@@ -42,6 +44,17 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
         );
     });
     response
+}
+
+/// Refuses a request at once, with 503 and `Retry-After`, when `in_flight` has no permit left: under a flood
+/// the server answers fast and stays up instead of queueing work it cannot finish in time.
+pub async fn shed_load(State(in_flight): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        let error =
+            ApiError::new(ErrorCode::Overloaded, "The server is at capacity. Retry after the time in Retry-After.");
+        return ([(header::RETRY_AFTER, "1")], error).into_response();
+    };
+    next.run(request).await
 }
 
 pub async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {

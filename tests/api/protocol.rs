@@ -92,3 +92,34 @@ async fn every_error_type_has_a_served_documentation_page() {
         server.send(reqwest::Client::new().get(format!("{}/docs/errors/unkey/data/nope", server.base_url))).await;
     unknown.assert_error(404, "sigil/request/route_not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_capacity_the_server_sheds_load_with_503_and_recovers() {
+    let slow = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        "done"
+    };
+    let router = sigil::routes::router().route("/v2/test.slow", post(slow));
+    let limits = sigil::Limits { max_in_flight: 4, ..sigil::Limits::default() };
+    let server =
+        TestServer::start_with(Backend::Sqlite, Options { limits, router, ..Options::default() }).await.unwrap();
+    let client = reqwest::Client::new();
+    let flood = (0..40).map(|_| client.post(format!("{}/v2/test.slow", server.base_url)).send());
+    let responses = futures::future::join_all(flood).await;
+    let mut served = 0;
+    for response in responses {
+        let response = response.expect("every request is answered");
+        if response.status() == 200 {
+            served += 1;
+            continue;
+        }
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "https://unkey.com/docs/api-reference/errors-v2/sigil/capacity/overloaded");
+    }
+    assert_eq!(served, 4, "exactly the configured capacity ran");
+    let key = server.admin_key().await;
+    let after = server.call("identities.listIdentities", &key, json!({})).await;
+    assert_eq!(after.status, 200, "capacity frees up once the flood has passed");
+}
