@@ -4,6 +4,7 @@
 mod harness;
 mod idempotency;
 mod identities;
+mod isolation;
 mod metrics;
 mod multi_node;
 mod protocol;
