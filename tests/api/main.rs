@@ -2,6 +2,7 @@
 //! on PostgreSQL. Folders mirror the routes; one module per status code (`cargo test status_409`).
 
 mod harness;
+mod hostile_input;
 mod idempotency;
 mod identities;
 mod isolation;
