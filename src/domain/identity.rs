@@ -42,9 +42,22 @@ pub struct Ratelimit {
 #[serde(rename_all = "camelCase")]
 pub struct RatelimitInput {
     pub name: String,
+    #[serde(deserialize_with = "integer")]
     pub limit: i64,
+    #[serde(deserialize_with = "integer")]
     pub duration: i64,
     pub auto_apply: bool,
+}
+
+/// JSON Schema's `integer` admits `57.0`; serde's `i64` does not. The schema has already bounded the value.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_i64()
+        .or_else(|| {
+            number.as_f64().filter(|float| float.fract() == 0.0 && float.abs() < 9.0e15).map(|float| float as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not an integer")))
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +175,15 @@ mod tests {
         let over: Meta = json!({"k": "x".repeat(MAX_META_BYTES - overhead + 1)}).as_object().unwrap().clone();
         let error = check_meta_and_ratelimits(Some(&over), None).unwrap_err();
         assert!(error.message.starts_with("Metadata is too large"));
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let parsed: RatelimitInput =
+            serde_json::from_value(json!({"name": "api", "limit": 57.0, "duration": 1000, "autoApply": true})).unwrap();
+        assert_eq!(parsed.limit, 57);
+        let fractional = json!({"name": "api", "limit": 57.5, "duration": 1000, "autoApply": true});
+        assert!(serde_json::from_value::<RatelimitInput>(fractional).is_err());
     }
 
     #[test]

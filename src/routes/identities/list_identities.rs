@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityPageQuery, search_pattern};
+use crate::domain::identity::{Identity, IdentityPageQuery, integer, search_pattern};
 use crate::domain::permission::IdentityAction;
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
@@ -19,7 +19,7 @@ const DEFAULT_PAGE_SIZE: i64 = 100;
 
 #[derive(Deserialize)]
 pub struct ListIdentitiesRequest {
-    #[serde(default = "default_page_size")]
+    #[serde(default = "default_page_size", deserialize_with = "integer")]
     limit: i64,
     cursor: Option<String>,
     search: Option<String>,

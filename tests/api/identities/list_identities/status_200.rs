@@ -37,6 +37,9 @@ async fn lists_in_creation_order_across_pages(server: TestServer) {
     assert_eq!(ids(&last.body), created[14..]);
     assert_eq!(last.body["pagination"], json!({"hasMore": false}), "no cursor on the last page");
 
+    let integral_float = server.call("identities.listIdentities", &key, json!({"limit": 7.0})).await;
+    assert_eq!(ids(&integral_float.body), created[..7], "7.0 is an integer to JSON Schema");
+
     let default_limit = server.call("identities.listIdentities", &key, json!({})).await;
     assert_eq!(ids(&default_limit.body), created);
     let garbage_cursor = server.call("identities.listIdentities", &key, json!({"cursor": "zzz"})).await;
