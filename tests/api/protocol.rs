@@ -9,6 +9,7 @@ crate::backend_tests!(
     unknown_routes_and_methods_answer_in_the_envelope,
     every_response_carries_its_request_id_in_body_and_header,
     liveness_and_the_openapi_document_are_served,
+    a_database_out_of_reach_answers_503_on_every_operation,
 );
 
 async fn unknown_routes_and_methods_answer_in_the_envelope(server: TestServer) {
@@ -30,6 +31,26 @@ async fn every_response_carries_its_request_id_in_body_and_header(server: TestSe
         assert_eq!(header, response.request_id());
     }
     assert_ne!(ok.request_id(), failed.request_id());
+}
+
+async fn a_database_out_of_reach_answers_503_on_every_operation(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "before_the_outage"})).await;
+    server.store.close().await;
+    let operations = [
+        ("identities.createIdentity", json!({"externalId": "during_the_outage"})),
+        ("identities.upsertIdentity", json!({"externalId": "during_the_outage"})),
+        ("identities.getIdentity", json!({"identity": id})),
+        ("identities.listIdentities", json!({})),
+        ("identities.updateIdentity", json!({"identity": id, "meta": {"a": 1}})),
+        ("identities.deleteIdentity", json!({"identity": id})),
+    ];
+    for (operation, body) in operations {
+        let response = server.call(operation, &key, body).await;
+        response.assert_error(503, "unkey/application/service_unavailable");
+    }
+    let unknown_key = server.call("identities.listIdentities", "sigil_not_cached", json!({})).await;
+    unknown_key.assert_error(503, "unkey/application/service_unavailable");
 }
 
 async fn liveness_and_the_openapi_document_are_served(server: TestServer) {
