@@ -3,6 +3,7 @@
 //! workspaces; the exceptions are the root-key lookup (which is how a request learns its workspace) and the
 //! purge of expired idempotency records (housekeeping, which returns no data).
 
+mod create_queue;
 mod postgres;
 mod sql;
 mod sqlite;

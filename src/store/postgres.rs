@@ -1,9 +1,15 @@
 //! PostgreSQL, for several stateless Sigil nodes sharing one database. Migrations take PostgreSQL's
 //! advisory lock (sqlx), so nodes starting together migrate once.
+//!
+//! Creates are group-committed (`create_queue.rs`): a group is one transaction whose identities go in as
+//! one multi-row `INSERT … ON CONFLICT DO NOTHING`, so PostgreSQL parses, plans and flushes its WAL once
+//! for many creates. Several groups commit at once, on connections of their own.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
@@ -14,57 +20,59 @@ use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest, same_failure};
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
 const MAX_CONNECTIONS: u32 = 16;
 /// Past this wait for a connection a request fails with 503 instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// Most creates one group takes at once.
+const MAX_GROUP: usize = 256;
+/// Groups committing at once, each on a connection of its own; the rest of the pool serves everything else.
+const GROUPS_IN_FLIGHT: usize = 4;
+
+/// Inserts a group of identities in one statement. Rows that collide with a live identity (or with an
+/// earlier row of the same group) are skipped, and only the inserted ids come back.
+const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+     ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+/// The live identities holding these (workspace, externalId) pairs.
+const LIVE_IDENTITY_IDS: &str = "SELECT i.workspace_id, i.external_id, i.id FROM identities i \
+     JOIN UNNEST($1::text[], $2::text[]) AS wanted (workspace_id, external_id) \
+     ON i.workspace_id = wanted.workspace_id AND i.external_id = wanted.external_id WHERE i.deleted_at IS NULL";
 
 pub struct PostgresStore {
     pool: PgPool,
+    creates: CreateQueue,
 }
 
 impl PostgresStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        // sqlx pings every connection before handing it out: a network round trip on every query, which
+        // doubled the cost of a create. Only a connection idle long enough to have been dropped by the
+        // server or a proxy is pinged; a connection that breaks anyway fails its query with 503.
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_WHEN_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await
             .context("cannot connect to PostgreSQL")?;
         sqlx::migrate!("migrations/postgres").run(&pool).await.context("migrating the PostgreSQL database")?;
-        Ok(Self { pool })
-    }
-
-    /// Each create is a transaction of its own: PostgreSQL commits concurrent transactions in parallel.
-    /// When the identity holding the externalId is deleted between the insert and the read that names
-    /// it, the insert is tried again.
-    async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-        sql::retry_transient(move || async move {
-            for _ in 0..sql::CREATE_ATTEMPTS {
-                let id = new_id("id");
-                let now = sql::now_ms();
-                let inserted = if new.ratelimits.is_empty() {
-                    // A lone INSERT is a transaction of its own: one round trip.
-                    Self::insert_new_identity(&mut *self.pool.acquire().await?, workspace, new, &id, now).await?
-                } else {
-                    let mut tx = self.pool.begin().await?;
-                    let inserted = Self::insert_new_identity(&mut tx, workspace, new, &id, now).await?;
-                    if inserted {
-                        tx.commit().await?;
-                    }
-                    inserted
-                };
-                if inserted {
-                    return Ok(id);
-                }
-                if let Some(existing_id) = Self::live_identity_id(&self.pool, workspace, new).await? {
-                    return Err(StoreError::Conflict { existing_id });
-                }
-            }
-            Err(StoreError::Contended("the externalId was deleted and re-created concurrently"))
-        })
-        .await
+        let group_pool = pool.clone();
+        let creates =
+            CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| commit_group(group_pool.clone(), group));
+        Ok(Self { pool, creates })
     }
 
     fn reader(&self) -> &PgPool {
@@ -77,3 +85,70 @@ impl PostgresStore {
 }
 
 impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
+
+async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
+    match sql::retry_transient(|| insert_group(&pool, &group)).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => group.iter().map(|_| Err(same_failure(&error))).collect(),
+    }
+}
+
+/// Inserts the group and names, for each create that collided, the live identity holding its externalId.
+/// When that identity was deleted before it could be named, the create is tried again.
+async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
+    let metas = group.iter().map(|request| sql::to_json(&request.new.meta)).collect::<Result<Vec<_>, _>>()?;
+    // Rows go in in the unique index's order, so two groups never wait for each other's rows in opposite
+    // orders (a deadlock); among creates of one externalId, the first to arrive wins.
+    let mut order: Vec<usize> = (0..group.len()).collect();
+    order.sort_by_key(|&index| (&group[index].new.external_id, group[index].workspace.as_str()));
+    let mut outcomes: Vec<Option<CreateOutcome>> = group.iter().map(|_| None).collect();
+    let mut tx = pool.begin().await?;
+    for _ in 0..sql::CREATE_ATTEMPTS {
+        let waiting: Vec<usize> = order.iter().copied().filter(|&index| outcomes[index].is_none()).collect();
+        if waiting.is_empty() {
+            break;
+        }
+        let ids: Vec<String> = waiting.iter().map(|_| new_id("id")).collect();
+        let workspaces: Vec<&str> = waiting.iter().map(|&index| group[index].workspace.as_str()).collect();
+        let external_ids: Vec<&str> = waiting.iter().map(|&index| group[index].new.external_id.as_str()).collect();
+        let now = sql::now_ms();
+        let inserted: HashSet<String> = sqlx::query_scalar(INSERT_IDENTITIES)
+            .bind(&ids)
+            .bind(&workspaces)
+            .bind(&external_ids)
+            .bind(waiting.iter().map(|&index| metas[index].as_str()).collect::<Vec<_>>())
+            .bind(vec![now; waiting.len()])
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        for (&index, id) in waiting.iter().zip(&ids) {
+            if inserted.contains(id) {
+                let ratelimits = &group[index].new.ratelimits;
+                if !ratelimits.is_empty() {
+                    PostgresStore::replace_ratelimits(&mut tx, id, ratelimits, now).await?;
+                }
+                outcomes[index] = Some(Ok(id.clone()));
+            }
+        }
+        if inserted.len() == waiting.len() {
+            break;
+        }
+        let holders: Vec<(String, String, String)> =
+            sqlx::query_as(LIVE_IDENTITY_IDS).bind(&workspaces).bind(&external_ids).fetch_all(&mut *tx).await?;
+        for (workspace, external_id, existing_id) in holders {
+            for &index in &waiting {
+                let request = &group[index];
+                if outcomes[index].is_none()
+                    && request.workspace.as_str() == workspace
+                    && request.new.external_id == external_id
+                {
+                    outcomes[index] = Some(Err(StoreError::Conflict { existing_id: existing_id.clone() }));
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    let contended = || Err(StoreError::Contended("the externalId was deleted and re-created concurrently"));
+    Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or_else(contended)).collect())
+}

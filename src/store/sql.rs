@@ -33,12 +33,6 @@ pub(super) const INSERT_ROOT_KEY: &str =
     "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
 
-/// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
-pub(super) const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
-pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
-    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
-
 pub(super) const FIND_IDENTITY: &str = concat!(
     "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, r.name AS ratelimit_name, r.request_limit, ",
     "r.duration_ms, r.auto_apply FROM identities i LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ",
@@ -175,7 +169,7 @@ where
     }
 }
 
-/// How often create re-inserts when the identity it collided with was deleted before it could be read.
+/// How often an insert is tried again when the row it collided with was deleted before it could be read.
 pub(super) const CREATE_ATTEMPTS: usize = 3;
 
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors.
@@ -210,41 +204,6 @@ macro_rules! impl_store_with_shared_sql {
                         .await?;
                 }
                 Ok(())
-            }
-
-            /// Inserts the identity and its ratelimits on `connection`, inside the caller's transaction;
-            /// `false` when a live identity holds the externalId.
-            async fn insert_new_identity(
-                connection: &mut <$database as sqlx::Database>::Connection,
-                workspace: &WorkspaceId,
-                new: &NewIdentity,
-                id: &str,
-                now: i64,
-            ) -> Result<bool, StoreError> {
-                let inserted: Option<String> = sqlx::query_scalar(sql::INSERT_IDENTITY)
-                    .bind(id)
-                    .bind(workspace.as_str())
-                    .bind(&new.external_id)
-                    .bind(sql::to_json(&new.meta)?)
-                    .bind(now)
-                    .fetch_optional(&mut *connection)
-                    .await?;
-                if inserted.is_some() && !new.ratelimits.is_empty() {
-                    Self::replace_ratelimits(connection, id, &new.ratelimits, now).await?;
-                }
-                Ok(inserted.is_some())
-            }
-
-            async fn live_identity_id<'c>(
-                executor: impl sqlx::Executor<'c, Database = $database>,
-                workspace: &WorkspaceId,
-                new: &NewIdentity,
-            ) -> Result<Option<String>, StoreError> {
-                Ok(sqlx::query_scalar(sql::LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                    .bind(workspace.as_str())
-                    .bind(&new.external_id)
-                    .fetch_optional(executor)
-                    .await?)
             }
 
             /// Reads an identity inside the transaction that just wrote it.
@@ -319,7 +278,7 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                self.create(workspace, new).await
+                self.creates.create(workspace, new).await
             }
 
             async fn upsert_identity(

@@ -4,10 +4,9 @@
 //! SQLITE_BUSY; reads use a pool of their own and never wait for writes (WAL). `synchronous = FULL`
 //! makes every acknowledged commit durable, through a process kill or a power loss.
 //!
-//! Creates are group-committed: concurrent creates queue to one committer task, which writes everything
-//! waiting as one transaction with a savepoint per identity (a row that conflicts or fails is rolled back
-//! alone) and answers each create only after that transaction's commit (and its fsync) returned. Under
-//! load one fsync then covers many creates; alone, a create is a transaction of its own as before.
+//! Creates are group-committed (`create_queue.rs`): one group at a time is written as one transaction with
+//! a savepoint per identity (a row that conflicts or fails is rolled back alone), so under load one fsync
+//! covers many creates.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::Acquire;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
@@ -26,6 +25,7 @@ use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest, same_failure};
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
 const READ_CONNECTIONS: u32 = 8;
@@ -35,16 +35,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most creates one group commit takes at once.
 const MAX_GROUP: usize = 256;
 
+/// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
+const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
+    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
-    creates: mpsc::Sender<PendingCreate>,
-}
-
-struct PendingCreate {
-    workspace: WorkspaceId,
-    new: NewIdentity,
-    reply: oneshot::Sender<Result<String, StoreError>>,
+    creates: CreateQueue,
 }
 
 impl SqliteStore {
@@ -61,9 +61,12 @@ impl SqliteStore {
             options.get_filename() != Path::new(":memory:"),
             "in-memory SQLite is not supported: name a file, e.g. sqlite://sigil.db"
         );
+        // Neither pool pings a connection before handing it out (sqlx's default): a SQLite connection is a
+        // thread of this process, so the ping proves nothing and costs a thread handoff on every query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open SQLite database {:?}", options.get_filename()))?;
@@ -71,19 +74,13 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let (creates, queue) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(group_commit(writer.clone(), queue));
+        // One writer: one group commits at a time, while the next one gathers.
+        let group_writer = writer.clone();
+        let creates = CreateQueue::start(MAX_GROUP, 1, move |group| commit_group(group_writer.clone(), group));
         Ok(Self { reader, writer, creates })
-    }
-
-    async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let pending = PendingCreate { workspace: workspace.clone(), new: new.clone(), reply };
-        let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.creates.send(pending).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -97,33 +94,45 @@ impl SqliteStore {
 
 impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);
 
-/// The committer: takes every create waiting (up to [`MAX_GROUP`]) and commits them together.
-async fn group_commit(writer: SqlitePool, mut queue: mpsc::Receiver<PendingCreate>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let outcomes = match commit_group(&writer, &group).await {
-            Ok(outcomes) => outcomes,
-            // Nothing of the group was committed: every create in it failed.
-            Err(error) => group.iter().map(|_| Err(StoreError::from(same_failure(&error)))).collect(),
-        };
-        for (pending, outcome) in group.drain(..).zip(outcomes) {
-            let _ = pending.reply.send(outcome);
-        }
+/// One transaction for the whole group; each create in a savepoint of its own, so a create that conflicts
+/// or fails is rolled back alone. Nothing of the group is committed if the transaction itself fails.
+async fn commit_group(writer: SqlitePool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
+    match insert_group(&writer, &group).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => group.iter().map(|_| Err(same_failure(&error))).collect(),
     }
 }
 
-/// One transaction for the whole group; each create in a savepoint of its own.
-async fn commit_group(
-    writer: &SqlitePool,
-    group: &[PendingCreate],
-) -> Result<Vec<Result<String, StoreError>>, sqlx::Error> {
+/// Inserts the identity and its ratelimits inside the caller's transaction; `false` when a live identity
+/// holds the externalId.
+async fn insert_new_identity(
+    connection: &mut SqliteConnection,
+    workspace: &WorkspaceId,
+    new: &NewIdentity,
+    id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let inserted: Option<String> = sqlx::query_scalar(INSERT_IDENTITY)
+        .bind(id)
+        .bind(workspace.as_str())
+        .bind(&new.external_id)
+        .bind(sql::to_json(&new.meta)?)
+        .bind(now)
+        .fetch_optional(&mut *connection)
+        .await?;
+    if inserted.is_some() && !new.ratelimits.is_empty() {
+        SqliteStore::replace_ratelimits(connection, id, &new.ratelimits, now).await?;
+    }
+    Ok(inserted.is_some())
+}
+
+async fn insert_group(writer: &SqlitePool, group: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
     let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(group.len());
-    for pending in group {
+    for request in group {
         let id = new_id("id");
         let mut row = tx.begin().await?;
-        let inserted =
-            SqliteStore::insert_new_identity(&mut row, &pending.workspace, &pending.new, &id, sql::now_ms()).await;
+        let inserted = insert_new_identity(&mut row, &request.workspace, &request.new, &id, sql::now_ms()).await;
         let outcome = match inserted {
             Ok(true) => {
                 row.commit().await?;
@@ -132,10 +141,15 @@ async fn commit_group(
             Ok(false) => {
                 row.rollback().await?;
                 // One writer: the identity holding the externalId cannot vanish before this read.
-                match SqliteStore::live_identity_id(&mut *tx, &pending.workspace, &pending.new).await {
+                let holder = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                    .bind(request.workspace.as_str())
+                    .bind(&request.new.external_id)
+                    .fetch_optional(&mut *tx)
+                    .await;
+                match holder {
                     Ok(Some(existing_id)) => Err(StoreError::Conflict { existing_id }),
                     Ok(None) => Err(StoreError::Contended("the externalId was freed during the insert")),
-                    Err(error) => Err(error),
+                    Err(error) => Err(error.into()),
                 }
             }
             Err(error) => {
@@ -147,13 +161,4 @@ async fn commit_group(
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-/// sqlx errors cannot be cloned; each create of a failed group gets one of the same kind.
-fn same_failure(error: &sqlx::Error) -> sqlx::Error {
-    match error {
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        other => sqlx::Error::Protocol(format!("group commit failed: {other}")),
-    }
 }

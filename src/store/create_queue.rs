@@ -1,0 +1,92 @@
+//! Group commit for creates, shared by both backends: concurrent creates queue here, and a committer takes
+//! everything waiting (up to a group's size) and hands it to the backend's `commit` as one group, so one
+//! transaction and one flush to disk serve many creates. Each create is answered only once its group's
+//! `commit` has returned, that is after the commit. Alone, a create is a group of one.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::domain::identity::NewIdentity;
+use crate::domain::workspace::WorkspaceId;
+use crate::store::StoreError;
+
+/// One create waiting for its group.
+pub(super) struct CreateRequest {
+    pub workspace: WorkspaceId,
+    pub new: NewIdentity,
+}
+
+/// The new identity's id, or why this one create failed.
+pub(super) type CreateOutcome = Result<String, StoreError>;
+
+struct Pending {
+    request: CreateRequest,
+    reply: oneshot::Sender<CreateOutcome>,
+}
+
+pub(super) struct CreateQueue {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl CreateQueue {
+    /// Starts the committer. `commit` gets a group of at most `max_group` creates and returns one outcome
+    /// per create, in order; at most `groups_in_flight` groups are committing at once.
+    pub fn start<Commit, Committed>(max_group: usize, groups_in_flight: usize, commit: Commit) -> Self
+    where
+        Commit: Fn(Vec<CreateRequest>) -> Committed + Send + Sync + 'static,
+        Committed: Future<Output = Vec<CreateOutcome>> + Send + 'static,
+    {
+        let (sender, mut queue) = mpsc::channel::<Pending>(max_group * 4);
+        let commit = Arc::new(commit);
+        let slots = Arc::new(Semaphore::new(groups_in_flight));
+        tokio::spawn(async move {
+            let mut group = Vec::with_capacity(max_group);
+            // A group forms while the earlier ones commit: waiting for a free slot is what lets it grow.
+            while let Ok(slot) = slots.clone().acquire_owned().await {
+                if queue.recv_many(&mut group, max_group).await == 0 {
+                    return;
+                }
+                let (requests, replies): (Vec<_>, Vec<_>) =
+                    group.drain(..).map(|pending| (pending.request, pending.reply)).unzip();
+                let committed = commit(requests);
+                tokio::spawn(async move {
+                    let outcomes = committed.await;
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                    drop(slot);
+                });
+            }
+        });
+        Self { sender }
+    }
+
+    /// Queues one create and waits for its group's outcome.
+    pub async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
+        let (reply, answer) = oneshot::channel();
+        let request = CreateRequest { workspace: workspace.clone(), new: new.clone() };
+        // The committer is gone only while the store shuts down (or after a panic in a commit).
+        let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        self.sender.send(Pending { request, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// sqlx errors cannot be cloned; when a whole group fails, each create in it gets an error of the same kind.
+pub(super) fn same_failure(error: &StoreError) -> StoreError {
+    let kind = |error: &sqlx::Error| match error {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(format!("group commit failed: {other}")),
+    };
+    match error {
+        StoreError::Unavailable(error) => StoreError::Unavailable(kind(error)),
+        StoreError::Transient(error) => StoreError::Transient(kind(error)),
+        StoreError::Database(error) => StoreError::Database(kind(error)),
+        StoreError::Conflict { existing_id } => StoreError::Conflict { existing_id: existing_id.clone() },
+        StoreError::Contended(reason) => StoreError::Contended(reason),
+        StoreError::InvalidData(reason) => StoreError::InvalidData(reason.clone()),
+    }
+}
