@@ -27,28 +27,11 @@ if [[ ! -x "$VENV/bin/schemathesis" ]]; then
   "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/sigil-schemathesis.XXXXXX")"
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=../lib/fresh-server.sh
+source "$HERE/../lib/fresh-server.sh"
+start_fresh_server "$BIN" schemathesis
 
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$BIN" serve --listen "127.0.0.1:$PORT" --database "sqlite://$TMP/sigil.db" > "$TMP/stdout" 2> "$TMP/stderr" &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/v2/liveness" > /dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/stderr" >&2; exit 1; }
-  sleep 0.1
-done
-ROOT_KEY="$(tail -n 1 "$TMP/stdout")"
-
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
+"$VENV/bin/schemathesis" run "$URL/openapi.json" \
   --header "Authorization: Bearer $ROOT_KEY" \
   --exclude-checks missing_required_header,ignored_auth,positive_data_acceptance \
   --max-examples 100 \
