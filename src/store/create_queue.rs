@@ -1,7 +1,8 @@
-//! Group commit for creates, shared by both backends: concurrent creates queue here, and a committer takes
-//! everything waiting (up to a group's size) and hands it to the backend's `commit` as one group, so one
-//! transaction and one flush to disk serve many creates. Each create is answered only once its group's
-//! `commit` has returned, that is after the commit. Alone, a create is a group of one.
+//! Group commit for creates on PostgreSQL: concurrent creates queue here, and a committer takes everything
+//! waiting (up to a group's size) and hands it to `commit` as one group, so one transaction and one WAL
+//! flush serve many creates, while several groups commit at once. Each create is answered only once its
+//! group's `commit` has returned, that is after the commit. Alone, a create is a group of one. (SQLite,
+//! with its single writer, group-commits every kind of write instead: `sqlite_writes.rs`.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,22 +72,5 @@ impl CreateQueue {
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
         self.sender.send(Pending { request, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-}
-
-/// sqlx errors cannot be cloned; when a whole group fails, each create in it gets an error of the same kind.
-pub(super) fn same_failure(error: &StoreError) -> StoreError {
-    let kind = |error: &sqlx::Error| match error {
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        other => sqlx::Error::Protocol(format!("group commit failed: {other}")),
-    };
-    match error {
-        StoreError::Unavailable(error) => StoreError::Unavailable(kind(error)),
-        StoreError::Transient(error) => StoreError::Transient(kind(error)),
-        StoreError::Database(error) => StoreError::Database(kind(error)),
-        StoreError::Conflict { existing_id } => StoreError::Conflict { existing_id: existing_id.clone() },
-        StoreError::Contended(reason) => StoreError::Contended(reason),
-        StoreError::InvalidData(reason) => StoreError::InvalidData(reason.clone()),
     }
 }

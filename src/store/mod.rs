@@ -7,6 +7,7 @@ mod create_queue;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_writes;
 
 use std::sync::Arc;
 
@@ -54,6 +55,26 @@ impl From<sqlx::Error> for StoreError {
                 Self::Transient(error)
             }
             other => Self::Database(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same kind of error, for each of several callers that one failure (of a group commit) answers:
+    /// sqlx errors cannot be cloned.
+    pub(crate) fn same_kind(&self) -> Self {
+        let same = |error: &sqlx::Error| match error {
+            sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+            other => sqlx::Error::Protocol(format!("group commit failed: {other}")),
+        };
+        match self {
+            Self::Conflict { existing_id } => Self::Conflict { existing_id: existing_id.clone() },
+            Self::Unavailable(error) => Self::Unavailable(same(error)),
+            Self::Database(error) => Self::Database(same(error)),
+            Self::Transient(error) => Self::Transient(same(error)),
+            Self::Contended(reason) => Self::Contended(reason),
+            Self::InvalidData(reason) => Self::InvalidData(reason.clone()),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::Connection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
@@ -20,7 +20,8 @@ use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
-use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest, same_failure};
+use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest};
+use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -75,6 +76,25 @@ impl PostgresStore {
         Ok(Self { pool, creates })
     }
 
+    async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
+        self.creates.create(workspace, new).await
+    }
+
+    /// Each write is a transaction of its own (PostgreSQL commits concurrent transactions in parallel),
+    /// run again when PostgreSQL aborted it to resolve a race.
+    async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
+    where
+        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
+    {
+        sql::retry_transient(|| async {
+            let mut tx = self.pool.begin().await?;
+            let outcome = write(&mut tx).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }
@@ -89,7 +109,7 @@ impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
 async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
     match sql::retry_transient(|| insert_group(&pool, &group)).await {
         Ok(outcomes) => outcomes,
-        Err(error) => group.iter().map(|_| Err(same_failure(&error))).collect(),
+        Err(error) => group.iter().map(|_| Err(error.same_kind())).collect(),
     }
 }
 

@@ -172,7 +172,14 @@ where
 /// How often an insert is tried again when the row it collided with was deleted before it could be read.
 pub(super) const CREATE_ATTEMPTS: usize = 3;
 
-/// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors.
+/// What a write runs inside its transaction: a closure the backend may call more than once (a transient
+/// abort is retried) and, on SQLite, from the task that commits a whole group of writes.
+pub(super) type WriteFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
+/// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
+/// `create(workspace, new)`, and `write(op)`, which runs `op` on a connection inside a transaction and
+/// returns once that transaction has committed.
 macro_rules! impl_store_with_shared_sql {
     ($store:ty, $database:ty) => {
         impl $store {
@@ -204,6 +211,71 @@ macro_rules! impl_store_with_shared_sql {
                         .await?;
                 }
                 Ok(())
+            }
+
+            /// Creates the identity, or updates the sent parts of the live one with this externalId; `true`
+            /// when it was created. One statement decides which, so concurrent upserts never conflict.
+            async fn upsert_in(
+                connection: &mut <$database as sqlx::Database>::Connection,
+                workspace: &WorkspaceId,
+                upsert: &IdentityUpsert,
+            ) -> Result<(Identity, bool), StoreError> {
+                let meta = upsert.meta.as_ref().map(sql::to_json).transpose()?;
+                let new_identity_id = new_id("id");
+                let now = sql::now_ms();
+                let id: String = sqlx::query_scalar(sql::UPSERT_IDENTITY)
+                    .bind(&new_identity_id)
+                    .bind(workspace.as_str())
+                    .bind(&upsert.external_id)
+                    .bind(meta)
+                    .bind(now)
+                    .fetch_one(&mut *connection)
+                    .await?;
+                if let Some(limits) = &upsert.ratelimits {
+                    Self::replace_ratelimits(connection, &id, limits, now).await?;
+                }
+                let identity = Self::read_back(connection, workspace, &id).await?;
+                Ok((identity, id == new_identity_id))
+            }
+
+            /// Replaces the sent parts of the live identity; `None` when none matches.
+            async fn update_in(
+                connection: &mut <$database as sqlx::Database>::Connection,
+                workspace: &WorkspaceId,
+                identity: &str,
+                changes: &IdentityChanges,
+            ) -> Result<Option<Identity>, StoreError> {
+                let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
+                let now = sql::now_ms();
+                let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity)
+                    .bind(meta)
+                    .bind(now)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                if let Some(limits) = &changes.ratelimits {
+                    Self::replace_ratelimits(connection, &id, limits, now).await?;
+                }
+                Ok(Some(Self::read_back(connection, workspace, &id).await?))
+            }
+
+            /// Soft-deletes the live identity; `false` when none matches.
+            async fn delete_in(
+                connection: &mut <$database as sqlx::Database>::Connection,
+                workspace: &WorkspaceId,
+                identity: &str,
+            ) -> Result<bool, StoreError> {
+                let result = sqlx::query(sql::DELETE_IDENTITY)
+                    .bind(workspace.as_str())
+                    .bind(identity)
+                    .bind(sql::now_ms())
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(result.rows_affected() > 0)
             }
 
             /// Reads an identity inside the transaction that just wrote it.
@@ -278,7 +350,7 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                self.creates.create(workspace, new).await
+                self.create(workspace, new).await
             }
 
             async fn upsert_identity(
@@ -286,26 +358,10 @@ macro_rules! impl_store_with_shared_sql {
                 workspace: &WorkspaceId,
                 upsert: &IdentityUpsert,
             ) -> Result<(Identity, bool), StoreError> {
-                let meta = upsert.meta.as_ref().map(sql::to_json).transpose()?;
-                let meta = meta.as_deref();
-                sql::retry_transient(move || async move {
-                    let new_identity_id = new_id("id");
-                    let now = sql::now_ms();
-                    let mut tx = self.writer().begin().await?;
-                    let id: String = sqlx::query_scalar(sql::UPSERT_IDENTITY)
-                        .bind(&new_identity_id)
-                        .bind(workspace.as_str())
-                        .bind(&upsert.external_id)
-                        .bind(meta)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if let Some(limits) = &upsert.ratelimits {
-                        Self::replace_ratelimits(&mut tx, &id, limits, now).await?;
-                    }
-                    let identity = Self::read_back(&mut tx, workspace, &id).await?;
-                    tx.commit().await?;
-                    Ok((identity, id == new_identity_id))
+                let (workspace, upsert) = (workspace.clone(), upsert.clone());
+                self.write(move |connection| {
+                    let (workspace, upsert) = (workspace.clone(), upsert.clone());
+                    Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
                 })
                 .await
             }
@@ -347,45 +403,25 @@ macro_rules! impl_store_with_shared_sql {
                 identity: &str,
                 changes: &IdentityChanges,
             ) -> Result<Option<Identity>, StoreError> {
-                sql::retry_transient(move || async move {
-                    if !sql::may_be_stored(identity) {
-                        return Ok(None);
-                    }
-                    let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
-                    let now = sql::now_ms();
-                    let mut tx = self.writer().begin().await?;
-                    let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
-                        .bind(workspace.as_str())
-                        .bind(identity)
-                        .bind(meta)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    let Some(id) = id else {
-                        return Ok(None);
-                    };
-                    if let Some(limits) = &changes.ratelimits {
-                        Self::replace_ratelimits(&mut tx, &id, limits, now).await?;
-                    }
-                    let identity = Self::read_back(&mut tx, workspace, &id).await?;
-                    tx.commit().await?;
-                    Ok(Some(identity))
+                if !sql::may_be_stored(identity) {
+                    return Ok(None);
+                }
+                let (workspace, identity, changes) = (workspace.clone(), identity.to_owned(), changes.clone());
+                self.write(move |connection| {
+                    let (workspace, identity, changes) = (workspace.clone(), identity.clone(), changes.clone());
+                    Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
                 })
                 .await
             }
 
             async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
-                sql::retry_transient(move || async move {
-                    if !sql::may_be_stored(identity) {
-                        return Ok(false);
-                    }
-                    let result = sqlx::query(sql::DELETE_IDENTITY)
-                        .bind(workspace.as_str())
-                        .bind(identity)
-                        .bind(sql::now_ms())
-                        .execute(self.writer())
-                        .await?;
-                    Ok(result.rows_affected() > 0)
+                if !sql::may_be_stored(identity) {
+                    return Ok(false);
+                }
+                let (workspace, identity) = (workspace.clone(), identity.to_owned());
+                self.write(move |connection| {
+                    let (workspace, identity) = (workspace.clone(), identity.clone());
+                    Box::pin(async move { Self::delete_in(connection, &workspace, &identity).await })
                 })
                 .await
             }
