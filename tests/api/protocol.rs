@@ -116,8 +116,9 @@ async fn every_error_type_has_a_served_documentation_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_capacity_the_server_sheds_load_with_503_and_recovers() {
+    // Long enough that all 40 requests arrive while the first 4 still run, even on a loaded CI machine.
     let slow = || async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
         "done"
     };
     let router = sigil::routes::router().route("/v2/test.slow", post(slow));
