@@ -110,8 +110,15 @@ async fn json_logs_name_every_request_id_and_no_secret() {
     let wrong =
         client.post(format!("{}/v2/identities.listIdentities", node.base_url)).bearer_auth("sigil_wrong_key_guess");
     wrong.json(&json!({})).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = node.logs.lock().unwrap().join("\n");
+    // The log is read from the node's stderr pipe: wait (boundedly) until every request's line is in.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = node.logs.lock().unwrap().join("\n");
+        if request_ids.iter().all(|id| logs.contains(id.as_str())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for request_id in &request_ids {
         let line = logs.lines().find(|line| line.contains(request_id.as_str())).expect("a log line per request");
         let entry: Value = serde_json::from_str(line).expect("JSON log line");
