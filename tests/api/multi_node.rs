@@ -109,7 +109,8 @@ async fn json_logs_name_every_request_id_and_no_secret() {
     }
     let wrong =
         client.post(format!("{}/v2/identities.listIdentities", node.base_url)).bearer_auth("sigil_wrong_key_guess");
-    wrong.json(&json!({})).send().await.unwrap();
+    let rejected: Value = wrong.json(&json!({})).send().await.unwrap().json().await.unwrap();
+    request_ids.push(rejected["meta"]["requestId"].as_str().unwrap().to_owned());
     // The log is read from the node's stderr pipe: wait (boundedly) until every request's line is in.
     let mut logs = String::new();
     for _ in 0..50 {
