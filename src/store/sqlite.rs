@@ -80,7 +80,11 @@ impl SqliteStore {
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
         let (workspace, new) = (workspace.clone(), new.clone());
-        self.writes.run(move |connection| Box::pin(async move { create_in(connection, &workspace, &new).await })).await
+        if new.ratelimits.is_empty() {
+            self.writes.run_one_statement(create(workspace, new)).await
+        } else {
+            self.writes.run(create(workspace, new)).await
+        }
     }
 
     async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
@@ -102,7 +106,15 @@ impl SqliteStore {
 
 impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);
 
-/// Inserts the identity and its ratelimits; a live identity holding the externalId is a conflict.
+fn create(
+    workspace: WorkspaceId,
+    new: NewIdentity,
+) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, String> + Send + 'static {
+    move |connection| Box::pin(async move { create_in(connection, &workspace, &new).await })
+}
+
+/// Inserts the identity and its ratelimits; a live identity holding the externalId is a conflict. Without
+/// ratelimits it writes with one statement, and nothing fallible follows a successful insert.
 async fn create_in(connection: &mut SqliteConnection, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
     let id = new_id("id");
     let now = sql::now_ms();
