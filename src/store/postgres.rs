@@ -95,6 +95,13 @@ impl PostgresStore {
         .await
     }
 
+    async fn write_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
+    where
+        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
+    {
+        write(&mut *self.pool.acquire().await?).await
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }

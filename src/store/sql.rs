@@ -178,8 +178,9 @@ pub(super) type WriteFuture<'c, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
 
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
-/// `create(workspace, new)`, and `write(op)`, which runs `op` on a connection inside a transaction and
-/// returns once that transaction has committed.
+/// `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
+/// returns once that transaction has committed, and `write_one_statement(op)`, the same for an `op` that
+/// changes the database with one statement, which needs no transaction of its own.
 macro_rules! impl_store_with_shared_sql {
     ($store:ty, $database:ty) => {
         impl $store {
@@ -435,14 +436,21 @@ macro_rules! impl_store_with_shared_sql {
             ) -> Result<Option<IdempotencyRecord>, StoreError> {
                 // A record can expire or be released between the claim and the read; then claim again.
                 for _ in 0..sql::CREATE_ATTEMPTS {
-                    let now = sql::now_ms();
-                    let claimed: Option<String> = sqlx::query_scalar(sql::CLAIM_IDEMPOTENCY_KEY)
-                        .bind(workspace.as_str())
-                        .bind(key)
-                        .bind(fingerprint)
-                        .bind(now)
-                        .bind(lease_until)
-                        .fetch_optional(self.writer())
+                    let owned = (workspace.clone(), key.to_owned(), fingerprint.to_owned());
+                    let claimed: Option<String> = self
+                        .write_one_statement(move |connection| {
+                            let (workspace, key, fingerprint) = owned.clone();
+                            Box::pin(async move {
+                                Ok(sqlx::query_scalar(sql::CLAIM_IDEMPOTENCY_KEY)
+                                    .bind(workspace.as_str())
+                                    .bind(key)
+                                    .bind(fingerprint)
+                                    .bind(sql::now_ms())
+                                    .bind(lease_until)
+                                    .fetch_optional(&mut *connection)
+                                    .await?)
+                            })
+                        })
                         .await?;
                     if claimed.is_some() {
                         return Ok(None);
@@ -475,24 +483,38 @@ macro_rules! impl_store_with_shared_sql {
                 response: &StoredResponse,
                 keep_until: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query(sql::COMPLETE_IDEMPOTENCY_KEY)
-                    .bind(workspace.as_str())
-                    .bind(key)
-                    .bind(i32::from(response.status))
-                    .bind(&response.body)
-                    .bind(keep_until)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
+                let owned = (workspace.clone(), key.to_owned(), response.clone());
+                self.write_one_statement(move |connection| {
+                    let (workspace, key, response) = owned.clone();
+                    Box::pin(async move {
+                        sqlx::query(sql::COMPLETE_IDEMPOTENCY_KEY)
+                            .bind(workspace.as_str())
+                            .bind(key)
+                            .bind(i32::from(response.status))
+                            .bind(response.body)
+                            .bind(keep_until)
+                            .execute(&mut *connection)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
             }
 
             async fn release_idempotency_key(&self, workspace: &WorkspaceId, key: &str) -> Result<(), StoreError> {
-                sqlx::query(sql::RELEASE_IDEMPOTENCY_KEY)
-                    .bind(workspace.as_str())
-                    .bind(key)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
+                let owned = (workspace.clone(), key.to_owned());
+                self.write_one_statement(move |connection| {
+                    let (workspace, key) = owned.clone();
+                    Box::pin(async move {
+                        sqlx::query(sql::RELEASE_IDEMPOTENCY_KEY)
+                            .bind(workspace.as_str())
+                            .bind(key)
+                            .execute(&mut *connection)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
             }
 
             async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {

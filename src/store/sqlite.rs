@@ -95,6 +95,14 @@ impl SqliteStore {
         self.writes.run(write).await
     }
 
+    async fn write_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+    {
+        self.writes.run_one_statement(write).await
+    }
+
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
