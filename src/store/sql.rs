@@ -264,7 +264,7 @@ macro_rules! impl_store_with_shared_sql {
                 Ok(Some(Self::read_back(connection, workspace, &id).await?))
             }
 
-            /// Soft-deletes the live identity; `false` when none matches.
+            /// Soft-deletes the live identity with one statement; `false` when none matches.
             async fn delete_in(
                 connection: &mut <$database as sqlx::Database>::Connection,
                 workspace: &WorkspaceId,
@@ -420,7 +420,7 @@ macro_rules! impl_store_with_shared_sql {
                     return Ok(false);
                 }
                 let (workspace, identity) = (workspace.clone(), identity.to_owned());
-                self.write(move |connection| {
+                self.write_one_statement(move |connection| {
                     let (workspace, identity) = (workspace.clone(), identity.clone());
                     Box::pin(async move { Self::delete_in(connection, &workspace, &identity).await })
                 })
