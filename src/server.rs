@@ -17,7 +17,7 @@ const FIRST_WORKSPACE: &str = "default";
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::error::set_error_docs_base(&args.error_docs_base);
-    let store = store::open(&args.database.url).await?;
+    let store = store::open_for_serving(&args.database.url).await?;
     create_first_workspace(&*store).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");

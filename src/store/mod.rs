@@ -4,6 +4,7 @@
 //! purge of expired idempotency records (housekeeping, which returns no data).
 
 mod create_queue;
+mod identity_cache;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -174,12 +175,34 @@ pub trait Store: Send + Sync {
     async fn close(&self);
 }
 
-/// Opens (creating if needed) and migrates the database named by `url`: `sqlite://PATH` or `postgres://…`.
+/// Opens (creating if needed) and migrates the database named by `url` (`sqlite://PATH` or `postgres://…`)
+/// for `sigil serve`. A SQLite file is then this process's alone (see [`SqliteStore::open_for_serving`]).
+pub async fn open_for_serving(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    match scheme(url)? {
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::open_for_serving(url).await?)),
+        Backend::Postgres => Ok(Arc::new(PostgresStore::open(url).await?)),
+    }
+}
+
+/// Opens (creating if needed) and migrates the database named by `url` for one administrative command,
+/// which may run beside a `sigil serve` on the same database.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    match scheme(url)? {
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::open(url).await?)),
+        Backend::Postgres => Ok(Arc::new(PostgresStore::open(url).await?)),
+    }
+}
+
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn scheme(url: &str) -> anyhow::Result<Backend> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme);
     match scheme {
-        Some("sqlite") => Ok(Arc::new(SqliteStore::open(url).await?)),
-        Some("postgres" | "postgresql") => Ok(Arc::new(PostgresStore::open(url).await?)),
+        Some("sqlite") => Ok(Backend::Sqlite),
+        Some("postgres" | "postgresql") => Ok(Backend::Postgres),
         _ => anyhow::bail!(
             "unsupported database URL scheme {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
             scheme.unwrap_or("")

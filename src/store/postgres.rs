@@ -21,6 +21,7 @@ use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest};
+use crate::store::identity_cache::IdentityCache;
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
@@ -100,6 +101,15 @@ impl PostgresStore {
         Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
     {
         write(&mut *self.pool.acquire().await?).await
+    }
+
+    /// Other nodes write to the same database, so no node may keep identities in memory.
+    fn identity_cache(&self) -> Option<&IdentityCache> {
+        None
+    }
+
+    async fn close_pools(&self) {
+        self.pool.close().await;
     }
 
     fn reader(&self) -> &PgPool {

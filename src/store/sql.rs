@@ -65,8 +65,11 @@ pub(super) const UPDATE_IDENTITY: &str = concat!(
 );
 
 /// Re-checking `deleted_at` on the row itself makes the second of two concurrent deletes match nothing.
-pub(super) const DELETE_IDENTITY: &str =
-    concat!("UPDATE identities SET deleted_at = $3 WHERE id = ", live_identity_id!(), " AND deleted_at IS NULL");
+pub(super) const DELETE_IDENTITY: &str = concat!(
+    "UPDATE identities SET deleted_at = $3 WHERE id = ",
+    live_identity_id!(),
+    " AND deleted_at IS NULL RETURNING id, external_id"
+);
 
 pub(super) const RATELIMITS_OF_IDENTITY: &str = "SELECT id, name FROM identity_ratelimits WHERE identity_id = $1";
 pub(super) const DELETE_RATELIMIT: &str = "DELETE FROM identity_ratelimits WHERE id = $1";
@@ -178,7 +181,7 @@ pub(super) type WriteFuture<'c, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
 
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
-/// `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
+/// `identity_cache()`, `close_pools()`, `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
 /// returns once that transaction has committed, and `write_one_statement(op)`, the same for an `op` that
 /// changes the database with one statement, which needs no transaction of its own.
 macro_rules! impl_store_with_shared_sql {
@@ -264,19 +267,26 @@ macro_rules! impl_store_with_shared_sql {
                 Ok(Some(Self::read_back(connection, workspace, &id).await?))
             }
 
-            /// Soft-deletes the live identity with one statement; `false` when none matches.
+            /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
+            /// matches.
             async fn delete_in(
                 connection: &mut <$database as sqlx::Database>::Connection,
                 workspace: &WorkspaceId,
                 identity: &str,
-            ) -> Result<bool, StoreError> {
-                let result = sqlx::query(sql::DELETE_IDENTITY)
+            ) -> Result<Option<(String, String)>, StoreError> {
+                Ok(sqlx::query_as(sql::DELETE_IDENTITY)
                     .bind(workspace.as_str())
                     .bind(identity)
                     .bind(sql::now_ms())
-                    .execute(&mut *connection)
-                    .await?;
-                Ok(result.rows_affected() > 0)
+                    .fetch_optional(&mut *connection)
+                    .await?)
+            }
+
+            /// After a write to an identity committed, and before it is acknowledged.
+            fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
+                if let Some(cache) = self.identity_cache() {
+                    cache.changed(workspace, identity_id, external_id);
+                }
             }
 
             /// Reads an identity inside the transaction that just wrote it.
@@ -351,7 +361,10 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                self.create(workspace, new).await
+                let id = self.create(workspace, new).await?;
+                // A lookup by a string that was someone's externalId now finds this id first.
+                self.identity_changed(workspace, &id, &new.external_id);
+                Ok(id)
             }
 
             async fn upsert_identity(
@@ -359,12 +372,15 @@ macro_rules! impl_store_with_shared_sql {
                 workspace: &WorkspaceId,
                 upsert: &IdentityUpsert,
             ) -> Result<(Identity, bool), StoreError> {
-                let (workspace, upsert) = (workspace.clone(), upsert.clone());
-                self.write(move |connection| {
-                    let (workspace, upsert) = (workspace.clone(), upsert.clone());
-                    Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
-                })
-                .await
+                let owned = (workspace.clone(), upsert.clone());
+                let (identity, created) = self
+                    .write(move |connection| {
+                        let (workspace, upsert) = owned.clone();
+                        Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
+                    })
+                    .await?;
+                self.identity_changed(workspace, &identity.id, &identity.external_id);
+                Ok((identity, created))
             }
 
             async fn find_identity(
@@ -375,12 +391,20 @@ macro_rules! impl_store_with_shared_sql {
                 if !sql::may_be_stored(identity) {
                     return Ok(None);
                 }
+                if let Some(cached) = self.identity_cache().and_then(|cache| cache.get(workspace, identity)) {
+                    return Ok(Some(cached));
+                }
+                let read = self.identity_cache().map(|cache| cache.read_version(workspace, identity));
                 let rows = sqlx::query_as(sql::FIND_IDENTITY)
                     .bind(workspace.as_str())
                     .bind(identity)
                     .fetch_all(self.reader())
                     .await?;
-                Ok(sql::group_identities(rows)?.into_iter().next())
+                let found = sql::group_identities(rows)?.into_iter().next();
+                if let (Some(cache), Some(read), Some(found)) = (self.identity_cache(), read, &found) {
+                    cache.insert(workspace, identity, found, read);
+                }
+                Ok(found)
             }
 
             async fn list_identities(
@@ -407,24 +431,34 @@ macro_rules! impl_store_with_shared_sql {
                 if !sql::may_be_stored(identity) {
                     return Ok(None);
                 }
-                let (workspace, identity, changes) = (workspace.clone(), identity.to_owned(), changes.clone());
-                self.write(move |connection| {
-                    let (workspace, identity, changes) = (workspace.clone(), identity.clone(), changes.clone());
-                    Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
-                })
-                .await
+                let owned = (workspace.clone(), identity.to_owned(), changes.clone());
+                let updated = self
+                    .write(move |connection| {
+                        let (workspace, identity, changes) = owned.clone();
+                        Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
+                    })
+                    .await?;
+                if let Some(updated) = &updated {
+                    self.identity_changed(workspace, &updated.id, &updated.external_id);
+                }
+                Ok(updated)
             }
 
             async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
                 if !sql::may_be_stored(identity) {
                     return Ok(false);
                 }
-                let (workspace, identity) = (workspace.clone(), identity.to_owned());
-                self.write_one_statement(move |connection| {
-                    let (workspace, identity) = (workspace.clone(), identity.clone());
-                    Box::pin(async move { Self::delete_in(connection, &workspace, &identity).await })
-                })
-                .await
+                let owned = (workspace.clone(), identity.to_owned());
+                let deleted = self
+                    .write_one_statement(move |connection| {
+                        let (workspace, identity) = owned.clone();
+                        Box::pin(async move { Self::delete_in(connection, &workspace, &identity).await })
+                    })
+                    .await?;
+                if let Some((identity_id, external_id)) = &deleted {
+                    self.identity_changed(workspace, identity_id, external_id);
+                }
+                Ok(deleted.is_some())
             }
 
             async fn claim_idempotency_key(
@@ -524,8 +558,7 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn close(&self) {
-                self.writer().close().await;
-                self.reader().close().await;
+                self.close_pools().await;
             }
         }
     };

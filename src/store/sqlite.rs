@@ -7,8 +7,10 @@
 //! Every identity write is group-committed (`sqlite_writes.rs`): one transaction, a savepoint per write,
 //! one fsync for all the writes waiting.
 
+use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +26,7 @@ use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 use crate::store::create_queue::CreateOutcome;
+use crate::store::identity_cache::IdentityCache;
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 use crate::store::sqlite_writes::GroupWriter;
@@ -42,9 +45,40 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
     writes: GroupWriter,
+    /// Set when this process serves the database and holds its lock file.
+    serving: Option<Serving>,
+}
+
+struct Serving {
+    identities: IdentityCache,
+    lock: Mutex<Option<File>>,
 }
 
 impl SqliteStore {
+    /// Opens the database for `sigil serve`: takes its lock file, so that no other `sigil serve` uses the same
+    /// file, and keeps identities it read in memory, since every write to them now passes through here.
+    /// (`sigil root-key create` may still open the file alongside: it writes no identity.)
+    pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
+        let mut store = Self::open(url).await?;
+        let path = SqliteConnectOptions::from_str(url)?.get_filename().to_owned();
+        let lock_path = format!("{}-sigil.lock", path.display());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create the lock file {lock_path:?}"))?;
+        if lock.try_lock().is_err() {
+            store.close_pools().await;
+            anyhow::bail!(
+                "another sigil serve is using {path:?} (it holds {lock_path:?}); several nodes need PostgreSQL"
+            );
+        }
+        store.serving = Some(Serving { identities: IdentityCache::new(), lock: Mutex::new(Some(lock)) });
+        Ok(store)
+    }
+
+    /// Opens the database for one administrative command.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?
@@ -75,7 +109,20 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let writes = GroupWriter::start(writer.clone());
-        Ok(Self { reader, writer, writes })
+        Ok(Self { reader, writer, writes, serving: None })
+    }
+
+    fn identity_cache(&self) -> Option<&IdentityCache> {
+        self.serving.as_ref().map(|serving| &serving.identities)
+    }
+
+    /// Closes both pools and gives up the lock file, so that the next `sigil serve` may start at once.
+    async fn close_pools(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+        if let Some(serving) = &self.serving {
+            serving.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        }
     }
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {

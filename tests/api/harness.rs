@@ -89,7 +89,7 @@ impl TestServer {
     }
 
     async fn serve(database: TestDatabase, options: Options) -> Self {
-        let store = store::open(&database.url()).await.expect("open test database");
+        let store = store::open_for_serving(&database.url()).await.expect("open test database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
         let state = AppState::new(store.clone(), options.limits, options.idempotency);

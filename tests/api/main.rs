@@ -10,4 +10,5 @@ mod metrics;
 mod multi_node;
 mod protocol;
 mod races;
+mod read_after_write;
 mod reliability;

@@ -165,3 +165,32 @@ async fn sqlite_shuts_down_gracefully_on_sigterm() {
 async fn postgres_shuts_down_gracefully_on_sigterm() {
     sigterm_finishes_in_flight_requests_and_exits_cleanly(Backend::Postgres).await;
 }
+
+/// Identities read are kept in memory (`store/identity_cache.rs`), which is sound only while every write
+/// passes through one process: a second `sigil serve` on the same SQLite file must refuse to start, while
+/// `sigil root-key create`, which writes no identity, still works beside the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_refuses_to_start() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let url = database.url();
+    let node = SigilProcess::start(&url).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &url])
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(20), second).await.expect("exits").expect("runs");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another sigil serve is using"), "{stderr}");
+
+    let root_key = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["root-key", "create", "--workspace", "beside", "--database", &url])
+        .output()
+        .await
+        .expect("runs");
+    assert!(root_key.status.success(), "{}", String::from_utf8_lossy(&root_key.stderr));
+    let key = String::from_utf8_lossy(&root_key.stdout).lines().last().expect("a key").to_owned();
+    let client = reqwest::Client::new();
+    let listed = client.post(format!("{}/v2/identities.listIdentities", node.base_url)).bearer_auth(&key);
+    assert_eq!(listed.json(&json!({})).send().await.expect("answers").status(), 200, "the new key works at once");
+    node.kill().await;
+}
