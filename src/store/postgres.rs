@@ -40,10 +40,13 @@ const GROUPS_IN_FLIGHT: usize = 4;
 const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
      ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
-/// The live identities holding these (workspace, externalId) pairs.
-const LIVE_IDENTITY_IDS: &str = "SELECT i.workspace_id, i.external_id, i.id FROM identities i \
-     JOIN UNNEST($1::text[], $2::text[]) AS wanted (workspace_id, external_id) \
-     ON i.workspace_id = wanted.workspace_id AND i.external_id = wanted.external_id WHERE i.deleted_at IS NULL";
+/// The live identities holding these externalIds, in any workspace: the caller keeps the (workspace,
+/// externalId) pairs it asked for. Naming the workspace here would let PostgreSQL pick
+/// `identities_live_by_workspace` and filter every identity of the workspace, which it did (150–300 ms per
+/// group at 27k identities) while a freshly grown table had no statistics yet. On external_id alone, only
+/// the live-externalId index applies.
+const LIVE_IDENTITY_IDS: &str =
+    "SELECT workspace_id, external_id, id FROM identities WHERE external_id = ANY($1) AND deleted_at IS NULL";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -171,8 +174,15 @@ async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<Crea
         if inserted.len() == waiting.len() {
             break;
         }
-        let holders: Vec<(String, String, String)> =
-            sqlx::query_as(LIVE_IDENTITY_IDS).bind(&workspaces).bind(&external_ids).fetch_all(&mut *tx).await?;
+        let colliding: HashSet<&str> = waiting
+            .iter()
+            .filter(|&&index| outcomes[index].is_none())
+            .map(|&index| group[index].new.external_id.as_str())
+            .collect();
+        let holders: Vec<(String, String, String)> = sqlx::query_as(LIVE_IDENTITY_IDS)
+            .bind(colliding.into_iter().collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
         for (workspace, external_id, existing_id) in holders {
             for &index in &waiting {
                 let request = &group[index];

@@ -1,3 +1,4 @@
+use futures::future::join_all;
 use serde_json::json;
 
 use crate::harness::TestServer;
@@ -6,6 +7,7 @@ crate::backend_tests!(
     a_second_create_of_one_externalid_is_409_naming_the_existing_identity,
     the_existing_id_is_withheld_from_a_key_that_cannot_read_it,
     a_deleted_externalid_can_be_created_again,
+    each_workspace_is_told_its_own_holder_of_a_shared_externalid,
 );
 
 async fn a_second_create_of_one_externalid_is_409_naming_the_existing_identity(server: TestServer) {
@@ -51,4 +53,24 @@ async fn a_deleted_externalid_can_be_created_again(server: TestServer) {
         assert_eq!(deleted.status, 200, "{}", deleted.body);
     }
     assert!(server.list_all_ids(&key).await.is_empty());
+}
+
+/// Concurrent creates from several workspaces share a group commit (PostgreSQL), and the holders of a
+/// colliding externalId are looked up across workspaces: each 409 must still name its own workspace's.
+async fn each_workspace_is_told_its_own_holder_of_a_shared_externalid(server: TestServer) {
+    let workspaces = ["alpha", "beta", "gamma"];
+    let mut holders = Vec::new();
+    for workspace in workspaces {
+        let key = server.admin_key_in(workspace).await;
+        let existing = server.create_identity(&key, json!({"externalId": "shared"})).await;
+        holders.push((key, existing));
+    }
+    let server = &server;
+    let retries = holders.iter().cycle().take(30).map(|(key, existing)| async move {
+        (server.call("identities.createIdentity", key, json!({"externalId": "shared"})).await, existing)
+    });
+    for (response, existing) in join_all(retries).await {
+        response.assert_error(409, "unkey/data/identity_already_exists");
+        assert_eq!(response.body["error"]["existingIdentityId"], existing.as_str(), "{}", response.body);
+    }
 }
