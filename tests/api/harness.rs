@@ -17,8 +17,8 @@ use sigil::store::{self, Store};
 use sigil::{AppState, Limits};
 use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
 pub const WORKSPACE: &str = "test";
@@ -231,11 +231,33 @@ pub struct SigilProcess {
     pub base_url: String,
     pub logs: Arc<Mutex<Vec<String>>>,
     process: Child,
+    /// Held open and never read, for [`SigilProcess::start_with_unread_log`].
+    _unread_log: Option<Lines<BufReader<ChildStderr>>>,
 }
 
 impl SigilProcess {
     /// Starts the real binary on a free port and waits until it says where it listens.
     pub async fn start(database_url: &str) -> Self {
+        let (process, mut lines, base_url) = Self::spawn(database_url).await;
+        // Keep draining the log so the node never blocks on a full pipe.
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { base_url, logs, process, _unread_log: None }
+    }
+
+    /// Like [`SigilProcess::start`], but nobody reads the log after the line saying where it listens, as
+    /// when whatever reads the log stalls.
+    pub async fn start_with_unread_log(database_url: &str) -> Self {
+        let (process, lines, base_url) = Self::spawn(database_url).await;
+        Self { base_url, logs: Arc::default(), process, _unread_log: Some(lines) }
+    }
+
+    async fn spawn(database_url: &str) -> (Child, Lines<BufReader<ChildStderr>>, String) {
         let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
             .stdout(Stdio::null())
@@ -251,15 +273,7 @@ impl SigilProcess {
                 break address.to_owned();
             }
         };
-        // Keep draining the log so the node never blocks on a full pipe.
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Self { base_url: format!("http://{address}"), logs, process }
+        (process, lines, format!("http://{address}"))
     }
 
     /// SIGKILL: the process gets no chance to finish anything.

@@ -194,3 +194,20 @@ async fn a_second_server_on_one_sqlite_file_refuses_to_start() {
     assert_eq!(listed.json(&json!({})).send().await.expect("answers").status(), 200, "the new key works at once");
     node.kill().await;
 }
+
+/// Every request writes a log line. A stalled reader of the log (a paused pager, a stuck log shipper) must
+/// not stop the API: these requests write about ten times what a pipe holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_nobody_reads_does_not_stop_the_api() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let node = SigilProcess::start_with_unread_log(&database.url()).await;
+    let client = reqwest::Client::new();
+    let requests = async {
+        for _ in 0..2_000 {
+            let response = client.get(format!("{}/v2/liveness", node.base_url)).send().await.expect("answers");
+            assert_eq!(response.status(), 200);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), requests).await.expect("the API answers while its log is unread");
+    node.kill().await;
+}
