@@ -12,7 +12,7 @@
 //! Writes the results as JSON too (`--json`, default `target/bench/sigil.json`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use sigil::domain::permission::all_permissions;
 use sigil::server::mint_root_key;
 use sqlx::{Connection, Executor};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
@@ -86,10 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let storage_floor = storage_floor(&database, args.concurrency, duration).await?;
     let http_floor = http_floor(args.concurrency, duration).await;
 
-    let output_dir = args.json.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(output_dir)?;
-    let server_log = output_dir.join("sigil-server.log");
-    let mut server = Server::start(&database.url, &server_log).await;
+    let mut server = Server::start(&database.url).await;
     let store = sigil::store::open(&database.url).await?;
     let (workspace, _) = store.ensure_workspace("bench").await?;
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await?;
@@ -128,8 +126,11 @@ async fn main() -> anyhow::Result<()> {
         ratios,
     };
     print_table(&report);
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
-    println!("\nJSON written to {}, the server's log to {}", args.json.display(), server_log.display());
+    println!("\nJSON written to {}", args.json.display());
     Ok(())
 }
 
@@ -401,32 +402,28 @@ struct Server {
 }
 
 impl Server {
-    /// The server logs every request, as in production, to `log_path`: a file, so that the load
-    /// generator sharing these cores never holds the server up by reading its log late.
-    async fn start(database_url: &str, log_path: &Path) -> Self {
-        let log = std::fs::File::create(log_path).expect("server log file");
-        let process = Command::new(env!("CARGO_BIN_EXE_sigil"))
+    /// The server logs every request, as in production, into a pipe this process empties without keeping.
+    async fn start(database_url: &str) -> Self {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn sigil");
-        let mut process = process;
+        let mut log = BufReader::new(process.stderr.take().expect("stderr"));
+        let mut line = String::new();
         let address = loop {
-            if let Ok(Some(status)) = process.try_wait() {
-                panic!("sigil exited ({status}) before serving; see {}", log_path.display());
-            }
-            let logged = std::fs::read_to_string(log_path).expect("server log");
-            if let Some(address) = logged.lines().find_map(|line| {
-                serde_json::from_str::<Value>(line)
-                    .ok()
-                    .and_then(|entry| entry["fields"]["address"].as_str().map(str::to_owned))
-            }) {
+            line.clear();
+            assert!(log.read_line(&mut line).await.expect("stderr") > 0, "sigil exited before serving");
+            if let Some(address) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|entry| entry["fields"]["address"].as_str().map(str::to_owned))
+            {
                 break address;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        tokio::spawn(async move { tokio::io::copy(&mut log, &mut tokio::io::sink()).await });
         Self { base_url: format!("http://{address}"), process }
     }
 
