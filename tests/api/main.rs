@@ -9,6 +9,7 @@ mod isolation;
 mod metrics;
 mod multi_node;
 mod protocol;
+mod query_plans;
 mod races;
 mod read_after_write;
 mod reliability;
