@@ -26,7 +26,7 @@ pub struct Identity {
     pub ratelimits: Vec<Ratelimit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ratelimit {
     pub id: String,

@@ -124,7 +124,7 @@ impl PostgresStore {
     }
 }
 
-impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
+impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres, sql::POSTGRES);
 
 async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
     match sql::retry_transient(|| insert_group(&pool, &group)).await {

@@ -52,17 +52,57 @@ pub(super) const LIST_IDENTITIES: &str = "SELECT i.id, i.external_id, i.meta, r.
 
 /// Inserts, or updates the live identity with this externalId, in one statement: the database decides
 /// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent.
-pub(super) const UPSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
-     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
-     DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5 RETURNING id";
+macro_rules! upsert_identity {
+    () => {
+        "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
+         VALUES ($1, $2, $3, COALESCE($4, '{}'), $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+         DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5"
+    };
+}
 
 /// Taking the row lock first serializes concurrent updates of one identity (PostgreSQL) and fixes which
 /// identity the transaction works on.
-pub(super) const UPDATE_IDENTITY: &str = concat!(
-    "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
-    live_identity_id!(),
-    " AND deleted_at IS NULL RETURNING id"
-);
+macro_rules! update_identity {
+    () => {
+        concat!(
+            "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
+            live_identity_id!(),
+            " AND deleted_at IS NULL"
+        )
+    };
+}
+
+/// The written identity, whole: its ratelimits come as one JSON array in their wire shape, so a write that
+/// leaves them alone is one statement, with no transaction, savepoint or read-back of its own.
+macro_rules! returning_whole_identity {
+    (sqlite) => {
+        " RETURNING id, external_id, meta, (SELECT json_group_array(json_object('id', r.id, 'name', r.name, \
+           'limit', r.request_limit, 'duration', r.duration_ms, \
+           'autoApply', json(CASE WHEN r.auto_apply THEN 'true' ELSE 'false' END)) ORDER BY r.name) \
+           FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
+    };
+    (postgres) => {
+        " RETURNING id, external_id, meta, (SELECT COALESCE(json_agg(json_build_object('id', r.id, \
+           'name', r.name, 'limit', r.request_limit, 'duration', r.duration_ms, 'autoApply', r.auto_apply) \
+           ORDER BY r.name), '[]')::text FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
+    };
+}
+
+/// The statements whose spelling differs between the backends.
+pub(super) struct Dialect {
+    pub upsert_identity: &'static str,
+    pub update_identity: &'static str,
+}
+
+pub(super) const SQLITE: Dialect = Dialect {
+    upsert_identity: concat!(upsert_identity!(), returning_whole_identity!(sqlite)),
+    update_identity: concat!(update_identity!(), returning_whole_identity!(sqlite)),
+};
+
+pub(super) const POSTGRES: Dialect = Dialect {
+    upsert_identity: concat!(upsert_identity!(), returning_whole_identity!(postgres)),
+    update_identity: concat!(update_identity!(), returning_whole_identity!(postgres)),
+};
 
 /// Re-checking `deleted_at` on the row itself makes the second of two concurrent deletes match nothing.
 pub(super) const DELETE_IDENTITY: &str = concat!(
@@ -114,6 +154,30 @@ pub(super) struct IdentityRow {
     request_limit: Option<i64>,
     duration_ms: Option<i64>,
     auto_apply: Option<bool>,
+}
+
+/// An identity as the write statements return it: meta and ratelimits as JSON text.
+#[derive(sqlx::FromRow)]
+pub(super) struct WholeIdentityRow {
+    id: String,
+    external_id: String,
+    meta: String,
+    ratelimits: String,
+}
+
+impl WholeIdentityRow {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn into_identity(self) -> Result<Identity, StoreError> {
+        let invalid = |what: &str, error: serde_json::Error| {
+            StoreError::InvalidData(format!("{what} of identity {}: {error}", self.id))
+        };
+        let meta = serde_json::from_str(&self.meta).map_err(|error| invalid("meta", error))?;
+        let ratelimits = serde_json::from_str(&self.ratelimits).map_err(|error| invalid("ratelimits", error))?;
+        Ok(Identity { id: self.id, external_id: self.external_id, meta, ratelimits })
+    }
 }
 
 /// Rows arrive ordered by identity id, so each identity's rows are adjacent.
@@ -180,12 +244,21 @@ pub(super) const CREATE_ATTEMPTS: usize = 3;
 pub(super) type WriteFuture<'c, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
 
+/// Gives a write closure, bound to a name before it is handed to `write` or `write_one_statement`, the
+/// signature those expect (a closure is inferred for every connection lifetime only where it is passed).
+pub(super) fn write_op<Connection, T, Write>(write: Write) -> Write
+where
+    Write: for<'c> Fn(&'c mut Connection) -> WriteFuture<'c, T>,
+{
+    write
+}
+
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
 /// `identity_cache()`, `close_pools()`, `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
 /// returns once that transaction has committed, and `write_one_statement(op)`, the same for an `op` that
 /// changes the database with one statement, which needs no transaction of its own.
 macro_rules! impl_store_with_shared_sql {
-    ($store:ty, $database:ty) => {
+    ($store:ty, $database:ty, $dialect:expr) => {
         impl $store {
             /// Makes the identity's ratelimits exactly `limits`: names no longer sent are deleted, the
             /// others inserted or updated in place, so a ratelimit keeps its id across updates.
@@ -227,7 +300,7 @@ macro_rules! impl_store_with_shared_sql {
                 let meta = upsert.meta.as_ref().map(sql::to_json).transpose()?;
                 let new_identity_id = new_id("id");
                 let now = sql::now_ms();
-                let id: String = sqlx::query_scalar(sql::UPSERT_IDENTITY)
+                let row: sql::WholeIdentityRow = sqlx::query_as($dialect.upsert_identity)
                     .bind(&new_identity_id)
                     .bind(workspace.as_str())
                     .bind(&upsert.external_id)
@@ -235,11 +308,12 @@ macro_rules! impl_store_with_shared_sql {
                     .bind(now)
                     .fetch_one(&mut *connection)
                     .await?;
-                if let Some(limits) = &upsert.ratelimits {
-                    Self::replace_ratelimits(connection, &id, limits, now).await?;
-                }
-                let identity = Self::read_back(connection, workspace, &id).await?;
-                Ok((identity, id == new_identity_id))
+                let created = row.id() == new_identity_id;
+                let Some(limits) = &upsert.ratelimits else {
+                    return Ok((row.into_identity()?, created));
+                };
+                Self::replace_ratelimits(connection, row.id(), limits, now).await?;
+                Ok((Self::read_back(connection, workspace, row.id()).await?, created))
             }
 
             /// Replaces the sent parts of the live identity; `None` when none matches.
@@ -251,20 +325,21 @@ macro_rules! impl_store_with_shared_sql {
             ) -> Result<Option<Identity>, StoreError> {
                 let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
                 let now = sql::now_ms();
-                let id: Option<String> = sqlx::query_scalar(sql::UPDATE_IDENTITY)
+                let row: Option<sql::WholeIdentityRow> = sqlx::query_as($dialect.update_identity)
                     .bind(workspace.as_str())
                     .bind(identity)
                     .bind(meta)
                     .bind(now)
                     .fetch_optional(&mut *connection)
                     .await?;
-                let Some(id) = id else {
+                let Some(row) = row else {
                     return Ok(None);
                 };
-                if let Some(limits) = &changes.ratelimits {
-                    Self::replace_ratelimits(connection, &id, limits, now).await?;
-                }
-                Ok(Some(Self::read_back(connection, workspace, &id).await?))
+                let Some(limits) = &changes.ratelimits else {
+                    return row.into_identity().map(Some);
+                };
+                Self::replace_ratelimits(connection, row.id(), limits, now).await?;
+                Ok(Some(Self::read_back(connection, workspace, row.id()).await?))
             }
 
             /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
@@ -372,13 +447,17 @@ macro_rules! impl_store_with_shared_sql {
                 workspace: &WorkspaceId,
                 upsert: &IdentityUpsert,
             ) -> Result<(Identity, bool), StoreError> {
+                let one_statement = upsert.ratelimits.is_none();
                 let owned = (workspace.clone(), upsert.clone());
-                let (identity, created) = self
-                    .write(move |connection| {
-                        let (workspace, upsert) = owned.clone();
-                        Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
-                    })
-                    .await?;
+                let upsert_in = sql::write_op(move |connection: &mut <$database as sqlx::Database>::Connection| {
+                    let (workspace, upsert) = owned.clone();
+                    Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
+                });
+                let (identity, created) = if one_statement {
+                    self.write_one_statement(upsert_in).await?
+                } else {
+                    self.write(upsert_in).await?
+                };
                 self.identity_changed(workspace, &identity.id, &identity.external_id);
                 Ok((identity, created))
             }
@@ -431,13 +510,17 @@ macro_rules! impl_store_with_shared_sql {
                 if !sql::may_be_stored(identity) {
                     return Ok(None);
                 }
+                let one_statement = changes.ratelimits.is_none();
                 let owned = (workspace.clone(), identity.to_owned(), changes.clone());
-                let updated = self
-                    .write(move |connection| {
-                        let (workspace, identity, changes) = owned.clone();
-                        Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
-                    })
-                    .await?;
+                let update_in = sql::write_op(move |connection: &mut <$database as sqlx::Database>::Connection| {
+                    let (workspace, identity, changes) = owned.clone();
+                    Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
+                });
+                let updated = if one_statement {
+                    self.write_one_statement(update_in).await?
+                } else {
+                    self.write(update_in).await?
+                };
                 if let Some(updated) = &updated {
                     self.identity_changed(workspace, &updated.id, &updated.external_id);
                 }

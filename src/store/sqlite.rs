@@ -159,7 +159,7 @@ impl SqliteStore {
     }
 }
 
-impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);
+impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite, sql::SQLITE);
 
 fn create(
     workspace: WorkspaceId,
