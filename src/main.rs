@@ -45,7 +45,8 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // The request's span (method, path, request id) once per line, not again in a list of all spans.
+        LogFormat::Json => builder.json().with_span_list(false).init(),
     }
     guard
 }
