@@ -1,9 +1,10 @@
 //! The SQL both backends run, and the one implementation of [`Store`](super::Store) over it.
 //!
-//! SQLite and PostgreSQL accept the same statements here (`$n` placeholders, partial unique indexes,
+//! SQLite and PostgreSQL accept nearly all the same statements (`$n` placeholders, partial unique indexes,
 //! `ON CONFLICT … DO NOTHING RETURNING`, TEXT ids, BIGINT unix-ms times, meta as JSON text), so the
 //! implementation is written once as a macro and instantiated per backend: each backend supplies only
-//! `reader()` and `writer()` pools and its own connection setup.
+//! `reader()` and `writer()` pools, its own connection setup, and its [`Dialect`]: the two statements
+//! that build JSON, which the databases spell differently.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -256,7 +257,8 @@ where
 /// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
 /// `identity_cache()`, `close_pools()`, `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
 /// returns once that transaction has committed, and `write_one_statement(op)`, the same for an `op` that
-/// changes the database with one statement, which needs no transaction of its own.
+/// changes the database with one statement, which needs no transaction of its own. The third argument is
+/// the backend's [`Dialect`].
 macro_rules! impl_store_with_shared_sql {
     ($store:ty, $database:ty, $dialect:expr) => {
         impl $store {
