@@ -54,7 +54,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
+        Self { max_body_bytes: 10 * 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
     }
 }
 

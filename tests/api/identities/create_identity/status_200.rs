@@ -6,6 +6,7 @@ crate::backend_tests!(
     creates_an_identity_that_reads_back_whole,
     externalid_bounds_are_inclusive,
     meta_of_every_json_type_round_trips,
+    meta_of_almost_one_mebibyte_is_stored,
     a_urn_grant_allows_create,
     externalids_are_case_sensitive_and_per_workspace,
 );
@@ -51,6 +52,16 @@ async fn externalid_bounds_are_inclusive(server: TestServer) {
         let response = server.call("identities.createIdentity", &key, json!({"externalId": external_id})).await;
         assert_eq!(response.status, 200, "{external_id}: {}", response.body);
     }
+}
+
+/// Meta may be up to 1 MiB (serialized), so the body that carries it must be allowed to be larger: this
+/// one is just over 1 MiB.
+async fn meta_of_almost_one_mebibyte_is_stored(server: TestServer) {
+    let key = server.admin_key().await;
+    let meta = json!({"blob": "x".repeat(1024 * 1024 - 16)});
+    let id = server.create_identity(&key, json!({"externalId": "large", "meta": meta})).await;
+    let got = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+    assert_eq!(got.body["data"]["meta"], meta);
 }
 
 async fn meta_of_every_json_type_round_trips(server: TestServer) {

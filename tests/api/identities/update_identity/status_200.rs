@@ -8,6 +8,7 @@ crate::backend_tests!(
     meta_is_replaced_and_omitted_parts_stay,
     empty_values_clear,
     concurrent_updates_of_one_identity_all_succeed,
+    ratelimits_as_read_can_be_sent_back,
 );
 
 fn limit(name: &str, limit: i64) -> Value {
@@ -75,4 +76,18 @@ async fn concurrent_updates_of_one_identity_all_succeed(server: TestServer) {
     assert_eq!(limits.len(), 2, "one update's set, whole: {limits:?}");
     assert_eq!(limits[0]["limit"], n + 1, "meta and ratelimits come from the same update");
     assert_eq!(limits[1]["name"], format!("extra_{n}"));
+}
+
+/// A client may read an identity, edit it and send its ratelimits back as they came, `id` included: Unkey's
+/// RatelimitRequest does not forbid extra members.
+async fn ratelimits_as_read_can_be_sent_back(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "u", "ratelimits": [limit("api", 1)]})).await;
+    let read = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+    let mut ratelimits = read.body["data"]["ratelimits"].clone();
+    ratelimits[0]["limit"] = json!(7);
+    let response =
+        server.call("identities.updateIdentity", &key, json!({"identity": id, "ratelimits": ratelimits})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.body["data"]["ratelimits"], ratelimits, "same id, new limit");
 }
