@@ -91,18 +91,30 @@ pub struct IdentityPageQuery {
     pub limit: i64,
 }
 
-/// Checks what the JSON schema cannot: meta's serialized size and that ratelimit names are unique.
+/// Checks what the JSON schema cannot: meta's serialized size, and that ratelimit names are unique and
+/// hold no NUL character (PostgreSQL cannot store one in text).
 pub fn check_meta_and_ratelimits(
     meta: Option<&Meta>,
     ratelimits: Option<&[RatelimitInput]>,
 ) -> Result<(), ValidationError> {
     if let Some(limits) = ratelimits {
+        check_no_nul_in_names(limits)?;
         check_unique_names(limits)?;
     }
     if let Some(meta) = meta {
         check_meta_size(meta)?;
     }
     Ok(())
+}
+
+fn check_no_nul_in_names(ratelimits: &[RatelimitInput]) -> Result<(), ValidationError> {
+    match ratelimits.iter().position(|limit| limit.name.contains('\0')) {
+        Some(index) => Err(ValidationError::new(
+            format!("/ratelimits/{index}/name"),
+            "Ratelimit names cannot contain the NUL character (U+0000)".to_owned(),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_unique_names(ratelimits: &[RatelimitInput]) -> Result<(), ValidationError> {
@@ -133,6 +145,15 @@ fn check_meta_size(meta: &Meta) -> Result<(), ValidationError> {
 
 /// Unkey's search: trimmed, case-insensitive substring, with `%`, `_` and `\` matching literally.
 /// Blank means no filter.
+/// The cursor as a lower bound PostgreSQL can hold. Ids hold no NUL, so the ids at or after `p\0…` are
+/// exactly those at or after `p\u{1}`.
+pub fn cursor_bound(cursor: String) -> String {
+    match cursor.find('\0') {
+        Some(nul) => format!("{}\u{1}", &cursor[..nul]),
+        None => cursor,
+    }
+}
+
 pub fn search_pattern(search: &str) -> Option<String> {
     let trimmed = search.trim();
     if trimmed.is_empty() {

@@ -11,6 +11,7 @@ crate::backend_tests!(
     the_body_is_validated_before_the_key,
     a_rejected_request_writes_nothing,
     meta_over_one_mebibyte_is_rejected,
+    a_nul_in_a_ratelimit_name_is_rejected,
 );
 
 fn limit(name: &str) -> Value {
@@ -151,5 +152,14 @@ async fn meta_over_one_mebibyte_is_rejected(server: TestServer) {
     let response = server.call("identities.createIdentity", &key, body).await;
     response.assert_error(400, "unkey/application/invalid_input");
     assert!(response.detail().starts_with("Metadata is too large"), "{}", response.detail());
+    assert!(server.list_all_ids(&key).await.is_empty());
+}
+
+async fn a_nul_in_a_ratelimit_name_is_rejected(server: TestServer) {
+    let key = server.admin_key().await;
+    let ratelimit = json!({"name": "api\u{0}calls", "limit": 1, "duration": 1000, "autoApply": true});
+    let response =
+        server.call("identities.createIdentity", &key, json!({"externalId": "u", "ratelimits": [ratelimit]})).await;
+    response.assert_error(400, "unkey/application/invalid_input");
     assert!(server.list_all_ids(&key).await.is_empty());
 }

@@ -8,6 +8,7 @@ crate::backend_tests!(
     deleted_identities_and_other_workspaces_are_excluded,
     an_empty_page_needs_no_permission,
     a_per_identity_grant_with_a_targeted_search_lists_that_identity,
+    a_nul_in_search_or_cursor_is_just_a_character,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -93,4 +94,21 @@ async fn a_per_identity_grant_with_a_targeted_search_lists_that_identity(server:
     let response = server.call("identities.listIdentities", &reader, json!({"search": "test_user_prod"})).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(ids(&response.body), [prod]);
+}
+
+/// No id or externalId holds a NUL (and PostgreSQL text cannot): a search with one matches nothing, and a
+/// cursor with one still bounds the page where its characters say.
+async fn a_nul_in_search_or_cursor_is_just_a_character(server: TestServer) {
+    let key = server.admin_key().await;
+    let first = server.create_identity(&key, json!({"externalId": "aaa"})).await;
+    let second = server.create_identity(&key, json!({"externalId": "aab"})).await;
+    let search = server.call("identities.listIdentities", &key, json!({"search": "a\u{0}b"})).await;
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert!(ids(&search.body).is_empty());
+    let just_after_first = format!("{first}\u{0}");
+    let page = server.call("identities.listIdentities", &key, json!({"cursor": just_after_first})).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(ids(&page.body), [second.as_str()]);
+    let whole = server.call("identities.listIdentities", &key, json!({"cursor": "\u{0}"})).await;
+    assert_eq!(ids(&whole.body), [first, second]);
 }
