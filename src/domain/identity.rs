@@ -91,30 +91,18 @@ pub struct IdentityPageQuery {
     pub limit: i64,
 }
 
-/// Checks what the JSON schema cannot: meta's serialized size, and that ratelimit names are unique and
-/// hold no NUL character (PostgreSQL cannot store one in text).
+/// Checks what the JSON schema cannot: meta's serialized size and that ratelimit names are unique.
 pub fn check_meta_and_ratelimits(
     meta: Option<&Meta>,
     ratelimits: Option<&[RatelimitInput]>,
 ) -> Result<(), ValidationError> {
     if let Some(limits) = ratelimits {
-        check_no_nul_in_names(limits)?;
         check_unique_names(limits)?;
     }
     if let Some(meta) = meta {
         check_meta_size(meta)?;
     }
     Ok(())
-}
-
-fn check_no_nul_in_names(ratelimits: &[RatelimitInput]) -> Result<(), ValidationError> {
-    match ratelimits.iter().position(|limit| limit.name.contains('\0')) {
-        Some(index) => Err(ValidationError::new(
-            format!("/ratelimits/{index}/name"),
-            "Ratelimit names cannot contain the NUL character (U+0000)".to_owned(),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn check_unique_names(ratelimits: &[RatelimitInput]) -> Result<(), ValidationError> {

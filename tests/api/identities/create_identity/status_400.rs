@@ -161,5 +161,6 @@ async fn a_nul_in_a_ratelimit_name_is_rejected(server: TestServer) {
     let response =
         server.call("identities.createIdentity", &key, json!({"externalId": "u", "ratelimits": [ratelimit]})).await;
     response.assert_error(400, "unkey/application/invalid_input");
+    assert_eq!(response.body["error"]["errors"][0]["location"], "/properties/ratelimits/items/properties/name/pattern");
     assert!(server.list_all_ids(&key).await.is_empty());
 }
