@@ -91,6 +91,21 @@ pub struct IdentityPageQuery {
     pub limit: i64,
 }
 
+impl IdentityPageQuery {
+    /// `None` when the page can hold nothing. No id or externalId holds a NUL, and PostgreSQL text cannot,
+    /// so a search with one matches nothing, and a cursor `p\0…` bounds the same ids as `p\u{1}`.
+    pub fn new(cursor: Option<String>, search: Option<&str>, limit: i64) -> Option<Self> {
+        if search.is_some_and(|search| search.contains('\0')) {
+            return None;
+        }
+        let cursor = cursor.map(|cursor| match cursor.find('\0') {
+            Some(nul) => format!("{}\u{1}", &cursor[..nul]),
+            None => cursor,
+        });
+        Some(Self { cursor, search_pattern: search.and_then(search_pattern), limit })
+    }
+}
+
 /// Checks what the JSON schema cannot: meta's serialized size and that ratelimit names are unique.
 pub fn check_meta_and_ratelimits(
     meta: Option<&Meta>,
@@ -133,16 +148,7 @@ fn check_meta_size(meta: &Meta) -> Result<(), ValidationError> {
 
 /// Unkey's search: trimmed, case-insensitive substring, with `%`, `_` and `\` matching literally.
 /// Blank means no filter.
-/// The cursor as a lower bound PostgreSQL can hold. Ids hold no NUL, so the ids at or after `p\0…` are
-/// exactly those at or after `p\u{1}`.
-pub fn cursor_bound(cursor: String) -> String {
-    match cursor.find('\0') {
-        Some(nul) => format!("{}\u{1}", &cursor[..nul]),
-        None => cursor,
-    }
-}
-
-pub fn search_pattern(search: &str) -> Option<String> {
+fn search_pattern(search: &str) -> Option<String> {
     let trimmed = search.trim();
     if trimmed.is_empty() {
         return None;

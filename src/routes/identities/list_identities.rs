@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityPageQuery, cursor_bound, integer, search_pattern};
+use crate::domain::identity::{Identity, IdentityPageQuery, integer};
 use crate::domain::permission::IdentityAction;
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
@@ -35,15 +35,9 @@ pub async fn list_identities(
     ValidJson(request): ValidJson<ListIdentitiesRequest>,
 ) -> Result<Envelope<Vec<Identity>>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
-    // No id or externalId holds a NUL, and PostgreSQL text cannot: such a search matches nothing.
-    if request.search.as_deref().is_some_and(|search| search.contains('\0')) {
+    // One row more than the page tells whether another page follows, and where it starts.
+    let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit + 1) else {
         return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None }));
-    }
-    let query = IdentityPageQuery {
-        cursor: request.cursor.map(cursor_bound),
-        search_pattern: request.search.as_deref().and_then(search_pattern),
-        // One row more than the page tells whether another page follows, and where it starts.
-        limit: request.limit + 1,
     };
     let mut identities = state.store.list_identities(&root_key.workspace, &query).await?;
     let page_size = usize::try_from(request.limit).unwrap_or(usize::MAX);
