@@ -1,7 +1,7 @@
-//! Identities read recently, kept in memory so that a getIdentity need not cross to SQLite's thread. Only
-//! the SQLite backend uses it, and only under `sigil serve`, which holds the database's lock file: then
-//! every write to identities passes through this process. (PostgreSQL nodes share their database with
-//! other nodes, whose writes a cache here would never see.)
+//! Identities read recently, kept in memory so that a getIdentity need not go to the database. Only
+//! `sigil serve` keeps one. On SQLite it holds the database's lock file, so every write to identities passes
+//! through this process. PostgreSQL nodes share their database: each node also hears of the others' writes
+//! (`postgres_changes.rs`), a little after they commit, and serves nothing from memory while it cannot hear.
 //!
 //! Coherence without locks. Every (workspace, key) string maps to one of [`VERSIONS`] counters. A write
 //! bumps the counters of the identity's id and externalId after it has committed and before it is
@@ -13,7 +13,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use moka::sync::Cache;
 
@@ -28,6 +29,8 @@ pub(super) struct IdentityCache {
     entries: Cache<String, Entry>,
     versions: Box<[AtomicU64]>,
     hasher: RandomState,
+    /// Whether entries may be served: false while a PostgreSQL node cannot hear of other nodes' writes.
+    serving: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -40,18 +43,39 @@ struct Entry {
 pub(super) struct ReadVersion(u64);
 
 impl IdentityCache {
-    pub fn new() -> Self {
-        let entries = Cache::builder()
-            .max_capacity(CAPACITY_BYTES)
-            .weigher(|key: &String, entry: &Entry| {
-                u32::try_from(key.len() + weight(&entry.identity)).unwrap_or(u32::MAX)
-            })
-            .build();
-        Self { entries, versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(), hasher: RandomState::new() }
+    /// For the only process that writes the database: it serves from the start, and an entry lasts until a
+    /// write voids it or room is needed.
+    pub fn for_the_only_writer() -> Self {
+        Self::build(None, true)
+    }
+
+    /// For one of several nodes writing the database. It serves nothing until [`Self::start_serving`], and
+    /// no entry is served longer than `time_to_live` after it was read, whatever became of the notices
+    /// of other nodes' writes.
+    pub fn for_a_shared_database(time_to_live: Duration) -> Self {
+        Self::build(Some(time_to_live), false)
+    }
+
+    fn build(time_to_live: Option<Duration>, serving: bool) -> Self {
+        let mut entries = Cache::builder().max_capacity(CAPACITY_BYTES).weigher(|key: &String, entry: &Entry| {
+            u32::try_from(key.len() + weight(&entry.identity)).unwrap_or(u32::MAX)
+        });
+        if let Some(time_to_live) = time_to_live {
+            entries = entries.time_to_live(time_to_live);
+        }
+        Self {
+            entries: entries.build(),
+            versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+            serving: AtomicBool::new(serving),
+        }
     }
 
     /// The identity `key` (an id or an externalId) named when it was last read, if nothing has changed it since.
     pub fn get(&self, workspace: &WorkspaceId, key: &str) -> Option<Identity> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return None;
+        }
         let entry = self.entries.get(&cache_key(workspace, key))?;
         (entry.version == self.version(workspace, key).load(Ordering::SeqCst)).then(|| Identity::clone(&entry.identity))
     }
@@ -72,6 +96,25 @@ impl IdentityCache {
         for key in [identity_id, external_id] {
             self.version(workspace, key).fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Voids every entry, for when writes may have gone unheard.
+    pub fn void_everything(&self) {
+        for version in &self.versions {
+            version.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Call it once the writes of other nodes can be heard again. What was read before then is void.
+    pub fn start_serving(&self) {
+        self.void_everything();
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// Call it when the writes of other nodes can no longer be heard.
+    pub fn stop_serving(&self) {
+        self.serving.store(false, Ordering::SeqCst);
+        self.void_everything();
     }
 
     fn version(&self, workspace: &WorkspaceId, key: &str) -> &AtomicU64 {
@@ -100,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_change_voids_both_names_and_a_read_that_raced_it() {
-        let cache = IdentityCache::new();
+        let cache = IdentityCache::for_the_only_writer();
         let workspace = WorkspaceId::from_stored("ws_1".to_owned());
         let stored = identity("id_1", "user_1");
         for key in ["id_1", "user_1"] {
@@ -116,5 +159,46 @@ mod tests {
         assert_eq!(cache.get(&workspace, "user_1"), None, "read before the change, stored after it");
         let other = WorkspaceId::from_stored("ws_2".to_owned());
         assert_eq!(cache.get(&other, "user_1"), None);
+    }
+
+    #[test]
+    fn a_shared_database_cache_serves_only_while_it_hears_and_forgets_what_it_read_unheard() {
+        let cache = IdentityCache::for_a_shared_database(Duration::from_secs(60));
+        let workspace = WorkspaceId::from_stored("ws_1".to_owned());
+        let stored = identity("id_1", "user_1");
+        let read = cache.read_version(&workspace, "id_1");
+        cache.insert(&workspace, "id_1", &stored, read);
+        assert_eq!(cache.get(&workspace, "id_1"), None, "not serving before it can hear other nodes");
+
+        cache.start_serving();
+        assert_eq!(cache.get(&workspace, "id_1"), None, "read before it could hear");
+        let read = cache.read_version(&workspace, "id_1");
+        cache.insert(&workspace, "id_1", &stored, read);
+        assert_eq!(cache.get(&workspace, "id_1"), Some(stored.clone()));
+
+        let read_while_deaf = cache.read_version(&workspace, "id_1");
+        cache.stop_serving();
+        assert_eq!(cache.get(&workspace, "id_1"), None, "deaf");
+        cache.insert(&workspace, "id_1", &stored, read_while_deaf);
+        cache.start_serving();
+        assert_eq!(cache.get(&workspace, "id_1"), None, "read before it could hear again");
+
+        let read = cache.read_version(&workspace, "id_1");
+        cache.insert(&workspace, "id_1", &stored, read);
+        cache.void_everything();
+        assert_eq!(cache.get(&workspace, "id_1"), None, "voided");
+    }
+
+    #[test]
+    fn a_shared_database_cache_forgets_an_entry_after_its_time_to_live() {
+        let cache = IdentityCache::for_a_shared_database(Duration::from_millis(50));
+        cache.start_serving();
+        let workspace = WorkspaceId::from_stored("ws_1".to_owned());
+        let stored = identity("id_1", "user_1");
+        let read = cache.read_version(&workspace, "id_1");
+        cache.insert(&workspace, "id_1", &stored, read);
+        assert_eq!(cache.get(&workspace, "id_1"), Some(stored));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(cache.get(&workspace, "id_1"), None);
     }
 }

@@ -6,6 +6,7 @@
 mod create_queue;
 mod identity_cache;
 mod postgres;
+mod postgres_changes;
 mod sql;
 mod sqlite;
 mod sqlite_writes;
@@ -19,7 +20,8 @@ use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, Iden
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 
-pub use postgres::PostgresStore;
+pub use postgres::{CACHED_IDENTITY_TIME_TO_LIVE, PostgresStore};
+pub use postgres_changes::listener_name as identity_changes_listener_name;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage, sorted by what the caller should do about it.
@@ -176,11 +178,12 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens (creating if needed) and migrates the database named by `url` (`sqlite://PATH` or `postgres://…`)
-/// for `sigil serve`. A SQLite file is then this process's alone (see [`SqliteStore::open_for_serving`]).
+/// for `sigil serve`, which keeps the identities it reads in memory. A SQLite file is then this process's
+/// alone (see [`SqliteStore::open_for_serving`]); PostgreSQL nodes hear of each other's changes.
 pub async fn open_for_serving(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     match scheme(url)? {
         Backend::Sqlite => Ok(Arc::new(SqliteStore::open_for_serving(url).await?)),
-        Backend::Postgres => Ok(Arc::new(PostgresStore::open(url).await?)),
+        Backend::Postgres => Ok(Arc::new(PostgresStore::open_for_serving(url).await?)),
     }
 }
 

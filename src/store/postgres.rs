@@ -6,6 +6,7 @@
 //! for many creates. Several groups commit at once, on connections of their own.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +23,7 @@ use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest};
 use crate::store::identity_cache::IdentityCache;
+use crate::store::postgres_changes::{self, Announcer};
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
@@ -48,12 +50,48 @@ const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, exter
 const LIVE_IDENTITY_IDS: &str =
     "SELECT workspace_id, external_id, id FROM identities WHERE external_id = ANY($1) AND deleted_at IS NULL";
 
+/// The longest a node serves an identity from memory after reading it, should it never hear of a change
+/// (`postgres_changes.rs`). Normally a notice voids the read well within a millisecond.
+pub const CACHED_IDENTITY_TIME_TO_LIVE: Duration = Duration::from_secs(5);
+
 pub struct PostgresStore {
     pool: PgPool,
     creates: CreateQueue,
+    /// Set under `sigil serve`.
+    serving: Option<Serving>,
+}
+
+struct Serving {
+    identities: Arc<IdentityCache>,
+    follower: tokio::task::JoinHandle<()>,
+    announcer: Announcer,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
 }
 
 impl PostgresStore {
+    /// Opens the database for `sigil serve`: identities read are kept in memory, and other nodes' changes
+    /// to them are heard of through PostgreSQL's notices.
+    pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
+        let mut store = Self::open(url).await?;
+        let announcer = Announcer::start(url)?;
+        let identities = Arc::new(IdentityCache::for_a_shared_database(CACHED_IDENTITY_TIME_TO_LIVE));
+        let follower = match postgres_changes::follow(url, Arc::clone(&identities)).await {
+            Ok(follower) => follower,
+            Err(error) => {
+                store.close_pools().await;
+                return Err(error.context("cannot listen for identity changes"));
+            }
+        };
+        store.serving = Some(Serving { identities, follower, announcer });
+        Ok(store)
+    }
+
+    /// Opens the database for one administrative command, which keeps nothing in memory.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         // sqlx pings every connection before handing it out: a network round trip on every query, which
         // doubled the cost of a create. Only a connection idle long enough to have been dropped by the
@@ -77,7 +115,7 @@ impl PostgresStore {
         let group_pool = pool.clone();
         let creates =
             CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| commit_group(group_pool.clone(), group));
-        Ok(Self { pool, creates })
+        Ok(Self { pool, creates, serving: None })
     }
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
@@ -106,12 +144,21 @@ impl PostgresStore {
         write(&mut *self.pool.acquire().await?).await
     }
 
-    /// Other nodes write to the same database, so no node may keep identities in memory.
     fn identity_cache(&self) -> Option<&IdentityCache> {
-        None
+        self.serving.as_ref().map(|serving| &*serving.identities)
+    }
+
+    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
+        if let Some(serving) = &self.serving {
+            serving.identities.changed(workspace, identity_id, external_id);
+            serving.announcer.changed(workspace, identity_id, external_id);
+        }
     }
 
     async fn close_pools(&self) {
+        if let Some(serving) = &self.serving {
+            serving.follower.abort();
+        }
         self.pool.close().await;
     }
 

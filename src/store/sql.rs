@@ -254,11 +254,17 @@ where
     write
 }
 
-/// Implements [`Store`](super::Store) for a type with inherent `reader()` and `writer()` pool accessors,
-/// `identity_cache()`, `close_pools()`, `create(workspace, new)`, `write(op)`, which runs `op` on a connection inside a transaction and
-/// returns once that transaction has committed, and `write_one_statement(op)`, the same for an `op` that
-/// changes the database with one statement, which needs no transaction of its own. The third argument is
-/// the backend's [`Dialect`].
+/// Implements [`Store`](super::Store) for a type with these inherent methods:
+/// - `reader()` and `writer()`, its pools, and `close_pools()`;
+/// - `identity_cache()`, this node's identities in memory, if it keeps them;
+/// - `identity_changed(workspace, id, external_id)`, which voids what any node read of an identity that was
+///   just updated or deleted: called after the commit, before the answer;
+/// - `create(workspace, new)`;
+/// - `write(op)`, which runs `op` on a connection inside a transaction and returns once that transaction
+///   has committed, and `write_one_statement(op)`, the same for an `op` that changes the database with one
+///   statement, which needs no transaction of its own.
+///
+/// The third argument is the backend's [`Dialect`].
 macro_rules! impl_store_with_shared_sql {
     ($store:ty, $database:ty, $dialect:expr) => {
         impl $store {
@@ -359,13 +365,6 @@ macro_rules! impl_store_with_shared_sql {
                     .await?)
             }
 
-            /// After a write to an identity committed, and before it is acknowledged.
-            fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
-                if let Some(cache) = self.identity_cache() {
-                    cache.changed(workspace, identity_id, external_id);
-                }
-            }
-
             /// Reads an identity inside the transaction that just wrote it.
             async fn read_back(
                 connection: &mut <$database as sqlx::Database>::Connection,
@@ -439,8 +438,11 @@ macro_rules! impl_store_with_shared_sql {
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
                 let id = self.create(workspace, new).await?;
-                // A lookup by a string that was someone's externalId now finds this id first.
-                self.identity_changed(workspace, &id, &new.external_id);
+                // A lookup by a string that was someone's externalId now finds this id first. Other nodes
+                // need no word of it: the id is fresh, and the externalId was no live identity's.
+                if let Some(cache) = self.identity_cache() {
+                    cache.changed(workspace, &id, &new.external_id);
+                }
                 Ok(id)
             }
 

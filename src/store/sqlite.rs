@@ -74,7 +74,8 @@ impl SqliteStore {
                 "another sigil serve is using {path:?} (it holds {lock_path:?}); several nodes need PostgreSQL"
             );
         }
-        store.serving = Some(Serving { identities: IdentityCache::new(), lock: Mutex::new(Some(lock)) });
+        store.serving =
+            Some(Serving { identities: IdentityCache::for_the_only_writer(), lock: Mutex::new(Some(lock)) });
         Ok(store)
     }
 
@@ -114,6 +115,13 @@ impl SqliteStore {
 
     fn identity_cache(&self) -> Option<&IdentityCache> {
         self.serving.as_ref().map(|serving| &serving.identities)
+    }
+
+    /// This process is the only one writing, so only its own reads can be stale.
+    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
+        if let Some(cache) = self.identity_cache() {
+            cache.changed(workspace, identity_id, external_id);
+        }
     }
 
     /// Closes both pools and gives up the lock file, so that the next `sigil serve` may start at once.

@@ -6,6 +6,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use sigil::domain::permission::all_permissions;
 use sigil::server::mint_root_key;
+use sigil::store::{CACHED_IDENTITY_TIME_TO_LIVE, identity_changes_listener_name};
+use sqlx::{Connection, PgConnection};
 
 use crate::harness::{Backend, SigilProcess, TestDatabase};
 
@@ -129,4 +131,108 @@ async fn json_logs_name_every_request_id_and_no_secret() {
         assert!(!logs.contains(secret), "the log contains a secret: {secret}");
     }
     store.close().await;
+}
+
+/// How soon a node must hear of another node's change. Well under the time to live, so that a node that
+/// heard nothing fails these tests instead of passing them once its entries expire.
+const HEARD_WITHIN: Duration = Duration::from_secs(1);
+const _: () = assert!(HEARD_WITHIN.as_millis() * 3 <= CACHED_IDENTITY_TIME_TO_LIVE.as_millis());
+
+/// Two nodes on one database, reached through these URLs, and a key for both.
+async fn two_nodes(first_url: &str, second_url: &str) -> (SigilProcess, SigilProcess, String) {
+    let (first, second) = tokio::join!(SigilProcess::start(first_url), SigilProcess::start(second_url));
+    let store = sigil::store::open(first_url).await.expect("open");
+    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
+    store.close().await;
+    (first, second, key)
+}
+
+async fn call(node: &SigilProcess, key: &str, operation: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/identities.{operation}", node.base_url))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("node answers");
+    (response.status().as_u16(), response.json().await.expect("JSON body"))
+}
+
+/// Reads `identity` on `node` until it answers `expected` (status, meta), for at most [`HEARD_WITHIN`].
+async fn reads_within_bound(node: &SigilProcess, key: &str, identity: &str, expected: (u16, Value)) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let (status, body) = call(node, key, "getIdentity", json!({"identity": identity})).await;
+        let answered = (status, body["data"]["meta"].clone());
+        if answered == expected {
+            return;
+        }
+        assert!(started.elapsed() < HEARD_WITHIN, "{identity} still reads {answered:?}, not {expected:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_what_the_other_node_read() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let (first, second, key) = two_nodes(&url, &url).await;
+    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
+    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
+    for name in [id.as_str(), "user_1"] {
+        reads_within_bound(&second, &key, name, (200, json!({"v": 1}))).await;
+    }
+
+    let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 2}})).await;
+    assert_eq!(status, 200);
+    for name in [id.as_str(), "user_1"] {
+        reads_within_bound(&second, &key, name, (200, json!({"v": 2}))).await;
+    }
+
+    let (status, _) = call(&first, &key, "upsertIdentity", json!({"externalId": "user_1", "meta": {"v": 3}})).await;
+    assert_eq!(status, 200);
+    for name in [id.as_str(), "user_1"] {
+        reads_within_bound(&second, &key, name, (200, json!({"v": 3}))).await;
+    }
+
+    let (status, _) = call(&first, &key, "deleteIdentity", json!({"identity": "user_1"})).await;
+    assert_eq!(status, 200);
+    for name in [id.as_str(), "user_1"] {
+        reads_within_bound(&second, &key, name, (404, Value::Null)).await;
+    }
+}
+
+/// A node whose listening connection drops listens again; what it read meanwhile is not trusted, and it hears
+/// changes again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_change_listener_is_cut_off_still_hears_changes() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    // The second node's connections carry a name of their own, so that only its listener is cut.
+    let name = format!("sigil_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let (first, second, key) = two_nodes(&url, &format!("{url}&application_name={name}")).await;
+    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
+    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 1}))).await;
+
+    let mut admin = PgConnection::connect(&url).await.expect("connect");
+    let cut: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(identity_changes_listener_name(Some(&name)))
+            .fetch_all(&mut admin)
+            .await
+            .expect("cut the listener off");
+    assert_eq!(cut, [true], "the second node listens on one connection");
+    // Changed while the second node may not hear it.
+    let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 2}})).await;
+    assert_eq!(status, 200);
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 2}))).await;
+
+    // It listens again at once; once it has, it serves from memory again and must hear the next change.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 2}))).await;
+    let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 3}})).await;
+    assert_eq!(status, 200);
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 3}))).await;
 }

@@ -1,4 +1,4 @@
-//! Every acknowledged write is seen by the next read, by id and by externalId alike. On SQLite, reads are
+//! Every acknowledged write is seen by the next read, by id and by externalId alike. Reads are
 //! served from memory when nothing changed (`store/identity_cache.rs`); these tests fail if a write leaves
 //! a stale identity there.
 
