@@ -42,14 +42,26 @@ pub(super) const FIND_IDENTITY: &str = concat!(
     " ORDER BY r.name"
 );
 
-/// `$2` cursor (inclusive lower bound on id) and `$3` search pattern are optional; `$4` is the row limit.
-pub(super) const LIST_IDENTITIES: &str = "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, \
-     r.name AS ratelimit_name, r.request_limit, r.duration_ms, r.auto_apply \
-     FROM (SELECT id, external_id, meta FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
+/// cursor (an inclusive lower bound on the id), and `$3`, the search pattern, are optional; `$4` is the limit.
+macro_rules! identity_page {
+    () => {
+        "(SELECT id, external_id, meta FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
            AND ($2 IS NULL OR id >= $2) \
            AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
-           ORDER BY id LIMIT $4) i \
-     LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ORDER BY i.id, r.name";
+           ORDER BY id LIMIT $4) i"
+    };
+}
+pub(super) use identity_page;
+
+/// A ratelimit `r` in its wire shape, as SQLite's JSON.
+macro_rules! sqlite_ratelimit_json {
+    () => {
+        "json_object('id', r.id, 'name', r.name, 'limit', r.request_limit, 'duration', r.duration_ms, \
+           'autoApply', json(CASE WHEN r.auto_apply THEN 'true' ELSE 'false' END))"
+    };
+}
+pub(super) use sqlite_ratelimit_json;
 
 /// Inserts, or updates the live identity with this externalId, in one statement: the database decides
 /// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent.
@@ -77,10 +89,11 @@ macro_rules! update_identity {
 /// leaves them alone is one statement, with no transaction, savepoint or read-back of its own.
 macro_rules! returning_whole_identity {
     (sqlite) => {
-        " RETURNING id, external_id, meta, (SELECT json_group_array(json_object('id', r.id, 'name', r.name, \
-           'limit', r.request_limit, 'duration', r.duration_ms, \
-           'autoApply', json(CASE WHEN r.auto_apply THEN 'true' ELSE 'false' END)) ORDER BY r.name) \
-           FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
+        concat!(
+            " RETURNING id, external_id, meta, (SELECT json_group_array(",
+            sqlite_ratelimit_json!(),
+            " ORDER BY r.name) FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
+        )
     };
     (postgres) => {
         " RETURNING id, external_id, meta, (SELECT COALESCE(json_agg(json_build_object('id', r.id, \
@@ -259,6 +272,7 @@ where
 /// - `identity_cache()`, this node's identities in memory, if it keeps them;
 /// - `identity_changed(workspace, id, external_id)`, which voids what any node read of an identity that was
 ///   just updated or deleted: called after the commit, before the answer;
+/// - `list_page(workspace, query)`, the identities of a list page, each backend fetching them its fastest way;
 /// - `create(workspace, new)`;
 /// - `write(op)`, which runs `op` on a connection inside a transaction and returns once that transaction
 ///   has committed, and `write_one_statement(op)`, the same for an `op` that changes the database with one
@@ -495,14 +509,7 @@ macro_rules! impl_store_with_shared_sql {
                 workspace: &WorkspaceId,
                 query: &IdentityPageQuery,
             ) -> Result<Vec<Identity>, StoreError> {
-                let rows = sqlx::query_as(sql::LIST_IDENTITIES)
-                    .bind(workspace.as_str())
-                    .bind(query.cursor.as_deref())
-                    .bind(query.search_pattern.as_deref())
-                    .bind(query.limit)
-                    .fetch_all(self.reader())
-                    .await?;
-                sql::group_identities(rows)
+                self.list_page(workspace, query).await
             }
 
             async fn update_identity(

