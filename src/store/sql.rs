@@ -44,10 +44,13 @@ pub(super) const FIND_IDENTITY: &str = concat!(
 
 /// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
 /// cursor (an inclusive lower bound on the id), and `$3`, the search pattern, are optional; `$4` is the limit.
+/// Without a cursor the bound is '', below every id, so that the cursor is always a range on
+/// `identities_live_by_workspace` and a page deep into a workspace costs what the first one does. Spelled
+/// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
 macro_rules! identity_page {
     () => {
         "(SELECT id, external_id, meta FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
-           AND ($2 IS NULL OR id >= $2) \
+           AND id >= COALESCE($2, '') \
            AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
            ORDER BY id LIMIT $4) i"
     };

@@ -239,3 +239,29 @@ async fn create_in(connection: &mut SqliteConnection, workspace: &WorkspaceId, n
         None => Err(StoreError::Contended("the externalId was freed during the insert")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_page_seeks_to_its_cursor_through_the_workspace_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            SqliteStore::open(&format!("sqlite://{}", dir.path().join("sigil.db").display())).await.expect("open");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {LIST_PAGE}"))
+            .bind("ws_1")
+            .bind(Some("id_5"))
+            .bind(None::<&str>)
+            .bind(101_i64)
+            .fetch_all(&store.reader)
+            .await
+            .expect("explain");
+        let plan: Vec<&str> = plan.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+        assert!(
+            plan.iter().any(|step| step.contains("identities_live_by_workspace (workspace_id=? AND id>?)")),
+            "{plan:#?}"
+        );
+        store.close_pools().await;
+    }
+}
