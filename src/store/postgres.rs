@@ -60,7 +60,7 @@ const LIST_IDENTITIES: &str = concat!(
     "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, r.name AS ratelimit_name, r.request_limit, \
      r.duration_ms, r.auto_apply FROM ",
     sql::identity_page!(),
-    " LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ORDER BY i.id, r.name"
+    " LEFT JOIN identity_ratelimits r ON r.identity_id = i.id"
 );
 
 pub struct PostgresStore {

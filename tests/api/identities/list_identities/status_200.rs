@@ -9,6 +9,7 @@ crate::backend_tests!(
     an_empty_page_needs_no_permission,
     a_per_identity_grant_with_a_targeted_search_lists_that_identity,
     a_nul_in_search_or_cursor_is_just_a_character,
+    ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -111,4 +112,31 @@ async fn a_nul_in_search_or_cursor_is_just_a_character(server: TestServer) {
     assert_eq!(ids(&page.body), [second.as_str()]);
     let whole = server.call("identities.listIdentities", &key, json!({"cursor": "\u{0}"})).await;
     assert_eq!(ids(&whole.body), [first, second]);
+}
+
+/// Neither database is asked for an order (`store::sql::group_identities` sorts), and PostgreSQL returns a
+/// ratelimit table's rows in the order they were written.
+async fn ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in(server: TestServer) {
+    let key = server.admin_key().await;
+    let limit = |name: &str| json!({"name": name, "limit": 10, "duration": 1000, "autoApply": false});
+    let names = ["zeta", "mid", "alpha"];
+    for n in 0..3 {
+        let ratelimits: Vec<Value> = names.iter().map(|name| limit(name)).collect();
+        server.create_identity(&key, json!({"externalId": format!("user_{n}"), "ratelimits": ratelimits})).await;
+    }
+    let update = json!({"identity": "user_1", "ratelimits": [limit("omega"), limit("beta")]});
+    assert_eq!(server.call("identities.updateIdentity", &key, update).await.status, 200);
+
+    let page = server.call("identities.listIdentities", &key, json!({})).await;
+    let listed: Vec<Vec<&str>> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|identity| {
+            identity["ratelimits"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect()
+        })
+        .collect();
+    assert_eq!(listed, [vec!["alpha", "mid", "zeta"], vec!["beta", "omega"], vec!["alpha", "mid", "zeta"]]);
+    let got = server.call("identities.getIdentity", &key, json!({"identity": "user_1"})).await;
+    assert_eq!(got.body["data"]["ratelimits"][0]["name"], "beta");
 }
