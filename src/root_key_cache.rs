@@ -1,6 +1,8 @@
-//! Authenticated root keys, kept in memory briefly so a request does not pay a database round trip to
-//! learn its workspace. Only keys that exist are cached (a newly minted key works at once); a cached
-//! entry lives at most [`TIME_TO_LIVE`], which bounds how stale a key's permissions can be.
+//! Root keys, kept in memory briefly so a request does not pay a database round trip to learn its
+//! workspace. A cached entry lives at most [`TIME_TO_LIVE`], which bounds how stale a key's permissions can
+//! be. Keys that do not exist are remembered too, so a client retrying with a wrong key in a loop does not
+//! reach the database on every request. That cannot hide a new key: a key is random and shown only once
+//! it is stored, so nobody can present it before it exists.
 
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ const CAPACITY: u64 = 10_000;
 
 #[derive(Clone)]
 pub struct RootKeyCache {
-    by_hash: Cache<String, RootKey>,
+    /// `None`: no key has this hash.
+    by_hash: Cache<String, Option<RootKey>>,
 }
 
 impl Default for RootKeyCache {
@@ -25,13 +28,11 @@ impl Default for RootKeyCache {
 
 impl RootKeyCache {
     pub async fn find(&self, store: &dyn Store, key_hash: &str) -> Result<Option<RootKey>, StoreError> {
-        if let Some(root_key) = self.by_hash.get(key_hash) {
-            return Ok(Some(root_key));
+        if let Some(known) = self.by_hash.get(key_hash) {
+            return Ok(known);
         }
         let found = store.find_root_key(key_hash).await?;
-        if let Some(root_key) = &found {
-            self.by_hash.insert(key_hash.to_owned(), root_key.clone());
-        }
+        self.by_hash.insert(key_hash.to_owned(), found.clone());
         Ok(found)
     }
 }

@@ -10,6 +10,7 @@ crate::backend_tests!(
     every_response_carries_its_request_id_in_body_and_header,
     liveness_and_the_openapi_document_are_served,
     a_database_out_of_reach_answers_503_on_every_operation,
+    a_wrong_root_key_is_remembered_as_wrong,
 );
 
 async fn unknown_routes_and_methods_answer_in_the_envelope(server: TestServer) {
@@ -51,6 +52,19 @@ async fn a_database_out_of_reach_answers_503_on_every_operation(server: TestServ
     }
     let unknown_key = server.call("identities.listIdentities", "sigil_not_cached", json!({})).await;
     unknown_key.assert_error(503, "unkey/application/service_unavailable");
+}
+
+/// A client retrying with a wrong key is answered from memory: even with the database gone, that key
+/// still gets its 401, while a key never seen before needs the database.
+async fn a_wrong_root_key_is_remembered_as_wrong(server: TestServer) {
+    let wrong = "sigil_wrong_key_in_a_retry_loop";
+    let first = server.call("identities.listIdentities", wrong, json!({})).await;
+    first.assert_error(401, "unkey/authentication/key_not_found");
+    server.store.close().await;
+    let retry = server.call("identities.listIdentities", wrong, json!({})).await;
+    retry.assert_error(401, "unkey/authentication/key_not_found");
+    let never_seen = server.call("identities.listIdentities", "sigil_another_wrong_key", json!({})).await;
+    never_seen.assert_error(503, "unkey/application/service_unavailable");
 }
 
 async fn liveness_and_the_openapi_document_are_served(server: TestServer) {
