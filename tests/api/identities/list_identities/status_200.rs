@@ -10,6 +10,7 @@ crate::backend_tests!(
     a_per_identity_grant_with_a_targeted_search_lists_that_identity,
     a_nul_in_search_or_cursor_is_just_a_character,
     ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in,
+    a_meta_nested_as_deep_as_a_create_accepts_is_listed,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -139,4 +140,28 @@ async fn ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in
     assert_eq!(listed, [vec!["alpha", "mid", "zeta"], vec!["beta", "omega"], vec!["alpha", "mid", "zeta"]]);
     let got = server.call("identities.getIdentity", &key, json!({"identity": "user_1"})).await;
     assert_eq!(got.body["data"]["ratelimits"][0]["name"], "beta");
+}
+
+/// The list page must not nest meta deeper than a create may: the JSON parser has a depth limit, and a
+/// page that wrapped each meta in arrays of its own once failed whole for one deep meta.
+async fn a_meta_nested_as_deep_as_a_create_accepts_is_listed(server: TestServer) {
+    let key = server.admin_key().await;
+    let nested = |depth: usize| (0..depth).fold(json!(true), |inner, _| json!({"d": inner}));
+    let mut depth = 200;
+    let deepest = loop {
+        let body = json!({"externalId": format!("deep_{depth}"), "meta": nested(depth)});
+        let response = server.call("identities.createIdentity", &key, body).await;
+        if response.status == 200 {
+            break depth;
+        }
+        assert_eq!(response.status, 400, "{}", response.body);
+        depth -= 1;
+    };
+    assert!(deepest > 100, "creates accept meta nested {deepest} deep");
+    // Read as text: wrapped in the page, the meta is too deep for serde_json here too.
+    let page = server.post("identities.listIdentities").bearer_auth(&key).json(&json!({})).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let text = page.text().await.unwrap();
+    let meta = serde_json::to_string(&nested(deepest)).unwrap();
+    assert!(text.contains(&format!(r#""externalId":"deep_{deepest}","meta":{meta}"#)), "{text}");
 }
