@@ -9,6 +9,11 @@
 //! note, and a stored entry counts only while its note equals the counter. A read that raced a write
 //! therefore stores an entry that is void already, and a read that starts after a write was acknowledged
 //! never returns what that write replaced.
+//!
+//! No entry is served longer than [`TIME_TO_LIVE`] after it was stored. That bounds what no counter can
+//! catch: a write whose request was abandoned (timed out, or its client left) after the write was sent,
+//! which may commit without this process bumping anything, and on PostgreSQL a change whose notice never
+//! came.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -21,6 +26,8 @@ use moka::sync::Cache;
 use crate::domain::identity::Identity;
 use crate::domain::workspace::WorkspaceId;
 
+/// The longest an identity is served from memory after it was stored there.
+pub const TIME_TO_LIVE: Duration = Duration::from_secs(5);
 const VERSIONS: usize = 4096;
 /// Bytes of identities (roughly: their ids and meta as JSON) kept at most.
 const CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
@@ -43,26 +50,20 @@ struct Entry {
 pub(super) struct ReadVersion(u64);
 
 impl IdentityCache {
-    /// For the only process that writes the database: it serves from the start, and an entry lasts until a
-    /// write voids it or room is needed.
+    /// For the only process that writes the database: it serves from the start.
     pub fn for_the_only_writer() -> Self {
-        Self::build(None, true)
+        Self::build(TIME_TO_LIVE, true)
     }
 
-    /// For one of several nodes writing the database. It serves nothing until [`Self::start_serving`], and
-    /// no entry is served longer than `time_to_live` after it was read, whatever became of the notices
-    /// of other nodes' writes.
-    pub fn for_a_shared_database(time_to_live: Duration) -> Self {
-        Self::build(Some(time_to_live), false)
+    /// For one of several nodes writing the database: it serves nothing until [`Self::start_serving`].
+    pub fn for_a_shared_database() -> Self {
+        Self::build(TIME_TO_LIVE, false)
     }
 
-    fn build(time_to_live: Option<Duration>, serving: bool) -> Self {
-        let mut entries = Cache::builder().max_capacity(CAPACITY_BYTES).weigher(|key: &String, entry: &Entry| {
-            u32::try_from(key.len() + weight(&entry.identity)).unwrap_or(u32::MAX)
-        });
-        if let Some(time_to_live) = time_to_live {
-            entries = entries.time_to_live(time_to_live);
-        }
+    fn build(time_to_live: Duration, serving: bool) -> Self {
+        let entries = Cache::builder().max_capacity(CAPACITY_BYTES).time_to_live(time_to_live).weigher(
+            |key: &String, entry: &Entry| u32::try_from(key.len() + weight(&entry.identity)).unwrap_or(u32::MAX),
+        );
         Self {
             entries: entries.build(),
             versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_shared_database_cache_serves_only_while_it_hears_and_forgets_what_it_read_unheard() {
-        let cache = IdentityCache::for_a_shared_database(Duration::from_secs(60));
+        let cache = IdentityCache::for_a_shared_database();
         let workspace = WorkspaceId::from_stored("ws_1".to_owned());
         let stored = identity("id_1", "user_1");
         let read = cache.read_version(&workspace, "id_1");
@@ -190,9 +191,8 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_database_cache_forgets_an_entry_after_its_time_to_live() {
-        let cache = IdentityCache::for_a_shared_database(Duration::from_millis(50));
-        cache.start_serving();
+    fn an_entry_is_forgotten_after_its_time_to_live() {
+        let cache = IdentityCache::build(Duration::from_millis(50), true);
         let workspace = WorkspaceId::from_stored("ws_1".to_owned());
         let stored = identity("id_1", "user_1");
         let read = cache.read_version(&workspace, "id_1");

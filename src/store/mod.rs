@@ -20,7 +20,8 @@ use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, Iden
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 
-pub use postgres::{CACHED_IDENTITY_TIME_TO_LIVE, PostgresStore};
+pub use identity_cache::TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE;
+pub use postgres::PostgresStore;
 pub use postgres_changes::listener_name as identity_changes_listener_name;
 pub use sqlite::SqliteStore;
 

@@ -50,10 +50,6 @@ const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, exter
 const LIVE_IDENTITY_IDS: &str =
     "SELECT workspace_id, external_id, id FROM identities WHERE external_id = ANY($1) AND deleted_at IS NULL";
 
-/// The longest a node serves an identity from memory after reading it, should it never hear of a change
-/// (`postgres_changes.rs`). Normally a notice voids the read well within a millisecond.
-pub const CACHED_IDENTITY_TIME_TO_LIVE: Duration = Duration::from_secs(5);
-
 /// A list page as rows: an identity joined with each of its ratelimits. (Built as one JSON value instead,
 /// as SQLite does, it was 25% slower here: PostgreSQL's rows need no handoff between threads.)
 const LIST_IDENTITIES: &str = concat!(
@@ -88,7 +84,7 @@ impl PostgresStore {
     pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
         let mut store = Self::open(url).await?;
         let announcer = Announcer::start(url)?;
-        let identities = Arc::new(IdentityCache::for_a_shared_database(CACHED_IDENTITY_TIME_TO_LIVE));
+        let identities = Arc::new(IdentityCache::for_a_shared_database());
         let follower = match postgres_changes::follow(url, Arc::clone(&identities)).await {
             Ok(follower) => follower,
             Err(error) => {

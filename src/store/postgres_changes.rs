@@ -11,7 +11,9 @@
 //! or one made by hand in SQL, is never heard: that is what the cache's time to live bounds.
 //!
 //! While the listening connection is down, notices are lost: the node then serves nothing from memory, and
-//! everything read before it listened again is void.
+//! everything read before it listened again is void. A connection that dies without closing is found out
+//! by a heartbeat within about two seconds of quiet; until then the cache's time to live bounds what it
+//! serves.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,12 @@ use crate::domain::workspace::WorkspaceId;
 use crate::store::identity_cache::IdentityCache;
 
 const CHANNEL: &str = "sigil_identity_changes";
+/// A notice that names no identity: a node proving to itself that it still hears ([`hears_itself`]).
+const HEARTBEAT: &str = "";
+/// After this long without a notice, a node proves that its listening connection still hears.
+const QUIET_FOR: Duration = Duration::from_secs(1);
+/// How long that proof may take before the connection counts as lost.
+const PROOF_WITHIN: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Most changes announced in one statement.
 const MAX_BATCH: usize = 1024;
@@ -90,16 +98,24 @@ pub(super) async fn follow(url: &str, cache: Arc<IdentityCache>) -> anyhow::Resu
     cache.start_serving();
     Ok(tokio::spawn(async move {
         loop {
-            match listener.try_recv().await {
-                Ok(Some(notice)) => apply(&cache, notice.payload()),
-                lost => {
-                    let error = lost.err().map(|error| error.to_string()).unwrap_or_else(|| "connection lost".into());
-                    tracing::warn!(error, "cannot hear identity changes; serving identities from the database only");
-                    cache.stop_serving();
-                    listener = listen_again(&options).await;
-                    tracing::info!("hearing identity changes again");
-                    cache.start_serving();
+            let hears = match tokio::time::timeout(QUIET_FOR, listener.try_recv()).await {
+                Ok(Ok(Some(notice))) => {
+                    apply(&cache, notice.payload());
+                    true
                 }
+                Ok(Ok(None)) => false,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "the identity change listener failed");
+                    false
+                }
+                Err(_quiet) => hears_itself(&mut listener, &cache).await,
+            };
+            if !hears {
+                tracing::warn!("cannot hear identity changes; serving identities from the database only");
+                cache.stop_serving();
+                listener = listen_again(&options).await;
+                tracing::info!("hearing identity changes again");
+                cache.start_serving();
             }
         }
     }))
@@ -121,6 +137,21 @@ async fn listen(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Notifies the channel on the listening connection and waits to hear a notice, its own or another node's.
+/// A connection that broke without closing (a NAT or a failover that dropped it silently), or one through a
+/// transaction-pooling proxy, where LISTEN does not work, hears nothing and counts as lost.
+async fn hears_itself(listener: &mut PgListener, cache: &IdentityCache) -> bool {
+    let proof = async {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(HEARTBEAT).execute(&mut *listener).await?;
+        let notice = listener.try_recv().await?;
+        if let Some(notice) = &notice {
+            apply(cache, notice.payload());
+        }
+        Ok::<bool, sqlx::Error>(notice.is_some())
+    };
+    matches!(tokio::time::timeout(PROOF_WITHIN, proof).await, Ok(Ok(true)))
+}
+
 /// Tries at once, then every [`RETRY_EVERY`] until it can listen.
 async fn listen_again(options: &PgConnectOptions) -> PgListener {
     loop {
@@ -133,6 +164,9 @@ async fn listen_again(options: &PgConnectOptions) -> PgListener {
 }
 
 fn apply(cache: &IdentityCache, payload: &str) {
+    if payload == HEARTBEAT {
+        return;
+    }
     match serde_json::from_str::<(String, String, String)>(payload) {
         Ok((workspace, identity_id, external_id)) => {
             cache.changed(&WorkspaceId::from_stored(workspace), &identity_id, &external_id);

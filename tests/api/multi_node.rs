@@ -236,3 +236,56 @@ async fn a_node_whose_change_listener_is_cut_off_still_hears_changes() {
     assert_eq!(status, 200);
     reads_within_bound(&second, &key, &id, (200, json!({"v": 3}))).await;
 }
+
+/// Sends `signal` to a process of this machine (a PostgreSQL backend here).
+fn signal(pid: i32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill {signal} {pid}: this test needs the PostgreSQL server on this machine");
+}
+
+/// Resumes a stopped process however the test ends.
+struct ResumeOnDrop(i32);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+/// A listening connection that stops answering without closing (a NAT or failover dropping it silently)
+/// gives no error. The node must find it out by itself and stop serving what it can no longer keep true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_change_listener_hangs_stops_serving_from_memory() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let name = format!("sigil_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let (first, second, key) = two_nodes(&url, &format!("{url}&application_name={name}")).await;
+    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
+    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 1}))).await;
+
+    let mut admin = PgConnection::connect(&url).await.expect("connect");
+    let listener: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+        .bind(identity_changes_listener_name(Some(&name)))
+        .fetch_one(&mut admin)
+        .await
+        .expect("the second node's listener");
+    signal(listener, "-STOP");
+    let _resume = ResumeOnDrop(listener);
+
+    let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 2}})).await;
+    assert_eq!(status, 200);
+    // A heartbeat finds the hang within about two seconds; without one, the stale read would last the
+    // cache's whole time to live.
+    let found_out_within = Duration::from_secs(3);
+    assert!(found_out_within < CACHED_IDENTITY_TIME_TO_LIVE);
+    let started = tokio::time::Instant::now();
+    loop {
+        let (_, body) = call(&second, &key, "getIdentity", json!({"identity": id})).await;
+        if body["data"]["meta"] == json!({"v": 2}) {
+            break;
+        }
+        assert!(started.elapsed() < found_out_within, "still reads {}", body["data"]["meta"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
