@@ -203,23 +203,37 @@ async fn a_change_on_one_node_reaches_what_the_other_node_read() {
     }
 }
 
+/// Two nodes, and an identity (meta `{"v": 1}`) created on the first and held in the second's memory.
+struct Cached {
+    first: SigilProcess,
+    second: SigilProcess,
+    key: String,
+    id: String,
+    /// The `application_name` of the second node's listening connection, which no other node shares.
+    listener: String,
+}
+
+async fn cached_on_the_second_node(url: &str) -> Cached {
+    let name = format!("sigil_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let (first, second, key) = two_nodes(url, &format!("{url}&application_name={name}")).await;
+    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
+    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
+    reads_within_bound(&second, &key, &id, (200, json!({"v": 1}))).await;
+    Cached { first, second, key, id, listener: identity_changes_listener_name(Some(&name)) }
+}
+
 /// A node whose listening connection drops listens again; what it read meanwhile is not trusted, and it hears
 /// changes again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_change_listener_is_cut_off_still_hears_changes() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
     let url = database.url();
-    // The second node's connections carry a name of their own, so that only its listener is cut.
-    let name = format!("sigil_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let (first, second, key) = two_nodes(&url, &format!("{url}&application_name={name}")).await;
-    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
-    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
-    reads_within_bound(&second, &key, &id, (200, json!({"v": 1}))).await;
+    let Cached { first, second, key, id, listener } = cached_on_the_second_node(&url).await;
 
     let mut admin = PgConnection::connect(&url).await.expect("connect");
     let cut: Vec<bool> =
         sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(identity_changes_listener_name(Some(&name)))
+            .bind(&listener)
             .fetch_all(&mut admin)
             .await
             .expect("cut the listener off");
@@ -258,20 +272,16 @@ impl Drop for ResumeOnDrop {
 async fn a_node_whose_change_listener_hangs_stops_serving_from_memory() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
     let url = database.url();
-    let name = format!("sigil_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let (first, second, key) = two_nodes(&url, &format!("{url}&application_name={name}")).await;
-    let (_, created) = call(&first, &key, "createIdentity", json!({"externalId": "user_1", "meta": {"v": 1}})).await;
-    let id = created["data"]["identityId"].as_str().expect("id").to_owned();
-    reads_within_bound(&second, &key, &id, (200, json!({"v": 1}))).await;
+    let Cached { first, second, key, id, listener } = cached_on_the_second_node(&url).await;
 
     let mut admin = PgConnection::connect(&url).await.expect("connect");
-    let listener: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
-        .bind(identity_changes_listener_name(Some(&name)))
+    let backend: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&listener)
         .fetch_one(&mut admin)
         .await
         .expect("the second node's listener");
-    signal(listener, "-STOP");
-    let _resume = ResumeOnDrop(listener);
+    signal(backend, "-STOP");
+    let _resume = ResumeOnDrop(backend);
 
     let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 2}})).await;
     assert_eq!(status, 200);
