@@ -43,6 +43,14 @@ pub fn listener_name(application_name: Option<&str>) -> String {
     format!("{} identity changes", application_name.unwrap_or("sigil"))
 }
 
+/// Options for a connection whose only writes are notices. Its commits need not wait for the WAL flush
+/// (an idle node's heartbeat would otherwise cost a flush a second): a notice lost to a crash of
+/// PostgreSQL loses nothing, since every listener loses its connection then, and so forgets what it read.
+fn notice_only(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let options: PgConnectOptions = url.parse()?;
+    Ok(options.options([("synchronous_commit", "off")]))
+}
+
 /// Tells the other nodes which identities this node changed.
 pub(super) struct Announcer {
     changes: mpsc::UnboundedSender<String>,
@@ -51,11 +59,7 @@ pub(super) struct Announcer {
 
 impl Announcer {
     pub fn start(url: &str) -> anyhow::Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
-        // Losing an announcement to a crash of PostgreSQL loses nothing: every listener loses its
-        // connection then, and so forgets what it read.
-        let options = options.options([("synchronous_commit", "off")]);
-        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(notice_only(url)?);
         let (changes, pending) = mpsc::unbounded_channel();
         Ok(Self { changes, task: tokio::spawn(announce(pool, pending)) })
     }
@@ -91,7 +95,7 @@ async fn announce(pool: PgPool, mut pending: mpsc::UnboundedReceiver<String>) {
 /// Starts listening, returns once this node hears every change announced from now on, and keeps `cache`
 /// true from then on in a task of its own. The cache serves from the moment this returns.
 pub(super) async fn follow(url: &str, cache: Arc<IdentityCache>) -> anyhow::Result<JoinHandle<()>> {
-    let options: PgConnectOptions = url.parse()?;
+    let options = notice_only(url)?;
     let name = listener_name(options.get_application_name());
     let options = options.application_name(&name);
     let mut listener = listen(&options).await?;
