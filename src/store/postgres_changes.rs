@@ -12,7 +12,7 @@
 //!
 //! While the listening connection is down, notices are lost: the node then serves nothing from memory, and
 //! everything read before it listened again is void. A connection that dies without closing is found out
-//! by a heartbeat within about two seconds of quiet; until then the cache's time to live bounds what it
+//! by a heartbeat within about 1.5 s of quiet; until then the cache's time to live bounds what it
 //! serves.
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ const CHANNEL: &str = "sigil_identity_changes";
 /// A notice that names no identity: a node proving to itself that it still hears ([`hears_itself`]).
 const HEARTBEAT: &str = "";
 /// After this long without a notice, a node proves that its listening connection still hears.
-const QUIET_FOR: Duration = Duration::from_secs(1);
+const QUIET_FOR: Duration = Duration::from_millis(500);
 /// How long that proof may take before the connection counts as lost.
 const PROOF_WITHIN: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_secs(1);

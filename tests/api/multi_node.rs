@@ -285,7 +285,7 @@ async fn a_node_whose_change_listener_hangs_stops_serving_from_memory() {
 
     let (status, _) = call(&first, &key, "updateIdentity", json!({"identity": id, "meta": {"v": 2}})).await;
     assert_eq!(status, 200);
-    // A heartbeat finds the hang within about two seconds; without one, the stale read would last the
+    // A heartbeat finds the hang within about 1.5 s; without one, the stale read would last the
     // cache's whole time to live.
     let found_out_within = Duration::from_secs(3);
     assert!(found_out_within < CACHED_IDENTITY_TIME_TO_LIVE);
