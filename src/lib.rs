@@ -40,7 +40,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
-        Self { store, limits, idempotency, metrics: Arc::new(Metrics::default()), root_keys: RootKeyCache::default() }
+        let metrics = Arc::new(Metrics::new(Arc::clone(&store)));
+        Self { store, limits, idempotency, metrics, root_keys: RootKeyCache::default() }
     }
 }
 

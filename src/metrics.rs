@@ -3,19 +3,23 @@
 //! `Idempotent-Replayed`), so handlers carry no metrics code. The registry belongs to the app instance,
 //! not the process, so two servers in one process (as in the tests) count separately.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
 use crate::error::ErrorCode;
+use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -48,8 +52,8 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("sigil_http_requests", "HTTP requests by operation and status", requests.clone());
@@ -67,11 +71,10 @@ impl Default for Metrics {
             "Responses replayed for a retried Idempotency-Key",
             idempotent_replays.clone(),
         );
+        registry.register_collector(Box::new(IdentityCacheCollector { store }));
         Self { registry, requests, latency, conflicts, idempotent_replays }
     }
-}
 
-impl Metrics {
     /// `operation` is the matched route (`/v2/identities.createIdentity`), so labels stay bounded.
     pub fn observe(&self, operation: &str, status: u16, error: Option<ErrorCode>, replayed: bool, elapsed: Duration) {
         let operation = operation.to_owned();
@@ -89,6 +92,38 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// Reads the identity cache's figures from the store at each scrape.
+struct IdentityCacheCollector {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for IdentityCacheCollector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("IdentityCacheCollector")
+    }
+}
+
+impl Collector for IdentityCacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.store.identity_cache_stats() else { return Ok(()) };
+        let serving = ConstGauge::new(i64::from(stats.serving));
+        serving.encode(encoder.encode_descriptor(
+            "sigil_identity_cache_serving",
+            "1 while identities are served from memory; 0 while a PostgreSQL node cannot hear other nodes' changes",
+            None,
+            serving.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            ("sigil_identity_cache_hits", "getIdentity reads answered from memory", stats.hits),
+            ("sigil_identity_cache_misses", "getIdentity reads that went to the database", stats.misses),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

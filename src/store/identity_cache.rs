@@ -38,6 +38,20 @@ pub(super) struct IdentityCache {
     hasher: RandomState,
     /// Whether entries may be served: false while a PostgreSQL node cannot hear of other nodes' writes.
     serving: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What operators see of the cache, on `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityCacheStats {
+    /// False while a PostgreSQL node cannot hear of other nodes' writes, and so reads every identity from
+    /// the database.
+    pub serving: bool,
+    /// Reads answered from memory.
+    pub hits: u64,
+    /// Reads that went to the database.
+    pub misses: u64,
 }
 
 #[derive(Clone)]
@@ -69,16 +83,33 @@ impl IdentityCache {
             versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
             serving: AtomicBool::new(serving),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
     /// The identity `key` (an id or an externalId) named when it was last read, if nothing has changed it since.
     pub fn get(&self, workspace: &WorkspaceId, key: &str) -> Option<Identity> {
+        let found = self.current(workspace, key);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn current(&self, workspace: &WorkspaceId, key: &str) -> Option<Identity> {
         if !self.serving.load(Ordering::SeqCst) {
             return None;
         }
         let entry = self.entries.get(&cache_key(workspace, key))?;
         (entry.version == self.version(workspace, key).load(Ordering::SeqCst)).then(|| Identity::clone(&entry.identity))
+    }
+
+    pub fn stats(&self) -> IdentityCacheStats {
+        IdentityCacheStats {
+            serving: self.serving.load(Ordering::SeqCst),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// To be taken before reading `key` from the database.

@@ -20,7 +20,7 @@ use crate::domain::identity::{Identity, IdentityChanges, IdentityPageQuery, Iden
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
 
-pub use identity_cache::TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE;
+pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
 pub use postgres::PostgresStore;
 pub use postgres_changes::listener_name as identity_changes_listener_name;
 pub use sqlite::SqliteStore;
@@ -173,6 +173,10 @@ pub trait Store: Send + Sync {
 
     /// Deletes expired idempotency records of every workspace; returns how many.
     async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError>;
+
+    /// How the identities kept in memory are doing; `None` when this store keeps none (administrative
+    /// commands).
+    fn identity_cache_stats(&self) -> Option<IdentityCacheStats>;
 
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);

@@ -655,6 +655,10 @@ macro_rules! impl_store_with_shared_sql {
                 Ok(purged.rows_affected())
             }
 
+            fn identity_cache_stats(&self) -> Option<$crate::store::IdentityCacheStats> {
+                self.identity_cache().map(|cache| cache.stats())
+            }
+
             async fn close(&self) {
                 self.close_pools().await;
             }

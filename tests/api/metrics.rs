@@ -8,6 +8,7 @@ use crate::harness::TestServer;
 crate::backend_tests!(
     the_conflict_counter_moves_by_exactly_the_conflicts_sent,
     requests_replays_and_key_reuse_are_counted,
+    identity_reads_from_memory_and_from_the_database_are_counted,
 );
 
 /// The value of the sample `name{labels}` (labels as rendered), 0 when absent.
@@ -45,4 +46,17 @@ async fn requests_replays_and_key_reuse_are_counted(server: TestServer) {
     assert_eq!(sample(&server, reused).await, 1.0);
     let latency = r#"sigil_http_request_duration_seconds_count{operation="/v2/identities.createIdentity"}"#;
     assert_eq!(sample(&server, latency).await, 4.0);
+}
+
+async fn identity_reads_from_memory_and_from_the_database_are_counted(server: TestServer) {
+    let (hits, misses) = ("sigil_identity_cache_hits_total", "sigil_identity_cache_misses_total");
+    assert_eq!(sample(&server, "sigil_identity_cache_serving").await, 1.0);
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "read_twice"})).await;
+    let (hits_before, misses_before) = (sample(&server, hits).await, sample(&server, misses).await);
+    for _ in 0..2 {
+        assert_eq!(server.call("identities.getIdentity", &key, json!({"identity": id})).await.status, 200);
+    }
+    assert_eq!(sample(&server, misses).await - misses_before, 1.0, "the first read goes to the database");
+    assert_eq!(sample(&server, hits).await - hits_before, 1.0, "the second is answered from memory");
 }
