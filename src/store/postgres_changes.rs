@@ -66,7 +66,8 @@ impl Announcer {
 
     /// Queues the announcement; it is sent without holding up the caller.
     pub fn changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
-        let change = serde_json::json!([workspace.as_str(), identity_id, external_id]).to_string();
+        let change = (workspace.as_str(), identity_id, external_id);
+        let change = serde_json::to_string(&change).expect("strings always serialize");
         // Fails only once the task has stopped, when the store is closing.
         let _ = self.changes.send(change);
     }

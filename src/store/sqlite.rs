@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit, RatelimitInput,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, Ratelimit, RatelimitInput,
 };
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -43,11 +43,10 @@ const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
 
 /// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`, meta
 /// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
-/// JSON parser's depth limit). sqlx
-/// hands each row from SQLite's thread to the caller's on its own, and those handoffs were most of a page's
-/// cost: as one row, pages of 100 went from about 4,000 to 6,500 a second. The aggregates name no order,
-/// since asking for one made SQLite sort again what it had read in order; [`SqliteStore::list_page`] puts
-/// the page in order.
+/// JSON parser's depth limit). sqlx hands each row from SQLite's thread to the caller's on its own, and
+/// those handoffs were most of a page's cost: as one row, pages of 100 went from about 4,000 to 6,500 a
+/// second. The aggregates name no order, since asking for one made SQLite sort again what it had read in
+/// order; [`SqliteStore::list_page`] puts the page in order.
 const LIST_PAGE: &str = concat!(
     "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json((SELECT json_group_array(",
     sql::sqlite_ratelimit_json!(),
@@ -150,14 +149,11 @@ impl SqliteStore {
             serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
         let mut identities = page
             .into_iter()
-            .map(|(id, external_id, meta, mut ratelimits)| {
-                let meta: Meta = serde_json::from_str(&meta)
-                    .map_err(|error| StoreError::InvalidData(format!("meta of identity {id}: {error}")))?;
-                ratelimits.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                Ok(Identity { id, external_id, meta, ratelimits })
+            .map(|(id, external_id, meta, ratelimits)| {
+                Ok(Identity { meta: sql::parse_meta(&id, &meta)?, id, external_id, ratelimits })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        sql::put_in_reading_order(&mut identities);
         Ok(identities)
     }
 
