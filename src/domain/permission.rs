@@ -43,9 +43,18 @@ pub struct MissingPermission {
 impl RootKey {
     /// `identity_id` names the identity acted on; only reads accept a grant for that one identity.
     pub fn authorize(&self, action: IdentityAction, identity_id: Option<&str>) -> Result<(), MissingPermission> {
-        let accepted = accepted_permissions(&self.workspace, action, identity_id);
-        let granted = self.permissions.iter().any(|held| accepted.iter().any(|wanted| grants(held, wanted)));
-        if granted { Ok(()) } else { Err(MissingPermission { any_of: accepted }) }
+        // Checked without building the accepted strings: a list page checks every one of its identities.
+        let per_identity = identity_id.filter(|_| action == IdentityAction::Read);
+        let wanted_urn = Urn { workspace: self.workspace.as_str(), path: IDENTITIES_PATH, action: action.slug() };
+        let granted = self.permissions.iter().any(|held| match Urn::parse(held) {
+            Some(held) => held.covers(&wanted_urn),
+            None => legacy_tuple_grants(held, action, per_identity),
+        });
+        if granted {
+            Ok(())
+        } else {
+            Err(MissingPermission { any_of: accepted_permissions(&self.workspace, action, per_identity) })
+        }
     }
 
     pub fn may(&self, action: IdentityAction, identity_id: Option<&str>) -> bool {
@@ -58,22 +67,28 @@ pub fn all_permissions(workspace: &WorkspaceId) -> String {
     format!("unkey:v1:{}:**#*", workspace.as_str())
 }
 
-fn accepted_permissions(workspace: &WorkspaceId, action: IdentityAction, identity_id: Option<&str>) -> Vec<String> {
-    let slug = action.slug();
-    let mut accepted = vec![format!("identity.*.{slug}")];
-    if let (IdentityAction::Read, Some(id)) = (action, identity_id) {
-        accepted.push(format!("identity.{id}.{slug}"));
-    }
-    accepted.push(format!("unkey:v1:{}:projects/*/identities/*#{slug}", workspace.as_str()));
-    accepted
+/// The resource path every identity permission URN names.
+const IDENTITIES_PATH: &str = "projects/*/identities/*";
+
+/// Whether `held` is exactly `identity.*.<action>`, or `identity.<id>.<action>` for the one identity read.
+fn legacy_tuple_grants(held: &str, action: IdentityAction, per_identity: Option<&str>) -> bool {
+    let Some(target) =
+        held.strip_prefix("identity.").and_then(|rest| rest.strip_suffix(action.slug())?.strip_suffix('.'))
+    else {
+        return false;
+    };
+    target == "*" || per_identity == Some(target)
 }
 
-fn grants(held: &str, wanted: &str) -> bool {
-    match (Urn::parse(held), Urn::parse(wanted)) {
-        (Some(held), Some(wanted)) => held.covers(&wanted),
-        (None, None) => held == wanted,
-        _ => false,
+/// What the 403 detail lists, in the order `authorize` accepts them.
+fn accepted_permissions(workspace: &WorkspaceId, action: IdentityAction, per_identity: Option<&str>) -> Vec<String> {
+    let slug = action.slug();
+    let mut accepted = vec![format!("identity.*.{slug}")];
+    if let Some(id) = per_identity {
+        accepted.push(format!("identity.{id}.{slug}"));
     }
+    accepted.push(format!("unkey:v1:{}:{IDENTITIES_PATH}#{slug}", workspace.as_str()));
+    accepted
 }
 
 struct Urn<'a> {
@@ -129,6 +144,9 @@ mod tests {
         assert!(!key(&["identity.*.read_identity"]).may(IdentityAction::Delete, None));
         assert!(!key(&["key.*.delete_key"]).may(IdentityAction::Delete, None));
         assert!(!key(&[]).may(IdentityAction::Read, None));
+        for near_miss in ["identity.*.read_identityx", "identity.*.xread_identity", "identity.*x.read_identity"] {
+            assert!(!key(&[near_miss]).may(IdentityAction::Read, Some("x")), "{near_miss}");
+        }
     }
 
     #[test]
