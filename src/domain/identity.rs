@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::ids::new_id;
 use crate::error::ValidationError;
 
 pub type Meta = Map<String, Value>;
@@ -35,6 +36,26 @@ pub struct Ratelimit {
     /// Window length in milliseconds.
     pub duration: i64,
     pub auto_apply: bool,
+}
+
+/// The ratelimits an identity holds once `sent` replaces `current`, sorted by name: a name still sent keeps
+/// its ratelimit's id, a new name gets a new one, and a name no longer sent is gone.
+pub fn replace_ratelimits(current: &[Ratelimit], sent: &[RatelimitInput]) -> Vec<Ratelimit> {
+    let mut replaced: Vec<Ratelimit> = sent
+        .iter()
+        .map(|input| Ratelimit {
+            id: current
+                .iter()
+                .find(|held| held.name == input.name)
+                .map_or_else(|| new_id("rl"), |held| held.id.clone()),
+            name: input.name.clone(),
+            limit: input.limit,
+            duration: input.duration,
+            auto_apply: input.auto_apply,
+        })
+        .collect();
+    replaced.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    replaced
 }
 
 /// A ratelimit as a request names it; the schema has already bounded every field.
@@ -180,6 +201,19 @@ mod tests {
         assert_eq!(error.location, "/ratelimits/2/name");
         assert!(error.message.contains("'api'"));
         assert!(check_meta_and_ratelimits(None, Some(&[limit("api"), limit("API")])).is_ok());
+    }
+
+    #[test]
+    fn replaced_ratelimits_keep_the_ids_of_names_still_sent_and_come_in_name_order() {
+        let current = replace_ratelimits(&[], &[limit("web"), limit("api")]);
+        assert_eq!(current.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["api", "web"]);
+        let mut changed_web = limit("web");
+        changed_web.limit = 99;
+        let replaced = replace_ratelimits(&current, &[changed_web, limit("cli")]);
+        assert_eq!(replaced.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["cli", "web"]);
+        assert_eq!(replaced[1].id, current[1].id);
+        assert_eq!(replaced[1].limit, 99);
+        assert!(replaced[0].id.starts_with("rl_") && replaced[0].id != current[0].id);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput, replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -39,8 +39,8 @@ const GROUPS_IN_FLIGHT: usize = 4;
 
 /// Inserts a group of identities in one statement. Rows that collide with a live identity (or with an
 /// earlier row of the same group) are skipped, and only the inserted ids come back.
-const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
      ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 /// The live identities holding these externalIds, in any workspace: the caller keeps the (workspace,
 /// externalId) pairs it asked for. Naming the workspace here would let PostgreSQL pick
@@ -50,14 +50,9 @@ const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, exter
 const LIVE_IDENTITY_IDS: &str =
     "SELECT workspace_id, external_id, id FROM identities WHERE external_id = ANY($1) AND deleted_at IS NULL";
 
-/// A list page as rows: an identity joined with each of its ratelimits. (Built as one JSON value instead,
-/// as SQLite does, it was 25% slower here: PostgreSQL's rows need no handoff between threads.)
-const LIST_IDENTITIES: &str = concat!(
-    "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, r.name AS ratelimit_name, r.request_limit, \
-     r.duration_ms, r.auto_apply FROM ",
-    sql::identity_page!(),
-    " LEFT JOIN identity_ratelimits r ON r.identity_id = i.id"
-);
+/// A list page as rows. (Built as one JSON value instead, as SQLite does, it was 25% slower here:
+/// PostgreSQL's rows need no handoff between threads.)
+const LIST_IDENTITIES: &str = concat!("SELECT * FROM ", sql::identity_page!());
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -161,14 +156,14 @@ impl PostgresStore {
     }
 
     async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
-        let rows = sqlx::query_as(LIST_IDENTITIES)
+        let rows: Vec<sql::IdentityRow> = sqlx::query_as(LIST_IDENTITIES)
             .bind(workspace.as_str())
             .bind(query.cursor.as_deref())
             .bind(query.search_pattern.as_deref())
             .bind(query.limit)
             .fetch_all(&self.pool)
             .await?;
-        sql::group_identities(rows)
+        rows.into_iter().map(sql::IdentityRow::into_identity).collect()
     }
 
     async fn close_pools(&self) {
@@ -187,7 +182,7 @@ impl PostgresStore {
     }
 }
 
-impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres, sql::POSTGRES);
+impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
 
 async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
     match sql::retry_transient(|| insert_group(&pool, &group)).await {
@@ -200,6 +195,10 @@ async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutc
 /// When that identity was deleted before it could be named, the create is tried again.
 async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
     let metas = group.iter().map(|request| sql::to_json(&request.new.meta)).collect::<Result<Vec<_>, _>>()?;
+    let ratelimits = group
+        .iter()
+        .map(|request| sql::ratelimits_json(&replace_ratelimits(&[], &request.new.ratelimits)))
+        .collect::<Result<Vec<_>, _>>()?;
     // Rows go in in the unique index's order, so two groups never wait for each other's rows in opposite
     // orders (a deadlock); among creates of one externalId, the first to arrive wins.
     let mut order: Vec<usize> = (0..group.len()).collect();
@@ -220,6 +219,7 @@ async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<Crea
             .bind(&workspaces)
             .bind(&external_ids)
             .bind(waiting.iter().map(|&index| metas[index].as_str()).collect::<Vec<_>>())
+            .bind(waiting.iter().map(|&index| ratelimits[index].as_str()).collect::<Vec<_>>())
             .bind(vec![now; waiting.len()])
             .fetch_all(&mut *tx)
             .await?
@@ -227,10 +227,6 @@ async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<Crea
             .collect();
         for (&index, id) in waiting.iter().zip(&ids) {
             if inserted.contains(id) {
-                let ratelimits = &group[index].new.ratelimits;
-                if !ratelimits.is_empty() {
-                    PostgresStore::replace_ratelimits(&mut tx, id, ratelimits, now).await?;
-                }
                 outcomes[index] = Some(Ok(id.clone()));
             }
         }

@@ -1,10 +1,9 @@
 //! The SQL both backends run, and the one implementation of [`Store`](super::Store) over it.
 //!
 //! SQLite and PostgreSQL accept nearly all the same statements (`$n` placeholders, partial unique indexes,
-//! `ON CONFLICT … DO NOTHING RETURNING`, TEXT ids, BIGINT unix-ms times, meta as JSON text), so the
-//! implementation is written once as a macro and instantiated per backend: each backend supplies only
-//! `reader()` and `writer()` pools, its own connection setup, and its [`Dialect`]: the two statements
-//! that build JSON, which the databases spell differently.
+//! `ON CONFLICT … DO NOTHING RETURNING`, TEXT ids, BIGINT unix-ms times, meta and ratelimits as JSON text),
+//! so the implementation is written once as a macro and instantiated per backend: each backend supplies its
+//! pools, its own connection setup, and the few operations it does its own way.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,12 +33,8 @@ pub(super) const INSERT_ROOT_KEY: &str =
     "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
 
-pub(super) const FIND_IDENTITY: &str = concat!(
-    "SELECT i.id, i.external_id, i.meta, r.id AS ratelimit_id, r.name AS ratelimit_name, r.request_limit, ",
-    "r.duration_ms, r.auto_apply FROM identities i LEFT JOIN identity_ratelimits r ON r.identity_id = i.id ",
-    "WHERE i.id = ",
-    live_identity_id!()
-);
+pub(super) const FIND_IDENTITY: &str =
+    concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
 
 /// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
 /// cursor (an inclusive lower bound on the id), and `$3`, the search pattern, are optional; `$4` is the limit.
@@ -48,7 +43,7 @@ pub(super) const FIND_IDENTITY: &str = concat!(
 /// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
 macro_rules! identity_page {
     () => {
-        "(SELECT id, external_id, meta FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+        "(SELECT id, external_id, meta, ratelimits FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
            AND id >= COALESCE($2, '') \
            AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
            ORDER BY id LIMIT $4) i"
@@ -56,69 +51,35 @@ macro_rules! identity_page {
 }
 pub(super) use identity_page;
 
-/// A ratelimit `r` in its wire shape, as SQLite's JSON.
-macro_rules! sqlite_ratelimit_json {
+/// The written identity, whole, as [`IdentityRow`] reads it.
+macro_rules! returning_whole_identity {
     () => {
-        "json_object('id', r.id, 'name', r.name, 'limit', r.request_limit, 'duration', r.duration_ms, \
-           'autoApply', json(CASE WHEN r.auto_apply THEN 'true' ELSE 'false' END))"
+        " RETURNING id, external_id, meta, ratelimits"
     };
 }
-pub(super) use sqlite_ratelimit_json;
 
 /// Inserts, or updates the live identity with this externalId, in one statement: the database decides
-/// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent.
-macro_rules! upsert_identity {
-    () => {
-        "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
-         VALUES ($1, $2, $3, COALESCE($4, '{}'), $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
-         DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5"
-    };
-}
+/// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent. `$6`,
+/// the ratelimits, go in only with a new identity: an existing one's ratelimits keep their ids by name,
+/// which only the caller can work out from the ratelimits this returns.
+pub(super) const UPSERT_IDENTITY: &str = concat!(
+    "INSERT INTO identities (id, workspace_id, external_id, meta, created_at, ratelimits) \
+     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+     DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5",
+    returning_whole_identity!()
+);
 
 /// Taking the row lock first serializes concurrent updates of one identity (PostgreSQL) and fixes which
 /// identity the transaction works on.
-macro_rules! update_identity {
-    () => {
-        concat!(
-            "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
-            live_identity_id!(),
-            " AND deleted_at IS NULL"
-        )
-    };
-}
+pub(super) const UPDATE_IDENTITY: &str = concat!(
+    "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
+    live_identity_id!(),
+    " AND deleted_at IS NULL",
+    returning_whole_identity!()
+);
 
-/// The written identity, whole: its ratelimits come as one JSON array in their wire shape, so a write that
-/// leaves them alone is one statement, with no transaction, savepoint or read-back of its own.
-macro_rules! returning_whole_identity {
-    (sqlite) => {
-        concat!(
-            " RETURNING id, external_id, meta, (SELECT json_group_array(",
-            sqlite_ratelimit_json!(),
-            " ORDER BY r.name) FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
-        )
-    };
-    (postgres) => {
-        " RETURNING id, external_id, meta, (SELECT COALESCE(json_agg(json_build_object('id', r.id, \
-           'name', r.name, 'limit', r.request_limit, 'duration', r.duration_ms, 'autoApply', r.auto_apply) \
-           ORDER BY r.name), '[]')::text FROM identity_ratelimits r WHERE r.identity_id = identities.id) AS ratelimits"
-    };
-}
-
-/// The statements whose spelling differs between the backends.
-pub(super) struct Dialect {
-    pub upsert_identity: &'static str,
-    pub update_identity: &'static str,
-}
-
-pub(super) const SQLITE: Dialect = Dialect {
-    upsert_identity: concat!(upsert_identity!(), returning_whole_identity!(sqlite)),
-    update_identity: concat!(update_identity!(), returning_whole_identity!(sqlite)),
-};
-
-pub(super) const POSTGRES: Dialect = Dialect {
-    upsert_identity: concat!(upsert_identity!(), returning_whole_identity!(postgres)),
-    update_identity: concat!(update_identity!(), returning_whole_identity!(postgres)),
-};
+/// Follows an upsert or update in its transaction, which already holds the row.
+pub(super) const SET_RATELIMITS: &str = "UPDATE identities SET ratelimits = $2 WHERE id = $1";
 
 /// Re-checking `deleted_at` on the row itself makes the second of two concurrent deletes match nothing.
 pub(super) const DELETE_IDENTITY: &str = concat!(
@@ -126,14 +87,6 @@ pub(super) const DELETE_IDENTITY: &str = concat!(
     live_identity_id!(),
     " AND deleted_at IS NULL RETURNING id, external_id"
 );
-
-pub(super) const RATELIMITS_OF_IDENTITY: &str = "SELECT id, name FROM identity_ratelimits WHERE identity_id = $1";
-pub(super) const DELETE_RATELIMIT: &str = "DELETE FROM identity_ratelimits WHERE id = $1";
-/// Matching by name keeps a ratelimit's id across updates.
-pub(super) const UPSERT_RATELIMIT: &str = "INSERT INTO identity_ratelimits \
-     (id, identity_id, name, request_limit, duration_ms, auto_apply, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (identity_id, name) DO UPDATE SET request_limit = excluded.request_limit, \
-     duration_ms = excluded.duration_ms, auto_apply = excluded.auto_apply, updated_at = excluded.created_at";
 
 /// Claims a key that is free or whose record expired; returns no row when a live record holds it.
 pub(super) const CLAIM_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
@@ -159,33 +112,16 @@ pub(super) fn idempotency_record(
     IdempotencyRecord { fingerprint, response }
 }
 
-/// An identity joined with at most one of its ratelimits; [`group_identities`] folds them back together.
+/// An identity as stored: meta and ratelimits as JSON text.
 #[derive(sqlx::FromRow)]
 pub(super) struct IdentityRow {
-    id: String,
-    external_id: String,
-    meta: String,
-    ratelimit_id: Option<String>,
-    ratelimit_name: Option<String>,
-    request_limit: Option<i64>,
-    duration_ms: Option<i64>,
-    auto_apply: Option<bool>,
-}
-
-/// An identity as the write statements return it: meta and ratelimits as JSON text.
-#[derive(sqlx::FromRow)]
-pub(super) struct WholeIdentityRow {
     id: String,
     external_id: String,
     meta: String,
     ratelimits: String,
 }
 
-impl WholeIdentityRow {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
+impl IdentityRow {
     pub fn into_identity(self) -> Result<Identity, StoreError> {
         let invalid = |what: &str, error: serde_json::Error| {
             StoreError::InvalidData(format!("{what} of identity {}: {error}", self.id))
@@ -193,36 +129,6 @@ impl WholeIdentityRow {
         let meta = parse_meta(&self.id, &self.meta)?;
         let ratelimits = serde_json::from_str(&self.ratelimits).map_err(|error| invalid("ratelimits", error))?;
         Ok(Identity { id: self.id, external_id: self.external_id, meta, ratelimits })
-    }
-}
-
-/// Folds rows, in any order, into identities. Ordering here rather than in SQL spared PostgreSQL a sort per
-/// list page (pages/s +10%).
-pub(super) fn group_identities(mut rows: Vec<IdentityRow>) -> Result<Vec<Identity>, StoreError> {
-    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    let mut identities: Vec<Identity> = Vec::new();
-    for row in rows {
-        if identities.last().is_none_or(|last| last.id != row.id) {
-            let meta = parse_meta(&row.id, &row.meta)?;
-            identities.push(Identity { id: row.id, external_id: row.external_id, meta, ratelimits: Vec::new() });
-        }
-        if let (Some(id), Some(name), Some(limit), Some(duration), Some(auto_apply)) =
-            (row.ratelimit_id, row.ratelimit_name, row.request_limit, row.duration_ms, row.auto_apply)
-        {
-            let identity = identities.last_mut().expect("pushed above");
-            identity.ratelimits.push(Ratelimit { id, name, limit, duration, auto_apply });
-        }
-    }
-    put_in_reading_order(&mut identities);
-    Ok(identities)
-}
-
-/// Identities in id order, each one's ratelimits in name order: how every read returns them, whatever order
-/// the database produced them in.
-pub(super) fn put_in_reading_order(identities: &mut [Identity]) {
-    identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    for identity in identities {
-        identity.ratelimits.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     }
 }
 
@@ -236,8 +142,13 @@ pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError>
     serde_json::from_str(stored).map_err(|error| StoreError::InvalidData(format!("root key permissions: {error}")))
 }
 
-pub(super) fn to_json(meta: &crate::domain::identity::Meta) -> Result<String, StoreError> {
+pub(super) fn to_json(meta: &Meta) -> Result<String, StoreError> {
     serde_json::to_string(meta).map_err(|error| StoreError::InvalidData(format!("meta: {error}")))
+}
+
+/// Ratelimits as stored: the JSON array of their wire shapes, in name order.
+pub(super) fn ratelimits_json(ratelimits: &[Ratelimit]) -> Result<String, StoreError> {
+    serde_json::to_string(ratelimits).map_err(|error| StoreError::InvalidData(format!("ratelimits: {error}")))
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -296,38 +207,21 @@ where
 /// - `write(op)`, which runs `op` on a connection inside a transaction and returns once that transaction
 ///   has committed, and `write_one_statement(op)`, the same for an `op` that changes the database with one
 ///   statement, which needs no transaction of its own.
-///
-/// The third argument is the backend's [`Dialect`].
 macro_rules! impl_store_with_shared_sql {
-    ($store:ty, $database:ty, $dialect:expr) => {
+    ($store:ty, $database:ty) => {
         impl $store {
-            /// Makes the identity's ratelimits exactly `limits`: names no longer sent are deleted, the
-            /// others inserted or updated in place, so a ratelimit keeps its id across updates.
+            /// Makes the ratelimits of `identity`, whose row this transaction has written, exactly `sent`.
             async fn replace_ratelimits(
                 connection: &mut <$database as sqlx::Database>::Connection,
-                identity_id: &str,
-                limits: &[RatelimitInput],
-                now: i64,
+                identity: &mut Identity,
+                sent: &[RatelimitInput],
             ) -> Result<(), StoreError> {
-                let existing: Vec<(String, String)> =
-                    sqlx::query_as(sql::RATELIMITS_OF_IDENTITY).bind(identity_id).fetch_all(&mut *connection).await?;
-                for (ratelimit_id, name) in existing {
-                    if !limits.iter().any(|limit| limit.name == name) {
-                        sqlx::query(sql::DELETE_RATELIMIT).bind(ratelimit_id).execute(&mut *connection).await?;
-                    }
-                }
-                for limit in limits {
-                    sqlx::query(sql::UPSERT_RATELIMIT)
-                        .bind(new_id("rl"))
-                        .bind(identity_id)
-                        .bind(&limit.name)
-                        .bind(limit.limit)
-                        .bind(limit.duration)
-                        .bind(limit.auto_apply)
-                        .bind(now)
-                        .execute(&mut *connection)
-                        .await?;
-                }
+                identity.ratelimits = replace_ratelimits(&identity.ratelimits, sent);
+                sqlx::query(sql::SET_RATELIMITS)
+                    .bind(&identity.id)
+                    .bind(sql::ratelimits_json(&identity.ratelimits)?)
+                    .execute(&mut *connection)
+                    .await?;
                 Ok(())
             }
 
@@ -339,22 +233,24 @@ macro_rules! impl_store_with_shared_sql {
                 upsert: &IdentityUpsert,
             ) -> Result<(Identity, bool), StoreError> {
                 let meta = upsert.meta.as_ref().map(sql::to_json).transpose()?;
+                let sent = upsert.ratelimits.as_deref();
+                let new_ratelimits = replace_ratelimits(&[], sent.unwrap_or_default());
                 let new_identity_id = new_id("id");
-                let now = sql::now_ms();
-                let row: sql::WholeIdentityRow = sqlx::query_as($dialect.upsert_identity)
+                let row: sql::IdentityRow = sqlx::query_as(sql::UPSERT_IDENTITY)
                     .bind(&new_identity_id)
                     .bind(workspace.as_str())
                     .bind(&upsert.external_id)
                     .bind(meta)
-                    .bind(now)
+                    .bind(sql::now_ms())
+                    .bind(sql::ratelimits_json(&new_ratelimits)?)
                     .fetch_one(&mut *connection)
                     .await?;
-                let created = row.id() == new_identity_id;
-                let Some(limits) = &upsert.ratelimits else {
-                    return Ok((row.into_identity()?, created));
-                };
-                Self::replace_ratelimits(connection, row.id(), limits, now).await?;
-                Ok((Self::read_back(connection, workspace, row.id()).await?, created))
+                let mut identity = row.into_identity()?;
+                let created = identity.id == new_identity_id;
+                if let (false, Some(sent)) = (created, sent) {
+                    Self::replace_ratelimits(connection, &mut identity, sent).await?;
+                }
+                Ok((identity, created))
             }
 
             /// Replaces the sent parts of the live identity; `None` when none matches.
@@ -365,22 +261,21 @@ macro_rules! impl_store_with_shared_sql {
                 changes: &IdentityChanges,
             ) -> Result<Option<Identity>, StoreError> {
                 let meta = changes.meta.as_ref().map(sql::to_json).transpose()?;
-                let now = sql::now_ms();
-                let row: Option<sql::WholeIdentityRow> = sqlx::query_as($dialect.update_identity)
+                let row: Option<sql::IdentityRow> = sqlx::query_as(sql::UPDATE_IDENTITY)
                     .bind(workspace.as_str())
                     .bind(identity)
                     .bind(meta)
-                    .bind(now)
+                    .bind(sql::now_ms())
                     .fetch_optional(&mut *connection)
                     .await?;
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                let Some(limits) = &changes.ratelimits else {
-                    return row.into_identity().map(Some);
-                };
-                Self::replace_ratelimits(connection, row.id(), limits, now).await?;
-                Ok(Some(Self::read_back(connection, workspace, row.id()).await?))
+                let mut identity = row.into_identity()?;
+                if let Some(sent) = &changes.ratelimits {
+                    Self::replace_ratelimits(connection, &mut identity, sent).await?;
+                }
+                Ok(Some(identity))
             }
 
             /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
@@ -396,23 +291,6 @@ macro_rules! impl_store_with_shared_sql {
                     .bind(sql::now_ms())
                     .fetch_optional(&mut *connection)
                     .await?)
-            }
-
-            /// Reads an identity inside the transaction that just wrote it.
-            async fn read_back(
-                connection: &mut <$database as sqlx::Database>::Connection,
-                workspace: &WorkspaceId,
-                identity_id: &str,
-            ) -> Result<Identity, StoreError> {
-                let rows = sqlx::query_as(sql::FIND_IDENTITY)
-                    .bind(workspace.as_str())
-                    .bind(identity_id)
-                    .fetch_all(&mut *connection)
-                    .await?;
-                sql::group_identities(rows)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| StoreError::InvalidData(format!("identity {identity_id} vanished mid-transaction")))
             }
         }
 
@@ -511,12 +389,12 @@ macro_rules! impl_store_with_shared_sql {
                     return Ok(Some(cached));
                 }
                 let read = self.identity_cache().map(|cache| cache.read_version(workspace, identity));
-                let rows = sqlx::query_as(sql::FIND_IDENTITY)
+                let row: Option<sql::IdentityRow> = sqlx::query_as(sql::FIND_IDENTITY)
                     .bind(workspace.as_str())
                     .bind(identity)
-                    .fetch_all(self.reader())
+                    .fetch_optional(self.reader())
                     .await?;
-                let found = sql::group_identities(rows)?.into_iter().next();
+                let found = row.map(sql::IdentityRow::into_identity).transpose()?;
                 if let (Some(cache), Some(read), Some(found)) = (self.identity_cache(), read, &found) {
                     cache.insert(workspace, identity, found, read);
                 }

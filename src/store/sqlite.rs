@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
     Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, Ratelimit, RatelimitInput,
+    replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -36,8 +37,8 @@ const READ_CONNECTIONS: u32 = 8;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
-const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, created_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
@@ -48,9 +49,7 @@ const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
 /// second. The aggregates name no order, since asking for one made SQLite sort again what it had read in
 /// order; [`SqliteStore::list_page`] puts the page in order.
 const LIST_PAGE: &str = concat!(
-    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json((SELECT json_group_array(",
-    sql::sqlite_ratelimit_json!(),
-    ") FROM identity_ratelimits r WHERE r.identity_id = i.id)))) FROM ",
+    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits))) FROM ",
     sql::identity_page!()
 );
 
@@ -153,7 +152,7 @@ impl SqliteStore {
                 Ok(Identity { meta: sql::parse_meta(&id, &meta)?, id, external_id, ratelimits })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        sql::put_in_reading_order(&mut identities);
+        identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         Ok(identities)
     }
 
@@ -167,12 +166,7 @@ impl SqliteStore {
     }
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
-        let (workspace, new) = (workspace.clone(), new.clone());
-        if new.ratelimits.is_empty() {
-            self.writes.run_one_statement(create(workspace, new)).await
-        } else {
-            self.writes.run(create(workspace, new)).await
-        }
+        self.writes.run_one_statement(create(workspace.clone(), new.clone())).await
     }
 
     async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
@@ -200,7 +194,7 @@ impl SqliteStore {
     }
 }
 
-impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite, sql::SQLITE);
+impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);
 
 fn create(
     workspace: WorkspaceId,
@@ -209,23 +203,20 @@ fn create(
     move |connection| Box::pin(async move { create_in(connection, &workspace, &new).await })
 }
 
-/// Inserts the identity and its ratelimits; a live identity holding the externalId is a conflict. Without
-/// ratelimits it writes with one statement, and nothing fallible follows a successful insert.
+/// Inserts the identity, ratelimits and all, with one statement; a live identity holding the externalId is a
+/// conflict. Nothing fallible follows a successful insert.
 async fn create_in(connection: &mut SqliteConnection, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
     let id = new_id("id");
-    let now = sql::now_ms();
     let inserted: Option<String> = sqlx::query_scalar(INSERT_IDENTITY)
         .bind(&id)
         .bind(workspace.as_str())
         .bind(&new.external_id)
         .bind(sql::to_json(&new.meta)?)
-        .bind(now)
+        .bind(sql::ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?)
+        .bind(sql::now_ms())
         .fetch_optional(&mut *connection)
         .await?;
     if inserted.is_some() {
-        if !new.ratelimits.is_empty() {
-            SqliteStore::replace_ratelimits(connection, &id, &new.ratelimits, now).await?;
-        }
         return Ok(id);
     }
     // One writer: the identity holding the externalId cannot vanish before this read.
