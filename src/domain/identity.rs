@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::ids::new_id;
@@ -15,16 +16,41 @@ pub type Meta = Map<String, Value>;
 pub const MAX_META_BYTES: usize = 1024 * 1024;
 
 /// An identity as every read returns it. Empty meta and an empty ratelimit list are omitted, as Unkey does.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
     pub id: String,
     pub external_id: String,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub meta: Meta,
+    #[serde(skip_serializing_if = "is_empty_object")]
+    pub meta: StoredMeta,
     /// Sorted by name, so the order is stable across reads and backends.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ratelimits: Vec<Ratelimit>,
+}
+
+/// Identities are equal when they read the same: meta compares as stored text.
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.external_id == other.external_id
+            && self.meta.get() == other.meta.get()
+            && self.ratelimits == other.ratelimits
+    }
+}
+
+/// Meta as stored: a JSON object's text, checked once when read and passed on to the wire as it is. Reads
+/// never look inside meta, and parsing it into a map only to write it out again was a tenth of the server's
+/// work on a list page.
+pub type StoredMeta = Box<RawValue>;
+
+/// `None` when `text` is not a JSON object.
+pub fn stored_meta(text: String) -> Option<StoredMeta> {
+    let meta = RawValue::from_string(text).ok()?;
+    meta.get().trim_start().starts_with('{').then_some(meta)
+}
+
+fn is_empty_object(meta: &StoredMeta) -> bool {
+    meta.get().bytes().filter(|byte| !byte.is_ascii_whitespace()).eq(*b"{}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,7 +270,20 @@ mod tests {
 
     #[test]
     fn empty_meta_and_ratelimits_are_omitted_on_the_wire() {
-        let identity = Identity { id: "id_1".into(), external_id: "u".into(), meta: Meta::new(), ratelimits: vec![] };
+        let meta = stored_meta(" { } ".into()).unwrap();
+        let identity = Identity { id: "id_1".into(), external_id: "u".into(), meta, ratelimits: vec![] };
         assert_eq!(serde_json::to_value(&identity).unwrap(), json!({"id": "id_1", "externalId": "u"}));
+    }
+
+    #[test]
+    fn stored_meta_is_passed_on_as_it_is_when_it_is_an_object() {
+        let meta = stored_meta(r#"{"b":1,"a":{"c":[]}}"#.into()).unwrap();
+        let identity = Identity { id: "id_1".into(), external_id: "u".into(), meta, ratelimits: vec![] };
+        assert_eq!(
+            serde_json::to_string(&identity).unwrap(),
+            r#"{"id":"id_1","externalId":"u","meta":{"b":1,"a":{"c":[]}}}"#
+        );
+        assert!(stored_meta("[1]".into()).is_none());
+        assert!(stored_meta("{\"a\":".into()).is_none());
     }
 }

@@ -161,7 +161,7 @@ fn cache_key(workspace: &WorkspaceId, key: &str) -> String {
 }
 
 fn weight(identity: &Identity) -> usize {
-    let meta = serde_json::to_vec(&identity.meta).map_or(0, |json| json.len());
+    let meta = identity.meta.get().len();
     identity.id.len() + identity.external_id.len() + meta + identity.ratelimits.len() * 64
 }
 
@@ -170,7 +170,12 @@ mod tests {
     use super::*;
 
     fn identity(id: &str, external_id: &str) -> Identity {
-        Identity { id: id.into(), external_id: external_id.into(), meta: Default::default(), ratelimits: Vec::new() }
+        Identity {
+            id: id.into(),
+            external_id: external_id.into(),
+            meta: crate::domain::identity::stored_meta("{}".into()).expect("an object"),
+            ratelimits: Vec::new(),
+        }
     }
 
     #[test]

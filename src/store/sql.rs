@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, Meta, Ratelimit};
+use crate::domain::identity::{Identity, Meta, Ratelimit, StoredMeta};
 use crate::store::StoreError;
 
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
@@ -126,16 +126,16 @@ impl IdentityRow {
         let invalid = |what: &str, error: serde_json::Error| {
             StoreError::InvalidData(format!("{what} of identity {}: {error}", self.id))
         };
-        let meta = parse_meta(&self.id, &self.meta)?;
+        let meta = stored_meta(&self.id, self.meta)?;
         let ratelimits = serde_json::from_str(&self.ratelimits).map_err(|error| invalid("ratelimits", error))?;
         Ok(Identity { id: self.id, external_id: self.external_id, meta, ratelimits })
     }
 }
 
-/// Stored meta, parsed; text that does not parse is a damaged database, not a bad request.
-pub(super) fn parse_meta(identity_id: &str, meta: &str) -> Result<Meta, StoreError> {
-    serde_json::from_str(meta)
-        .map_err(|error| StoreError::InvalidData(format!("meta of identity {identity_id}: {error}")))
+/// Stored meta, checked; text that is no JSON object is a damaged database, not a bad request.
+pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredMeta, StoreError> {
+    crate::domain::identity::stored_meta(meta)
+        .ok_or_else(|| StoreError::InvalidData(format!("meta of identity {identity_id} is no JSON object")))
 }
 
 pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError> {

@@ -149,7 +149,7 @@ impl SqliteStore {
         let mut identities = page
             .into_iter()
             .map(|(id, external_id, meta, ratelimits)| {
-                Ok(Identity { meta: sql::parse_meta(&id, &meta)?, id, external_id, ratelimits })
+                Ok(Identity { meta: sql::stored_meta(&id, meta)?, id, external_id, ratelimits })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));

@@ -48,7 +48,7 @@ async fn ratelimits_move_into_their_identity_with_their_ids(backend: Backend) {
     let store = sigil::store::open(&url).await.expect("open migrates to the current version");
     let workspace = WorkspaceId::from_stored("ws_1".into());
     let limited = store.find_identity(&workspace, "limited").await.expect("read").expect("still there");
-    assert_eq!(limited.meta["plan"], "pro");
+    assert_eq!(limited.meta.get(), r#"{"plan":"pro"}"#);
     assert_eq!(
         limited.ratelimits,
         [
