@@ -113,12 +113,29 @@ pub(super) fn idempotency_record(
 }
 
 /// An identity as stored: meta and ratelimits as JSON text.
-#[derive(sqlx::FromRow)]
 pub(super) struct IdentityRow {
     id: String,
     external_id: String,
     meta: String,
     ratelimits: String,
+}
+
+/// Read by position, as every statement reading an identity selects `id, external_id, meta, ratelimits`:
+/// by name, sqlx looked each column up in a hash map, for every row of a list page.
+impl<'r, R> sqlx::FromRow<'r, R> for IdentityRow
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            external_id: row.try_get(1)?,
+            meta: row.try_get(2)?,
+            ratelimits: row.try_get(3)?,
+        })
+    }
 }
 
 impl IdentityRow {
