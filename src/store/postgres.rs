@@ -29,7 +29,7 @@ use crate::store::sql::{self, impl_store_with_shared_sql};
 
 /// Enough for the create groups in flight and as many other queries. More only added PostgreSQL processes
 /// competing for the same cores: on this 2-core machine, with 16, list pages ran 5,100-5,650/s at a p99 of
-/// 11.3-12.2 ms under wrk -c32, and with 8, 5,660-6,030/s at 9.8-10.5 ms.
+/// 11.3-14.0 ms under wrk -c32, and with 8, 5,630-6,030/s at 9.8-10.7 ms.
 const MAX_CONNECTIONS: u32 = 8;
 /// Past this wait for a connection a request fails with 503 instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -46,7 +46,7 @@ const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
 /// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
 /// JSON parser's depth limit). sqlx hands each row from SQLite's thread to the caller's on its own, and
 /// those handoffs were most of a page's cost: as one row, pages of 100 went from about 4,000 to 6,500 a
-/// second. The aggregates name no order, since asking for one made SQLite sort again what it had read in
+/// second. The aggregate names no order, since asking for one made SQLite sort again what it had read in
 /// order; [`SqliteStore::list_page`] puts the page in order.
 const LIST_PAGE: &str = concat!(
     "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits))) FROM ",

@@ -115,8 +115,8 @@ async fn a_nul_in_search_or_cursor_is_just_a_character(server: TestServer) {
     assert_eq!(ids(&whole.body), [first, second]);
 }
 
-/// Neither database is asked for an order (`store::sql::group_identities` sorts), and PostgreSQL returns a
-/// ratelimit table's rows in the order they were written.
+/// Ratelimits are read back in the order they are stored in, so a write must store them in name order
+/// (`domain::identity::replace_ratelimits`).
 async fn ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in(server: TestServer) {
     let key = server.admin_key().await;
     let limit = |name: &str| json!({"name": name, "limit": 10, "duration": 1000, "autoApply": false});
