@@ -161,20 +161,20 @@ fn cache_key(workspace: &WorkspaceId, key: &str) -> String {
 }
 
 fn weight(identity: &Identity) -> usize {
-    let meta = identity.meta.get().len();
-    identity.id.len() + identity.external_id.len() + meta + identity.ratelimits.len() * 64
+    identity.id.len() + identity.external_id.len() + identity.meta.get().len() + identity.ratelimits.get().len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::identity::stored_json;
 
     fn identity(id: &str, external_id: &str) -> Identity {
         Identity {
             id: id.into(),
             external_id: external_id.into(),
-            meta: crate::domain::identity::stored_meta("{}".into()).expect("an object"),
-            ratelimits: Vec::new(),
+            meta: stored_json("{}".into(), '{').expect("an object"),
+            ratelimits: stored_json("[]".into(), '[').expect("an array"),
         }
     }
 

@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, Meta, Ratelimit, StoredMeta};
+use crate::domain::identity::{Identity, Meta, Ratelimit, StoredJson, stored_json};
 use crate::store::StoreError;
 
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
@@ -140,19 +140,28 @@ where
 
 impl IdentityRow {
     pub fn into_identity(self) -> Result<Identity, StoreError> {
-        let invalid = |what: &str, error: serde_json::Error| {
-            StoreError::InvalidData(format!("{what} of identity {}: {error}", self.id))
-        };
         let meta = stored_meta(&self.id, self.meta)?;
-        let ratelimits = serde_json::from_str(&self.ratelimits).map_err(|error| invalid("ratelimits", error))?;
+        let ratelimits = stored_ratelimits(&self.id, self.ratelimits)?;
         Ok(Identity { id: self.id, external_id: self.external_id, meta, ratelimits })
     }
 }
 
 /// Stored meta, checked; text that is no JSON object is a damaged database, not a bad request.
-pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredMeta, StoreError> {
-    crate::domain::identity::stored_meta(meta)
+pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredJson, StoreError> {
+    stored_json(meta, '{')
         .ok_or_else(|| StoreError::InvalidData(format!("meta of identity {identity_id} is no JSON object")))
+}
+
+/// Stored ratelimits, checked as [`stored_meta`] is.
+pub(super) fn stored_ratelimits(identity_id: &str, ratelimits: String) -> Result<StoredJson, StoreError> {
+    stored_json(ratelimits, '[')
+        .ok_or_else(|| StoreError::InvalidData(format!("ratelimits of identity {identity_id} are no JSON array")))
+}
+
+/// An identity's ratelimits, parsed, for a write that replaces them.
+pub(super) fn parse_ratelimits(identity: &Identity) -> Result<Vec<Ratelimit>, StoreError> {
+    serde_json::from_str(identity.ratelimits.get())
+        .map_err(|error| StoreError::InvalidData(format!("ratelimits of identity {}: {error}", identity.id)))
 }
 
 pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError> {
@@ -233,12 +242,9 @@ macro_rules! impl_store_with_shared_sql {
                 identity: &mut Identity,
                 sent: &[RatelimitInput],
             ) -> Result<(), StoreError> {
-                identity.ratelimits = replace_ratelimits(&identity.ratelimits, sent);
-                sqlx::query(sql::SET_RATELIMITS)
-                    .bind(&identity.id)
-                    .bind(sql::ratelimits_json(&identity.ratelimits)?)
-                    .execute(&mut *connection)
-                    .await?;
+                let replaced = sql::ratelimits_json(&replace_ratelimits(&sql::parse_ratelimits(identity)?, sent))?;
+                sqlx::query(sql::SET_RATELIMITS).bind(&identity.id).bind(&replaced).execute(&mut *connection).await?;
+                identity.ratelimits = sql::stored_ratelimits(&identity.id, replaced)?;
                 Ok(())
             }
 

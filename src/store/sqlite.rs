@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, Ratelimit, RatelimitInput,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput, opens_with,
     replace_ratelimits,
 };
 use crate::domain::ids::new_id;
@@ -31,6 +31,7 @@ use crate::store::identity_cache::IdentityCache;
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 use crate::store::sqlite_writes::GroupWriter;
+use serde_json::value::RawValue;
 
 const READ_CONNECTIONS: u32 = 8;
 /// Past this wait for a connection a request fails with 503 instead of hanging.
@@ -144,11 +145,14 @@ impl SqliteStore {
             .bind(query.limit)
             .fetch_one(&self.reader)
             .await?;
-        let page: Vec<(String, String, String, Vec<Ratelimit>)> =
+        let page: Vec<(String, String, String, Box<RawValue>)> =
             serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
         let mut identities = page
             .into_iter()
             .map(|(id, external_id, meta, ratelimits)| {
+                if !opens_with(&ratelimits, '[') {
+                    return Err(StoreError::InvalidData(format!("ratelimits of identity {id} are no JSON array")));
+                }
                 Ok(Identity { meta: sql::stored_meta(&id, meta)?, id, external_id, ratelimits })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

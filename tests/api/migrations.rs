@@ -49,15 +49,16 @@ async fn ratelimits_move_into_their_identity_with_their_ids(backend: Backend) {
     let workspace = WorkspaceId::from_stored("ws_1".into());
     let limited = store.find_identity(&workspace, "limited").await.expect("read").expect("still there");
     assert_eq!(limited.meta.get(), r#"{"plan":"pro"}"#);
+    let ratelimits: Vec<Ratelimit> = serde_json::from_str(limited.ratelimits.get()).expect("ratelimits");
     assert_eq!(
-        limited.ratelimits,
+        ratelimits,
         [
             Ratelimit { id: "rl_a".into(), name: "api".into(), limit: 5, duration: 60_000, auto_apply: false },
             Ratelimit { id: "rl_b".into(), name: "web".into(), limit: 10, duration: 1000, auto_apply: true },
         ]
     );
     let unlimited = store.find_identity(&workspace, "id_2").await.expect("read").expect("still there");
-    assert!(unlimited.ratelimits.is_empty());
+    assert_eq!(unlimited.ratelimits.get(), "[]");
     store.close().await;
 }
 
