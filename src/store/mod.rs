@@ -5,6 +5,7 @@
 
 mod create_queue;
 mod identity_cache;
+mod kept_connections;
 mod postgres;
 mod postgres_changes;
 mod sql;

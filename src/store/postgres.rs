@@ -23,14 +23,18 @@ use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest};
 use crate::store::identity_cache::IdentityCache;
+use crate::store::kept_connections::KeptConnections;
 use crate::store::postgres_changes::{self, Announcer};
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 
-/// Enough for the create groups in flight and as many other queries. More only added PostgreSQL processes
-/// competing for the same cores: on this 2-core machine, with 16, list pages ran 5,100-5,650/s at a p99 of
-/// 11.3-14.0 ms under wrk -c32, and with 8, 5,630-6,030/s at 9.8-10.7 ms.
-const MAX_CONNECTIONS: u32 = 8;
+/// Connections for the queries on every request's path (`kept_connections.rs`): enough for the create
+/// groups in flight and as many other queries. More only added PostgreSQL processes competing for the same
+/// cores: on this 2-core machine, with 16, list pages ran 5,100-5,650/s at a p99 of 11.3-14.0 ms under
+/// wrk -c32, and with 8, 5,630-6,030/s at 9.8-10.7 ms.
+const KEPT_CONNECTIONS: usize = 8;
+/// sqlx's pool, for everything else: migrations, root keys, reads the cache missed, idempotency records.
+const MAX_CONNECTIONS: u32 = 4;
 /// Past this wait for a connection a request fails with 503 instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
@@ -59,6 +63,8 @@ const LIST_IDENTITIES: &str = concat!("SELECT i.id, i.external_id, i.meta, i.rat
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool's connections, for the queries on every request's path.
+    connections: Arc<KeptConnections>,
     creates: CreateQueue,
     /// Set under `sigil serve`.
     serving: Option<Serving>,
@@ -115,10 +121,17 @@ impl PostgresStore {
             .await
             .context("cannot connect to PostgreSQL")?;
         sqlx::migrate!("migrations/postgres").run(&pool).await.context("migrating the PostgreSQL database")?;
-        let group_pool = pool.clone();
-        let creates =
-            CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| commit_group(group_pool.clone(), group));
-        Ok(Self { pool, creates, serving: None })
+        let connections = Arc::new(KeptConnections::new(
+            url.parse().context("reading the PostgreSQL URL")?,
+            KEPT_CONNECTIONS,
+            ACQUIRE_TIMEOUT,
+            PING_WHEN_IDLE_FOR,
+        ));
+        let group_connections = Arc::clone(&connections);
+        let creates = CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| {
+            commit_group(Arc::clone(&group_connections), group)
+        });
+        Ok(Self { pool, connections, creates, serving: None })
     }
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
@@ -132,9 +145,11 @@ impl PostgresStore {
         Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
     {
         sql::retry_transient(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut connection = self.connections.acquire().await?;
+            let mut tx = connection.begin().await?;
             let outcome = write(&mut tx).await?;
             tx.commit().await?;
+            connection.finished();
             Ok(outcome)
         })
         .await
@@ -144,7 +159,10 @@ impl PostgresStore {
     where
         Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
     {
-        write(&mut *self.pool.acquire().await?).await
+        let mut connection = self.connections.acquire().await?;
+        let outcome = write(&mut connection).await?;
+        connection.finished();
+        Ok(outcome)
     }
 
     fn identity_cache(&self) -> Option<&IdentityCache> {
@@ -159,13 +177,15 @@ impl PostgresStore {
     }
 
     async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
+        let mut connection = self.connections.acquire().await?;
         let rows: Vec<sql::IdentityRow> = sqlx::query_as(LIST_IDENTITIES)
             .bind(workspace.as_str())
             .bind(query.cursor.as_deref())
             .bind(query.search_pattern.as_deref())
             .bind(query.limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await?;
+        connection.finished();
         rows.into_iter().map(sql::IdentityRow::into_identity).collect()
     }
 
@@ -173,6 +193,7 @@ impl PostgresStore {
         if let Some(serving) = &self.serving {
             serving.follower.abort();
         }
+        self.connections.close().await;
         self.pool.close().await;
     }
 
@@ -187,8 +208,8 @@ impl PostgresStore {
 
 impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
 
-async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
-    match sql::retry_transient(|| insert_group(&pool, &group)).await {
+async fn commit_group(connections: Arc<KeptConnections>, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
+    match sql::retry_transient(|| insert_group(&connections, &group)).await {
         Ok(outcomes) => outcomes,
         Err(error) => group.iter().map(|_| Err(error.same_kind())).collect(),
     }
@@ -196,7 +217,10 @@ async fn commit_group(pool: PgPool, group: Vec<CreateRequest>) -> Vec<CreateOutc
 
 /// Inserts the group and names, for each create that collided, the live identity holding its externalId.
 /// When that identity was deleted before it could be named, the create is tried again.
-async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<CreateOutcome>, StoreError> {
+async fn insert_group(
+    connections: &KeptConnections,
+    group: &[CreateRequest],
+) -> Result<Vec<CreateOutcome>, StoreError> {
     let metas = group.iter().map(|request| sql::to_json(&request.new.meta)).collect::<Result<Vec<_>, _>>()?;
     let ratelimits = group
         .iter()
@@ -207,7 +231,8 @@ async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<Crea
     let mut order: Vec<usize> = (0..group.len()).collect();
     order.sort_by_key(|&index| (&group[index].new.external_id, group[index].workspace.as_str()));
     let mut outcomes: Vec<Option<CreateOutcome>> = group.iter().map(|_| None).collect();
-    let mut tx = pool.begin().await?;
+    let mut connection = connections.acquire().await?;
+    let mut tx = connection.begin().await?;
     for _ in 0..sql::CREATE_ATTEMPTS {
         let waiting: Vec<usize> = order.iter().copied().filter(|&index| outcomes[index].is_none()).collect();
         if waiting.is_empty() {
@@ -258,6 +283,7 @@ async fn insert_group(pool: &PgPool, group: &[CreateRequest]) -> Result<Vec<Crea
         }
     }
     tx.commit().await?;
+    connection.finished();
     let contended = || Err(StoreError::Contended("the externalId was deleted and re-created concurrently"));
     Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or_else(contended)).collect())
 }
