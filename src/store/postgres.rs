@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
@@ -63,7 +63,7 @@ const LIST_IDENTITIES: &str = concat!("SELECT i.id, i.external_id, i.meta, i.rat
 
 pub struct PostgresStore {
     pool: PgPool,
-    /// The same pool's connections, for the queries on every request's path.
+    /// Connections of Sigil's own, apart from `pool`, for the queries on every request's path.
     connections: Arc<KeptConnections>,
     creates: CreateQueue,
     /// Set under `sigil serve`.
@@ -105,6 +105,7 @@ impl PostgresStore {
         // sqlx pings every connection before handing it out: a network round trip on every query, which
         // doubled the cost of a create. Only a connection idle long enough to have been dropped by the
         // server or a proxy is pinged; a connection that breaks anyway fails its query with 503.
+        let options: PgConnectOptions = url.parse().context("reading the PostgreSQL URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -117,16 +118,12 @@ impl PostgresStore {
                     Ok(true)
                 })
             })
-            .connect(url)
+            .connect_with(options.clone())
             .await
             .context("cannot connect to PostgreSQL")?;
         sqlx::migrate!("migrations/postgres").run(&pool).await.context("migrating the PostgreSQL database")?;
-        let connections = Arc::new(KeptConnections::new(
-            url.parse().context("reading the PostgreSQL URL")?,
-            KEPT_CONNECTIONS,
-            ACQUIRE_TIMEOUT,
-            PING_WHEN_IDLE_FOR,
-        ));
+        let connections =
+            Arc::new(KeptConnections::new(options, KEPT_CONNECTIONS, ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR));
         let group_connections = Arc::clone(&connections);
         let creates = CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| {
             commit_group(Arc::clone(&group_connections), group)

@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
-use crate::domain::identity::{Identity, Meta, Ratelimit, StoredJson, stored_json};
+use crate::domain::identity::{Identity, Meta, Ratelimit, StoredJson, opens_with, stored_json};
 use crate::store::StoreError;
 
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
@@ -154,8 +154,16 @@ pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredJson,
 
 /// Stored ratelimits, checked as [`stored_meta`] is.
 pub(super) fn stored_ratelimits(identity_id: &str, ratelimits: String) -> Result<StoredJson, StoreError> {
-    stored_json(ratelimits, '[')
-        .ok_or_else(|| StoreError::InvalidData(format!("ratelimits of identity {identity_id} are no JSON array")))
+    stored_json(ratelimits, '[').ok_or_else(|| ratelimits_no_array(identity_id))
+}
+
+/// Ratelimits read as JSON already (inside a larger document), checked as [`stored_ratelimits`] are.
+pub(super) fn checked_ratelimits(identity_id: &str, ratelimits: StoredJson) -> Result<StoredJson, StoreError> {
+    if opens_with(&ratelimits, '[') { Ok(ratelimits) } else { Err(ratelimits_no_array(identity_id)) }
+}
+
+fn ratelimits_no_array(identity_id: &str) -> StoreError {
+    StoreError::InvalidData(format!("ratelimits of identity {identity_id} are no JSON array"))
 }
 
 /// An identity's ratelimits, parsed, for a write that replaces them.

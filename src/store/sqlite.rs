@@ -14,13 +14,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::value::RawValue;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput, opens_with,
-    replace_ratelimits,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput, replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -31,7 +31,6 @@ use crate::store::identity_cache::IdentityCache;
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 use crate::store::sqlite_writes::GroupWriter;
-use serde_json::value::RawValue;
 
 const READ_CONNECTIONS: u32 = 8;
 /// Past this wait for a connection a request fails with 503 instead of hanging.
@@ -150,9 +149,7 @@ impl SqliteStore {
         let mut identities = page
             .into_iter()
             .map(|(id, external_id, meta, ratelimits)| {
-                if !opens_with(&ratelimits, '[') {
-                    return Err(StoreError::InvalidData(format!("ratelimits of identity {id} are no JSON array")));
-                }
+                let ratelimits = sql::checked_ratelimits(&id, ratelimits)?;
                 Ok(Identity { meta: sql::stored_meta(&id, meta)?, id, external_id, ratelimits })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
