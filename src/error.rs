@@ -212,6 +212,13 @@ impl From<StoreError> for ApiError {
                     "The database did not answer in time. Retry the request shortly.",
                 )
             },
+            StoreError::StorageFull(_) => Self {
+                source: Some(error.into()),
+                ..Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The database has no room for this write; nothing was stored. Retry later.",
+                )
+            },
             other => Self::unexpected(other),
         }
     }

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The database did not answer in time or the connection broke; the request may succeed if retried.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database has no room left for the write (SQLite's disk is full); reads still work, and writes
+    /// work again once space is freed.
+    #[error("database storage is full: {0}")]
+    StorageFull(#[source] sqlx::Error),
     /// Any other database failure: a bug or a broken database.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -59,12 +63,26 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref database) if is_transient_code(database.code().as_deref()) => {
                 Self::Transient(error)
             }
+            sqlx::Error::Database(ref database) => match sqlite_primary_code(database.code().as_deref()) {
+                Some(SQLITE_FULL) => Self::StorageFull(error),
+                Some(SQLITE_IOERR | SQLITE_NOMEM | SQLITE_CANTOPEN) => Self::Unavailable(error),
+                _ => Self::Database(error),
+            },
             other => Self::Database(other),
         }
     }
 }
 
 impl StoreError {
+    /// Whether the database itself failed (rather than the operation refusing, as a conflict does): the
+    /// transaction it ran in may be gone.
+    pub(crate) fn is_database_failure(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::StorageFull(_) | Self::Database(_) | Self::Transient(_) => true,
+            Self::Conflict { .. } | Self::Contended(_) | Self::InvalidData(_) => false,
+        }
+    }
+
     /// The same kind of error, for each of several callers that one failure (of a group commit) answers:
     /// sqlx errors cannot be cloned.
     pub(crate) fn same_kind(&self) -> Self {
@@ -76,12 +94,26 @@ impl StoreError {
         match self {
             Self::Conflict { existing_id } => Self::Conflict { existing_id: existing_id.clone() },
             Self::Unavailable(error) => Self::Unavailable(same(error)),
+            Self::StorageFull(error) => Self::StorageFull(same(error)),
             Self::Database(error) => Self::Database(same(error)),
             Self::Transient(error) => Self::Transient(same(error)),
             Self::Contended(reason) => Self::Contended(reason),
             Self::InvalidData(reason) => Self::InvalidData(reason.clone()),
         }
     }
+}
+
+const SQLITE_NOMEM: i64 = 7;
+const SQLITE_IOERR: i64 = 10;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_CANTOPEN: i64 = 14;
+
+/// SQLite reports extended result codes (`SQLITE_IOERR_FSYNC` is 1034); their low byte is the primary code.
+/// PostgreSQL's SQLSTATEs are not all digits, and those that are name other things: only SQLite's codes are
+/// read here, which is safe because no PostgreSQL SQLSTATE is shorter than five characters.
+fn sqlite_primary_code(code: Option<&str>) -> Option<i64> {
+    let code = code.filter(|code| code.len() < 5)?;
+    code.parse::<i64>().ok().map(|code| code & 0xff)
 }
 
 /// PostgreSQL's serialization_failure and deadlock_detected; SQLite's BUSY, LOCKED and their extended codes.

@@ -1,14 +1,24 @@
 //! Group commit for every identity write on SQLite. A write queues here as a closure; one committer task
 //! takes everything waiting and runs it as one transaction, each write in a savepoint of its own unless it
-//! is a single statement (a write that fails is rolled back alone, its neighbours are not), and answers every write only after the
-//! commit, and its fsync, returned. Under load one fsync covers many writes; alone, a write is a
-//! transaction of its own.
+//! is a single statement (a write refused for its own reasons, such as a conflict, is rolled back alone and
+//! its neighbours go on), and answers every write only after the commit, and its fsync, returned. Under
+//! load one fsync covers many writes; alone, a write is a transaction of its own.
+//!
+//! A failure of the database itself (a full disk, an I/O error, running out of memory, a deadline) fails
+//! the whole group and closes its connection. SQLite may already have rolled the whole transaction back on
+//! such an error (SQLITE_FULL, SQLITE_IOERR and SQLITE_NOMEM can), and nothing sqlx tells us says whether
+//! it did: carrying on, as this committer once did, "committed" later writes by releasing a savepoint of a
+//! transaction that was gone, and acknowledged thousands of writes that were never stored. So no write of a
+//! failed group is acknowledged, every one of them answers 503, and the next group starts on a fresh
+//! connection.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Acquire, SqliteConnection};
+use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
@@ -16,6 +26,12 @@ use crate::store::sql::WriteFuture;
 
 /// Most writes one group takes at once.
 const MAX_GROUP: usize = 256;
+/// Writes waiting for a group at most; past it a write waits for room (the request's own timeout bounds
+/// that wait).
+const MAX_QUEUED: usize = MAX_GROUP * 4;
+/// A group that has not committed by then (a disk that stopped answering) fails, and its connection is
+/// closed. A full group of 256 writes commits in about 30 ms.
+const GROUP_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(super) struct GroupWriter {
     queue: mpsc::Sender<Box<dyn QueuedWrite>>,
@@ -23,7 +39,7 @@ pub(super) struct GroupWriter {
 
 impl GroupWriter {
     pub fn start(writer: SqlitePool) -> Self {
-        let (queue, receiver) = mpsc::channel(MAX_GROUP * 4);
+        let (queue, receiver) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(commit_groups(writer, receiver));
         Self { queue }
     }
@@ -39,8 +55,9 @@ impl GroupWriter {
     }
 
     /// Like [`run`](Self::run), without the savepoint, for a write that changes the database with at most
-    /// one statement, and only when it succeeds: a statement that fails undoes itself, and the
-    /// transaction goes on. That saves two round trips to SQLite's thread on the hottest write, a create.
+    /// one statement, and only when it succeeds: a statement refused for its own reasons undoes itself,
+    /// and the transaction goes on. That saves two round trips to SQLite's thread on the hottest write, a
+    /// create.
     pub async fn run_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -63,12 +80,20 @@ impl GroupWriter {
     }
 }
 
+/// How a write went, as the committer needs to know it.
+enum Ran {
+    Succeeded,
+    /// The write refused itself (a conflict, a missing identity): the database is fine.
+    Refused,
+    /// The database failed under the write: the transaction may be gone.
+    DatabaseFailed(StoreError),
+}
+
 /// A write of any outcome type, as the committer sees it.
 trait QueuedWrite: Send {
     fn needs_savepoint(&self) -> bool;
 
-    /// Runs the write on the group's transaction; `false` when it failed and its savepoint is rolled back.
-    fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>>;
+    fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
 
     /// Answers the caller with the write's outcome, or with the group's failure when it did not commit.
     fn answer(self: Box<Self>, group: Result<(), &StoreError>);
@@ -90,13 +115,19 @@ where
         self.savepoint
     }
 
-    fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = bool> + Send + 'c>> {
+    fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>> {
         Box::pin(async move {
-            let Some(write) = self.write.take() else { return false };
+            let Some(write) = self.write.take() else {
+                return Ran::DatabaseFailed(StoreError::InvalidData("a queued write ran twice".to_owned()));
+            };
             let outcome = write(connection).await;
-            let succeeded = outcome.is_ok();
+            let ran = match &outcome {
+                Ok(_) => Ran::Succeeded,
+                Err(error) if error.is_database_failure() => Ran::DatabaseFailed(error.same_kind()),
+                Err(_) => Ran::Refused,
+            };
             self.outcome = Some(outcome);
-            succeeded
+            ran
         })
     }
 
@@ -114,11 +145,17 @@ async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Que
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
         // A group runs as a task of its own so that a panic in one write costs only its group (whose
-        // callers get 503), not the committer.
+        // callers get 503, and whose connection is closed), not the committer.
         let writer = writer.clone();
         let mut writes = std::mem::take(&mut group);
         let committed = tokio::spawn(async move {
-            let outcome = run_group(&writer, &mut writes).await;
+            let outcome = match tokio::time::timeout(GROUP_DEADLINE, run_group(&writer, &mut writes)).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            };
+            if let Err(error) = &outcome {
+                tracing::error!(%error, writes = writes.len(), "a group of writes failed; none of them was stored");
+            }
             for write in writes.drain(..) {
                 write.answer(outcome.as_ref().map(|_| ()));
             }
@@ -131,20 +168,42 @@ async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Que
     }
 }
 
-async fn run_group(writer: &SqlitePool, writes: &mut [Box<dyn QueuedWrite>]) -> Result<(), StoreError> {
-    let mut tx = writer.begin().await?;
-    for write in writes.iter_mut() {
-        if !write.needs_savepoint() {
-            write.run(&mut tx).await;
-            continue;
-        }
-        let mut savepoint = tx.begin().await?;
-        if write.run(&mut savepoint).await {
-            savepoint.commit().await?;
-        } else {
-            savepoint.rollback().await?;
+/// The writer connection for one group. Unless the group commits, it is closed, never handed back: after a
+/// failure, a deadline or a panic it may still hold a transaction, or hold none where one is expected.
+struct GroupConnection {
+    connection: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl Drop for GroupConnection {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.connection.close_on_drop();
         }
     }
-    tx.commit().await?;
+}
+
+async fn run_group(writer: &SqlitePool, writes: &mut [Box<dyn QueuedWrite>]) -> Result<(), StoreError> {
+    let mut group = GroupConnection { connection: writer.acquire().await?, committed: false };
+    let connection = &mut *group.connection;
+    connection.execute("BEGIN IMMEDIATE").await?;
+    for write in writes.iter_mut() {
+        let savepoint = write.needs_savepoint();
+        if savepoint {
+            connection.execute("SAVEPOINT write").await?;
+        }
+        match write.run(connection).await {
+            Ran::Succeeded if savepoint => {
+                connection.execute("RELEASE write").await?;
+            }
+            Ran::Refused if savepoint => {
+                connection.execute("ROLLBACK TO write; RELEASE write").await?;
+            }
+            Ran::Succeeded | Ran::Refused => {}
+            Ran::DatabaseFailed(error) => return Err(error),
+        }
+    }
+    connection.execute("COMMIT").await?;
+    group.committed = true;
     Ok(())
 }
