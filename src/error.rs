@@ -205,13 +205,15 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Transient(_) | StoreError::Contended(_) => Self {
-                source: Some(error.into()),
-                ..Self::new(
-                    ErrorCode::ServiceUnavailable,
-                    "The database did not answer in time. Retry the request shortly.",
-                )
-            },
+            StoreError::Unavailable(_) | StoreError::TimedOut | StoreError::Transient(_) | StoreError::Contended(_) => {
+                Self {
+                    source: Some(error.into()),
+                    ..Self::new(
+                        ErrorCode::ServiceUnavailable,
+                        "The database did not answer in time. Retry the request shortly.",
+                    )
+                }
+            }
             StoreError::StorageFull(_) => Self {
                 source: Some(error.into()),
                 ..Self::new(
@@ -223,6 +225,11 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// Put in the extensions of a response that failed because the database did, naming what failed
+/// ([`StoreError::failure_kind`]), for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseFailure(pub &'static str);
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -262,6 +269,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(self.code);
+        let store_error = self.source.as_ref().and_then(|source| source.downcast_ref::<StoreError>());
+        if let Some(kind) = store_error.and_then(StoreError::failure_kind) {
+            response.extensions_mut().insert(DatabaseFailure(kind));
+        }
         response
     }
 }

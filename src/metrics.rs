@@ -37,6 +37,11 @@ struct ConflictLabels {
     r#type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseFailureLabels {
+    kind: &'static str,
+}
+
 type LatencyFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -44,6 +49,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     conflicts: Family<ConflictLabels, Counter>,
+    database_failures: Family<DatabaseFailureLabels, Counter>,
     idempotent_replays: Counter,
 }
 
@@ -65,23 +71,41 @@ impl Metrics {
             "409 and 422 answers by error type (identity_already_exists, request_in_progress, key_reused)",
             conflicts.clone(),
         );
+        let database_failures = Family::<DatabaseFailureLabels, Counter>::default();
+        registry.register(
+            "sigil_database_errors",
+            "Requests that failed because the database did, by kind (timeout, unavailable, storage_full, \
+             transient, invalid_data, other)",
+            database_failures.clone(),
+        );
         let idempotent_replays = Counter::default();
         registry.register(
             "sigil_idempotent_replays",
             "Responses replayed for a retried Idempotency-Key",
             idempotent_replays.clone(),
         );
-        registry.register_collector(Box::new(IdentityCacheCollector { store }));
-        Self { registry, requests, latency, conflicts, idempotent_replays }
+        registry.register_collector(Box::new(StoreCollector { store }));
+        Self { registry, requests, latency, conflicts, database_failures, idempotent_replays }
     }
 
     /// `operation` is the matched route (`/v2/identities.createIdentity`), so labels stay bounded.
-    pub fn observe(&self, operation: &str, status: u16, error: Option<ErrorCode>, replayed: bool, elapsed: Duration) {
+    pub fn observe(
+        &self,
+        operation: &str,
+        status: u16,
+        error: Option<ErrorCode>,
+        database_failure: Option<&'static str>,
+        replayed: bool,
+        elapsed: Duration,
+    ) {
         let operation = operation.to_owned();
         self.requests.get_or_create(&RequestLabels { operation: operation.clone(), status }).inc();
         self.latency.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
         if let Some(code) = error.filter(|code| matches!(code.status().as_u16(), 409 | 422)) {
             self.conflicts.get_or_create(&ConflictLabels { r#type: code.path().to_owned() }).inc();
+        }
+        if let Some(kind) = database_failure {
+            self.database_failures.get_or_create(&DatabaseFailureLabels { kind }).inc();
         }
         if replayed {
             self.idempotent_replays.inc();
@@ -95,21 +119,39 @@ impl Metrics {
     }
 }
 
-/// Reads the identity cache's figures from the store at each scrape.
-struct IdentityCacheCollector {
+/// Reads the store's figures at each scrape.
+struct StoreCollector {
     store: Arc<dyn Store>,
 }
 
-impl std::fmt::Debug for IdentityCacheCollector {
+impl std::fmt::Debug for StoreCollector {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("IdentityCacheCollector")
+        formatter.write_str("StoreCollector")
     }
 }
 
-impl Collector for IdentityCacheCollector {
+impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(stats) = self.store.identity_cache_stats() else { return Ok(()) };
-        let serving = ConstGauge::new(i64::from(stats.serving));
+        let stats = self.store.stats();
+        stats.connection_waits.encode(encoder.encode_descriptor(
+            "sigil_database_connection_wait_seconds",
+            "How long database work waited for a connection",
+            None,
+            stats.connection_waits.metric_type(),
+        )?)?;
+        let mut queued = encoder.encode_descriptor(
+            "sigil_database_queued",
+            "Work waiting in the store's queues: sqlite_writes (writes waiting for their group commit), \
+             postgres_creates (creates waiting for theirs), change_announcements (changes not yet told to other nodes)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (queue, depth) in stats.queued {
+            let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
+            depth.encode(queued.encode_family(&[("queue", queue)])?)?;
+        }
+        let Some(cache) = stats.identity_cache else { return Ok(()) };
+        let serving = ConstGauge::new(i64::from(cache.serving));
         serving.encode(encoder.encode_descriptor(
             "sigil_identity_cache_serving",
             "1 while identities are served from memory; 0 while a PostgreSQL node cannot hear other nodes' changes",
@@ -117,8 +159,8 @@ impl Collector for IdentityCacheCollector {
             serving.metric_type(),
         )?)?;
         for (name, help, value) in [
-            ("sigil_identity_cache_hits", "getIdentity reads answered from memory", stats.hits),
-            ("sigil_identity_cache_misses", "getIdentity reads that went to the database", stats.misses),
+            ("sigil_identity_cache_hits", "getIdentity reads answered from memory", cache.hits),
+            ("sigil_identity_cache_misses", "getIdentity reads that went to the database", cache.misses),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::domain::ids::new_id;
 use crate::envelope::REQUEST_ID;
-use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -33,7 +33,8 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     }
     let code = response.extensions().get::<ErrorCode>().copied();
     let replayed = response.headers().contains_key(REPLAYED_HEADER);
-    state.metrics.observe(&operation, response.status().as_u16(), code, replayed, started.elapsed());
+    let database_failure = response.extensions().get::<DatabaseFailure>().map(|failure| failure.0);
+    state.metrics.observe(&operation, response.status().as_u16(), code, database_failure, replayed, started.elapsed());
     let error = code.map(ErrorCode::path);
     span.in_scope(|| {
         tracing::info!(

@@ -23,9 +23,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
     let state = AppState::new(store.clone(), args.limits(), args.idempotency());
     let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let (stopping, stop_requested) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async {
+        shutdown_signal().await;
+        let _ = stopping.send(());
+    });
+    // In-flight requests end within the request timeout, and database work within its deadline; this bound
+    // holds whatever else hangs (a client that never reads its answer, say).
+    let grace = args.limits().request_timeout + store::DATABASE_DEADLINE;
+    let gave_up_waiting = async {
+        if stop_requested.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => served?,
+        () = gave_up_waiting => tracing::warn!(?grace, "stopping without waiting longer for in-flight requests"),
+    }
     purge.abort();
-    store.close().await;
+    if tokio::time::timeout(store::DATABASE_DEADLINE, store.close()).await.is_err() {
+        tracing::warn!("the database did not answer while closing; stopping anyway");
+    }
     tracing::info!("sigil stopped");
     Ok(())
 }

@@ -3,15 +3,20 @@
 //! flush serve many creates, while several groups commit at once. Each create is answered only once its
 //! group's `commit` has returned, that is after the commit. Alone, a create is a group of one. (SQLite,
 //! with its single writer, group-commits every kind of write instead: `sqlite_writes.rs`.)
+//!
+//! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest create was queued, so every create is
+//! answered within it, the wait for a group included, however long the groups ahead of it hang. A create
+//! whose caller stopped waiting before its group formed is dropped unrun.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::domain::identity::NewIdentity;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::StoreError;
+use crate::store::{DATABASE_DEADLINE, StoreError};
 
 /// One create waiting for its group.
 pub(super) struct CreateRequest {
@@ -24,6 +29,7 @@ pub(super) type CreateOutcome = Result<String, StoreError>;
 
 struct Pending {
     request: CreateRequest,
+    queued_at: Instant,
     reply: oneshot::Sender<CreateOutcome>,
 }
 
@@ -32,11 +38,12 @@ pub(super) struct CreateQueue {
 }
 
 impl CreateQueue {
-    /// Starts the committer. `commit` gets a group of at most `max_group` creates and returns one outcome
-    /// per create, in order; at most `groups_in_flight` groups are committing at once.
+    /// Starts the committer. `commit` gets a group of at most `max_group` creates and the deadline by which
+    /// it must return one outcome per create, in order; at most `groups_in_flight` groups are committing at
+    /// once.
     pub fn start<Commit, Committed>(max_group: usize, groups_in_flight: usize, commit: Commit) -> Self
     where
-        Commit: Fn(Vec<CreateRequest>) -> Committed + Send + Sync + 'static,
+        Commit: Fn(Vec<CreateRequest>, Instant) -> Committed + Send + Sync + 'static,
         Committed: Future<Output = Vec<CreateOutcome>> + Send + 'static,
     {
         let (sender, mut queue) = mpsc::channel::<Pending>(max_group * 4);
@@ -49,9 +56,11 @@ impl CreateQueue {
                 if queue.recv_many(&mut group, max_group).await == 0 {
                     return;
                 }
+                group.retain(|pending| !pending.reply.is_closed());
+                let Some(first_queued) = group.iter().map(|pending| pending.queued_at).min() else { continue };
                 let (requests, replies): (Vec<_>, Vec<_>) =
                     group.drain(..).map(|pending| (pending.request, pending.reply)).unzip();
-                let committed = commit(requests);
+                let committed = commit(requests, first_queued + DATABASE_DEADLINE);
                 tokio::spawn(async move {
                     let outcomes = committed.await;
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -64,13 +73,18 @@ impl CreateQueue {
         Self { sender }
     }
 
+    /// Creates waiting for their group.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Queues one create and waits for its group's outcome.
     pub async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
         let (reply, answer) = oneshot::channel();
         let request = CreateRequest { workspace: workspace.clone(), new: new.clone() };
         // The committer is gone only while the store shuts down (or after a panic in a commit).
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.sender.send(Pending { request, reply }).await.map_err(|_| stopped())?;
+        self.sender.send(Pending { request, queued_at: Instant::now(), reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }

@@ -6,13 +6,23 @@
 //! work finished is kept and handed out again; one whose work failed, or was cut short (its future dropped
 //! mid-query by a timeout or a client that left), is closed, since it may hold a half-done exchange, and a
 //! new one is opened in its place when needed.
+//!
+//! Every unit of work on them, from waiting for a connection to its last reply, has one deadline
+//! ([`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE), in [`KeptConnections::run`]). A database that stops answering without closing the connection (a failover,
+//! a NAT that dropped its state, a partition) then costs a request 503 within that deadline, not a hang,
+//! and the silent connection is closed, never reused: once the database answers again, new connections
+//! serve at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::store::sql::WriteFuture;
+use crate::store::{StoreError, within_deadline};
 
 pub(super) struct KeptConnections {
     options: PgConnectOptions,
@@ -20,35 +30,50 @@ pub(super) struct KeptConnections {
     permits: Arc<Semaphore>,
     /// Connections whose last work finished, with when it did; the most recent last.
     ready: Mutex<Vec<(PgConnection, Instant)>>,
-    acquire_timeout: Duration,
     /// A connection kept idle longer than this is pinged before it is handed out: a server or proxy may
     /// have dropped it.
     ping_when_idle_for: Duration,
+    /// How long each lease waited for its connection (opening one included).
+    waits: Histogram,
 }
 
 impl KeptConnections {
-    pub fn new(
-        options: PgConnectOptions,
-        size: usize,
-        acquire_timeout: Duration,
-        ping_when_idle_for: Duration,
-    ) -> Self {
+    pub fn new(options: PgConnectOptions, size: usize, ping_when_idle_for: Duration, waits: Histogram) -> Self {
         Self {
             options,
             permits: Arc::new(Semaphore::new(size)),
             ready: Mutex::new(Vec::new()),
-            acquire_timeout,
             ping_when_idle_for,
+            waits,
         }
     }
 
-    /// Past the acquire timeout, fails as sqlx's pool does ([`sqlx::Error::PoolTimedOut`]): a 503.
-    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
-        let permit = match tokio::time::timeout(self.acquire_timeout, Arc::clone(&self.permits).acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => return Err(sqlx::Error::PoolClosed),
-            Err(_elapsed) => return Err(sqlx::Error::PoolTimedOut),
+    /// Runs `work` on a kept connection and keeps the connection for the next work if `work` succeeded.
+    /// Past the deadline it fails with [`StoreError::TimedOut`] (a 503) and the connection is closed: a
+    /// write cut short by it may or may not have committed.
+    pub async fn run<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        Work: for<'c> FnOnce(&'c mut PgConnection) -> WriteFuture<'c, T>,
+    {
+        let unit = async {
+            let mut lease = self.acquire().await?;
+            let outcome = work(&mut lease).await?;
+            lease.finished();
+            Ok(outcome)
         };
+        within_deadline(unit).await
+    }
+
+    /// A connection for work that the caller bounds with [`within_deadline`] itself.
+    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+        let started = Instant::now();
+        let lease = self.lease().await;
+        self.waits.observe(started.elapsed().as_secs_f64());
+        lease
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>, sqlx::Error> {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_closed| sqlx::Error::PoolClosed)?;
         loop {
             let Some((mut connection, idle_since)) = self.lock().pop() else {
                 let connection = PgConnection::connect_with(&self.options).await?;

@@ -11,8 +11,10 @@ mod postgres_changes;
 mod sql;
 mod sqlite;
 mod sqlite_writes;
+mod stats;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -25,6 +27,29 @@ pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIM
 pub use postgres::PostgresStore;
 pub use postgres_changes::listener_name as identity_changes_listener_name;
 pub use sqlite::SqliteStore;
+pub use stats::StoreStats;
+
+/// The most one unit of work on the database may take, from waiting for a connection to its last reply: a
+/// request's read, one write's transaction, a group of writes, one batch of change notices. Past it the work
+/// fails with [`StoreError::TimedOut`] (503) and its connection is closed, never reused. The slowest
+/// operation's p99 in the benchmark is under 10 ms.
+pub const DATABASE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs `work` within [`DATABASE_DEADLINE`]; past it, `work` is dropped (and with it any connection it
+/// held, which its owner then closes) and the answer is [`StoreError::TimedOut`].
+pub(crate) async fn within_deadline<T>(
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    within_deadline_at(tokio::time::Instant::now() + DATABASE_DEADLINE, work).await
+}
+
+/// Like [`within_deadline`], for work whose deadline began earlier: a queued write's, when it was queued.
+pub(crate) async fn within_deadline_at<T>(
+    deadline: tokio::time::Instant,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(StoreError::TimedOut))
+}
 
 /// What can go wrong in storage, sorted by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +60,10 @@ pub enum StoreError {
     /// The database did not answer in time or the connection broke; the request may succeed if retried.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database did not answer within the deadline of one unit of work (`DATABASE_DEADLINE`); a
+    /// write cut short by it may or may not have committed.
+    #[error("the database did not answer in time")]
+    TimedOut,
     /// The database has no room left for the write (SQLite's disk is full); reads still work, and writes
     /// work again once space is freed.
     #[error("database storage is full: {0}")]
@@ -74,11 +103,27 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// What failed in the database, named for operators' metrics; `None` when the database did its job and
+    /// the operation refused (a conflict, a race lost too often).
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::TimedOut => Some("timeout"),
+            Self::Unavailable(_) => Some("unavailable"),
+            Self::StorageFull(_) => Some("storage_full"),
+            Self::Transient(_) => Some("transient"),
+            Self::InvalidData(_) => Some("invalid_data"),
+            Self::Database(_) => Some("other"),
+            Self::Conflict { .. } | Self::Contended(_) => None,
+        }
+    }
+
     /// Whether the database itself failed (rather than the operation refusing, as a conflict does): the
     /// transaction it ran in may be gone.
     pub(crate) fn is_database_failure(&self) -> bool {
         match self {
-            Self::Unavailable(_) | Self::StorageFull(_) | Self::Database(_) | Self::Transient(_) => true,
+            Self::Unavailable(_) | Self::TimedOut | Self::StorageFull(_) | Self::Database(_) | Self::Transient(_) => {
+                true
+            }
             Self::Conflict { .. } | Self::Contended(_) | Self::InvalidData(_) => false,
         }
     }
@@ -94,6 +139,7 @@ impl StoreError {
         match self {
             Self::Conflict { existing_id } => Self::Conflict { existing_id: existing_id.clone() },
             Self::Unavailable(error) => Self::Unavailable(same(error)),
+            Self::TimedOut => Self::TimedOut,
             Self::StorageFull(error) => Self::StorageFull(same(error)),
             Self::Database(error) => Self::Database(same(error)),
             Self::Transient(error) => Self::Transient(same(error)),
@@ -207,9 +253,8 @@ pub trait Store: Send + Sync {
     /// Deletes expired idempotency records of every workspace; returns how many.
     async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError>;
 
-    /// How the identities kept in memory are doing; `None` when this store keeps none (administrative
-    /// commands).
-    fn identity_cache_stats(&self) -> Option<IdentityCacheStats>;
+    /// What operators see of the store on `/metrics`: its identity cache, queues and connection waits.
+    fn stats(&self) -> StoreStats;
 
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);

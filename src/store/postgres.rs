@@ -4,14 +4,21 @@
 //! Creates are group-committed (`create_queue.rs`): a group is one transaction whose identities go in as
 //! one multi-row `INSERT … ON CONFLICT DO NOTHING`, so PostgreSQL parses, plans and flushes its WAL once
 //! for many creates. Several groups commit at once, on connections of their own.
+//!
+//! Every query runs on connections Sigil keeps itself (`kept_connections.rs`), each unit of work within
+//! [`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE); none runs on sqlx's pool, whose release ping
+//! would wait for ever on a connection that went silent. Each connection also asks the server to give up
+//! on it: statements end after the deadline, a transaction left idle ends soon after, and the server
+//! probes the client with TCP keepalives, so a node that vanished mid-transaction holds no lock for long.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
@@ -20,23 +27,20 @@ use crate::domain::identity::{
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::StoreError;
 use crate::store::create_queue::{CreateOutcome, CreateQueue, CreateRequest};
 use crate::store::identity_cache::IdentityCache;
 use crate::store::kept_connections::KeptConnections;
 use crate::store::postgres_changes::{self, Announcer};
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
+use crate::store::stats::connection_wait_histogram;
+use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline, within_deadline_at};
 
-/// Connections for the queries on every request's path (`kept_connections.rs`): enough for the create
-/// groups in flight and as many other queries. More only added PostgreSQL processes competing for the same
-/// cores: on this 2-core machine, with 16, list pages ran 5,100-5,650/s at a p99 of 11.3-14.0 ms under
-/// wrk -c32, and with 8, 5,630-6,030/s at 9.8-10.7 ms.
+/// Connections for every query (`kept_connections.rs`): enough for the create groups in flight and as many
+/// other queries. More only added PostgreSQL processes competing for the same cores: on this 2-core machine,
+/// with 16, list pages ran 5,100-5,650/s at a p99 of 11.3-14.0 ms under wrk -c32, and with 8,
+/// 5,630-6,030/s at 9.8-10.7 ms.
 const KEPT_CONNECTIONS: usize = 8;
-/// sqlx's pool, for everything else: migrations, root keys, reads the cache missed, idempotency records.
-const MAX_CONNECTIONS: u32 = 4;
-/// Past this wait for a connection a request fails with 503 instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
 
 /// Most creates one group takes at once.
@@ -62,9 +66,8 @@ const LIVE_IDENTITY_IDS: &str =
 const LIST_IDENTITIES: &str = concat!("SELECT i.id, i.external_id, i.meta, i.ratelimits FROM ", sql::identity_page!());
 
 pub struct PostgresStore {
-    pool: PgPool,
-    /// Connections of Sigil's own, apart from `pool`, for the queries on every request's path.
     connections: Arc<KeptConnections>,
+    connection_waits: Histogram,
     creates: CreateQueue,
     /// Set under `sigil serve`.
     serving: Option<Serving>,
@@ -87,7 +90,7 @@ impl PostgresStore {
     /// to them are heard of through PostgreSQL's notices.
     pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
         let mut store = Self::open(url).await?;
-        let announcer = Announcer::start(url)?;
+        let announcer = Announcer::start(url, store.connection_waits.clone())?;
         let identities = Arc::new(IdentityCache::for_a_shared_database());
         let follower = match postgres_changes::follow(url, Arc::clone(&identities)).await {
             Ok(follower) => follower,
@@ -102,33 +105,20 @@ impl PostgresStore {
 
     /// Opens the database for one administrative command, which keeps nothing in memory.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        // sqlx pings every connection before handing it out: a network round trip on every query, which
-        // doubled the cost of a create. Only a connection idle long enough to have been dropped by the
-        // server or a proxy is pinged; a connection that breaks anyway fails its query with 503.
         let options: PgConnectOptions = url.parse().context("reading the PostgreSQL URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_WHEN_IDLE_FOR {
-                        connection.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options.clone())
-            .await
-            .context("cannot connect to PostgreSQL")?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await.context("migrating the PostgreSQL database")?;
-        let connections =
-            Arc::new(KeptConnections::new(options, KEPT_CONNECTIONS, ACQUIRE_TIMEOUT, PING_WHEN_IDLE_FOR));
+        migrate(&options).await?;
+        let connection_waits = connection_wait_histogram();
+        let connections = Arc::new(KeptConnections::new(
+            bounded(options),
+            KEPT_CONNECTIONS,
+            PING_WHEN_IDLE_FOR,
+            connection_waits.clone(),
+        ));
         let group_connections = Arc::clone(&connections);
-        let creates = CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group| {
-            commit_group(Arc::clone(&group_connections), group)
+        let creates = CreateQueue::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group, deadline| {
+            commit_group(Arc::clone(&group_connections), group, deadline)
         });
-        Ok(Self { pool, connections, creates, serving: None })
+        Ok(Self { connections, connection_waits, creates, serving: None })
     }
 
     async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
@@ -141,13 +131,15 @@ impl PostgresStore {
     where
         Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
     {
-        sql::retry_transient(|| async {
-            let mut connection = self.connections.acquire().await?;
-            let mut tx = connection.begin().await?;
-            let outcome = write(&mut tx).await?;
-            tx.commit().await?;
-            connection.finished();
-            Ok(outcome)
+        sql::retry_transient(|| {
+            within_deadline(async {
+                let mut connection = self.connections.acquire().await?;
+                let mut tx = connection.begin().await?;
+                let outcome = write(&mut tx).await?;
+                tx.commit().await?;
+                connection.finished();
+                Ok(outcome)
+            })
         })
         .await
     }
@@ -156,10 +148,29 @@ impl PostgresStore {
     where
         Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T>,
     {
-        let mut connection = self.connections.acquire().await?;
-        let outcome = write(&mut connection).await?;
-        connection.finished();
-        Ok(outcome)
+        self.connections.run(|connection| write(connection)).await
+    }
+
+    async fn on_reader<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        Work: for<'c> FnOnce(&'c mut PgConnection) -> WriteFuture<'c, T>,
+    {
+        self.connections.run(work).await
+    }
+
+    async fn on_writer<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        Work: for<'c> FnOnce(&'c mut PgConnection) -> WriteFuture<'c, T>,
+    {
+        self.connections.run(work).await
+    }
+
+    fn queued(&self) -> Vec<(&'static str, usize)> {
+        let mut queued = vec![("postgres_creates", self.creates.queued())];
+        if let Some(serving) = &self.serving {
+            queued.push(("change_announcements", serving.announcer.pending()));
+        }
+        queued
     }
 
     fn identity_cache(&self) -> Option<&IdentityCache> {
@@ -174,15 +185,19 @@ impl PostgresStore {
     }
 
     async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
-        let mut connection = self.connections.acquire().await?;
-        let rows: Vec<sql::IdentityRow> = sqlx::query_as(LIST_IDENTITIES)
-            .bind(workspace.as_str())
-            .bind(query.cursor.as_deref())
-            .bind(query.search_pattern.as_deref())
-            .bind(query.limit)
-            .fetch_all(&mut *connection)
-            .await?;
-        connection.finished();
+        let rows: Vec<sql::IdentityRow> = within_deadline(async {
+            let mut connection = self.connections.acquire().await?;
+            let rows = sqlx::query_as(LIST_IDENTITIES)
+                .bind(workspace.as_str())
+                .bind(query.cursor.as_deref())
+                .bind(query.search_pattern.as_deref())
+                .bind(query.limit)
+                .fetch_all(&mut *connection)
+                .await?;
+            connection.finished();
+            Ok(rows)
+        })
+        .await?;
         rows.into_iter().map(sql::IdentityRow::into_identity).collect()
     }
 
@@ -191,22 +206,52 @@ impl PostgresStore {
             serving.follower.abort();
         }
         self.connections.close().await;
-        self.pool.close().await;
     }
+}
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
+/// Migrates on a connection of its own, without the deadlines every other query has: a migration may
+/// take long, and waits for another node's to finish (it holds PostgreSQL's advisory lock).
+async fn migrate(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let mut connection = tokio::time::timeout(DATABASE_DEADLINE, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {DATABASE_DEADLINE:?}"))?
+        .context("cannot connect to PostgreSQL")?;
+    sqlx::migrate!("migrations/postgres").run(&mut connection).await.context("migrating the PostgreSQL database")?;
+    connection.close().await.context("closing the migration's connection")
+}
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
-    }
+/// Asks the server to give up on a connection that Sigil gave up on: a statement that outlived the deadline
+/// is cancelled, a transaction whose client went quiet is rolled back, releasing its locks, and TCP
+/// keepalives tell the server within about 8 s that a client vanished. (sqlx sets no client-side
+/// keepalive; the deadline closes a connection that stopped answering.)
+pub(super) fn bounded(options: PgConnectOptions) -> PgConnectOptions {
+    let statement_timeout = format!("{}ms", DATABASE_DEADLINE.as_millis());
+    let idle_in_transaction = format!("{}ms", 2 * DATABASE_DEADLINE.as_millis());
+    options.options([
+        ("statement_timeout", statement_timeout.as_str()),
+        ("idle_in_transaction_session_timeout", idle_in_transaction.as_str()),
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "1"),
+        ("tcp_keepalives_count", "3"),
+    ])
 }
 
 impl_store_with_shared_sql!(PostgresStore, sqlx::Postgres);
 
-async fn commit_group(connections: Arc<KeptConnections>, group: Vec<CreateRequest>) -> Vec<CreateOutcome> {
-    match sql::retry_transient(|| insert_group(&connections, &group)).await {
+async fn commit_group(
+    connections: Arc<KeptConnections>,
+    group: Vec<CreateRequest>,
+    deadline: tokio::time::Instant,
+) -> Vec<CreateOutcome> {
+    let insert = || {
+        within_deadline_at(deadline, async {
+            let mut connection = connections.acquire().await?;
+            let outcomes = insert_group(&mut connection, &group).await?;
+            connection.finished();
+            Ok(outcomes)
+        })
+    };
+    match sql::retry_transient(insert).await {
         Ok(outcomes) => outcomes,
         Err(error) => group.iter().map(|_| Err(error.same_kind())).collect(),
     }
@@ -215,7 +260,7 @@ async fn commit_group(connections: Arc<KeptConnections>, group: Vec<CreateReques
 /// Inserts the group and names, for each create that collided, the live identity holding its externalId.
 /// When that identity was deleted before it could be named, the create is tried again.
 async fn insert_group(
-    connections: &KeptConnections,
+    connection: &mut PgConnection,
     group: &[CreateRequest],
 ) -> Result<Vec<CreateOutcome>, StoreError> {
     let metas = group.iter().map(|request| sql::to_json(&request.new.meta)).collect::<Result<Vec<_>, _>>()?;
@@ -228,7 +273,6 @@ async fn insert_group(
     let mut order: Vec<usize> = (0..group.len()).collect();
     order.sort_by_key(|&index| (&group[index].new.external_id, group[index].workspace.as_str()));
     let mut outcomes: Vec<Option<CreateOutcome>> = group.iter().map(|_| None).collect();
-    let mut connection = connections.acquire().await?;
     let mut tx = connection.begin().await?;
     for _ in 0..sql::CREATE_ATTEMPTS {
         let waiting: Vec<usize> = order.iter().copied().filter(|&index| outcomes[index].is_none()).collect();
@@ -280,7 +324,6 @@ async fn insert_group(
         }
     }
     tx.commit().await?;
-    connection.finished();
     let contended = || Err(StoreError::Contended("the externalId was deleted and re-created concurrently"));
     Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or_else(contended)).collect())
 }

@@ -14,20 +14,34 @@
 //! everything read before it listened again is void. A connection that dies without closing is found out
 //! by a heartbeat within about 1.5 s of quiet; until then the cache's time to live bounds what it
 //! serves.
+//!
+//! Announcements wait in a bounded queue, and each batch is sent within the database deadline on a
+//! connection that is closed if it fails. When the queue is full (the announcing connection is slow or
+//! silent) a change is dropped, and so is a batch that could not be sent; the next batch that goes out
+//! then first tells every node to void everything it read ([`VOID_EVERYTHING`]), since nobody can say
+//! which changes they missed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::domain::workspace::WorkspaceId;
 use crate::store::identity_cache::IdentityCache;
+use crate::store::kept_connections::KeptConnections;
+use crate::store::postgres::bounded;
+use crate::store::{DATABASE_DEADLINE, within_deadline};
 
 const CHANNEL: &str = "sigil_identity_changes";
 /// A notice that names no identity: a node proving to itself that it still hears ([`hears_itself`]).
 const HEARTBEAT: &str = "";
+/// A notice that voids every identity each node read: sent after changes were dropped unannounced. (A node
+/// of a version before it finds no change in it, and so voids everything too.)
+const VOID_EVERYTHING: &str = "*";
 /// After this long without a notice, a node proves that its listening connection still hears.
 const QUIET_FOR: Duration = Duration::from_millis(500);
 /// How long that proof may take before the connection counts as lost.
@@ -35,6 +49,8 @@ const PROOF_WITHIN: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Most changes announced in one statement.
 const MAX_BATCH: usize = 1024;
+/// Most changes waiting to be announced; past it, changes are dropped and nodes are told to void everything.
+const MAX_PENDING: usize = 16 * MAX_BATCH;
 const ANNOUNCE: &str = "SELECT pg_notify($1, change) FROM UNNEST($2::text[]) AS change";
 
 /// What the listening connection is called in `pg_stat_activity`, given the `application_name` the database
@@ -48,28 +64,37 @@ pub fn listener_name(application_name: Option<&str>) -> String {
 /// PostgreSQL loses nothing, since every listener loses its connection then, and so forgets what it read.
 fn notice_only(url: &str) -> anyhow::Result<PgConnectOptions> {
     let options: PgConnectOptions = url.parse()?;
-    Ok(options.options([("synchronous_commit", "off")]))
+    Ok(bounded(options).options([("synchronous_commit", "off")]))
 }
 
 /// Tells the other nodes which identities this node changed.
 pub(super) struct Announcer {
-    changes: mpsc::UnboundedSender<String>,
+    changes: mpsc::Sender<String>,
+    /// Set when a change was dropped: the next batch sent begins with [`VOID_EVERYTHING`].
+    dropped: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
 impl Announcer {
-    pub fn start(url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(notice_only(url)?);
-        let (changes, pending) = mpsc::unbounded_channel();
-        Ok(Self { changes, task: tokio::spawn(announce(pool, pending)) })
+    pub fn start(url: &str, connection_waits: Histogram) -> anyhow::Result<Self> {
+        let connection = KeptConnections::new(notice_only(url)?, 1, Duration::MAX, connection_waits);
+        let (changes, pending) = mpsc::channel(MAX_PENDING);
+        let dropped = Arc::new(AtomicBool::new(false));
+        Ok(Self { changes, dropped: Arc::clone(&dropped), task: tokio::spawn(announce(connection, pending, dropped)) })
     }
 
     /// Queues the announcement; it is sent without holding up the caller.
     pub fn changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
         let change = (workspace.as_str(), identity_id, external_id);
         let change = serde_json::to_string(&change).expect("strings always serialize");
-        // Fails only once the task has stopped, when the store is closing.
-        let _ = self.changes.send(change);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.changes.try_send(change) {
+            self.dropped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Changes waiting to be announced, for operators.
+    pub fn pending(&self) -> usize {
+        MAX_PENDING - self.changes.capacity()
     }
 }
 
@@ -79,14 +104,26 @@ impl Drop for Announcer {
     }
 }
 
-async fn announce(pool: PgPool, mut pending: mpsc::UnboundedReceiver<String>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<String>, dropped: Arc<AtomicBool>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH + 1);
     while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if let Err(error) = sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&batch).execute(&pool).await {
+        let voids_everything = dropped.swap(false, Ordering::Relaxed);
+        if voids_everything {
+            batch.insert(0, VOID_EVERYTHING.to_owned());
+        }
+        let sent = within_deadline(async {
+            let mut connection = connection.acquire().await?;
+            sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&batch).execute(&mut *connection).await?;
+            connection.finished();
+            Ok(())
+        })
+        .await;
+        if let Err(error) = sent {
+            dropped.store(true, Ordering::Relaxed);
             tracing::warn!(
                 %error,
                 changes = batch.len(),
-                "cannot announce identity changes; other nodes serve what they read until it expires"
+                "cannot announce identity changes; other nodes void everything once this node can again"
             );
         }
         batch.clear();
@@ -127,19 +164,23 @@ pub(super) async fn follow(url: &str, cache: Arc<IdentityCache>) -> anyhow::Resu
 }
 
 async fn listen(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
-    // PgListener draws its connection from a pool: one connection, which never expires while it waits.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options.clone())
-        .await?;
-    let mut listener = PgListener::connect_with(&pool).await?;
-    // A lost connection is reported at once, not after sqlx reconnected: what was missed meanwhile must
-    // not be served.
-    listener.eager_reconnect(false);
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let subscribe = async {
+        // PgListener draws its connection from a pool: one connection, which never expires while it waits.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(DATABASE_DEADLINE)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        // A lost connection is reported at once, not after sqlx reconnected: what was missed meanwhile must
+        // not be served.
+        listener.eager_reconnect(false);
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(DATABASE_DEADLINE, subscribe).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 /// Notifies the channel on the listening connection and waits to hear a notice, its own or another node's.
@@ -169,8 +210,10 @@ async fn listen_again(options: &PgConnectOptions) -> PgListener {
 }
 
 fn apply(cache: &IdentityCache, payload: &str) {
-    if payload == HEARTBEAT {
-        return;
+    match payload {
+        HEARTBEAT => return,
+        VOID_EVERYTHING => return cache.void_everything(),
+        _ => {}
     }
     match serde_json::from_str::<(String, String, String)>(payload) {
         Ok((workspace, identity_id, external_id)) => {

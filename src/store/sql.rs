@@ -232,10 +232,12 @@ where
 }
 
 /// Implements [`Store`](super::Store) for a type with these inherent methods:
-/// - `reader()` and `writer()`, its pools, and `close_pools()`;
+/// - `on_reader(work)` and `on_writer(work)`, which run `work` on a connection for reads, or one that sees
+///   every committed write, within [`DATABASE_DEADLINE`](super::DATABASE_DEADLINE); and `close_pools()`;
 /// - `identity_cache()`, this node's identities in memory, if it keeps them;
 /// - `identity_changed(workspace, id, external_id)`, which voids what any node read of an identity that was
 ///   just updated or deleted: called after the commit, before the answer;
+/// - `queued()`, the depth of each of its queues, and a `connection_waits` histogram field;
 /// - `list_page(workspace, query)`, the identities of a list page, each backend fetching them its fastest way;
 /// - `create(workspace, new)`;
 /// - `write(op)`, which runs `op` on a connection inside a transaction and returns once that transaction
@@ -328,23 +330,35 @@ macro_rules! impl_store_with_shared_sql {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn has_workspaces(&self) -> Result<bool, StoreError> {
-                let count: i64 = sqlx::query_scalar(sql::COUNT_WORKSPACES).fetch_one(self.reader()).await?;
+                let count: i64 = self
+                    .on_reader(|connection| {
+                        Box::pin(
+                            async move { Ok(sqlx::query_scalar(sql::COUNT_WORKSPACES).fetch_one(connection).await?) },
+                        )
+                    })
+                    .await?;
                 Ok(count > 0)
             }
 
             async fn ensure_workspace(&self, name: &str) -> Result<(WorkspaceId, bool), StoreError> {
-                let created: Option<String> = sqlx::query_scalar(sql::INSERT_WORKSPACE)
-                    .bind(new_id("ws"))
-                    .bind(name)
-                    .bind(sql::now_ms())
-                    .fetch_optional(self.writer())
-                    .await?;
-                if let Some(id) = created {
-                    return Ok((WorkspaceId::from_stored(id), true));
-                }
-                let id: String =
-                    sqlx::query_scalar(sql::WORKSPACE_ID_BY_NAME).bind(name).fetch_one(self.writer()).await?;
-                Ok((WorkspaceId::from_stored(id), false))
+                let name = name.to_owned();
+                self.on_writer(|connection| {
+                    Box::pin(async move {
+                        let created: Option<String> = sqlx::query_scalar(sql::INSERT_WORKSPACE)
+                            .bind(new_id("ws"))
+                            .bind(&name)
+                            .bind(sql::now_ms())
+                            .fetch_optional(&mut *connection)
+                            .await?;
+                        if let Some(id) = created {
+                            return Ok((WorkspaceId::from_stored(id), true));
+                        }
+                        let id: String =
+                            sqlx::query_scalar(sql::WORKSPACE_ID_BY_NAME).bind(&name).fetch_one(connection).await?;
+                        Ok((WorkspaceId::from_stored(id), false))
+                    })
+                })
+                .await
             }
 
             async fn create_root_key(
@@ -355,20 +369,32 @@ macro_rules! impl_store_with_shared_sql {
             ) -> Result<(), StoreError> {
                 let permissions = serde_json::to_string(permissions)
                     .map_err(|error| StoreError::InvalidData(format!("permissions: {error}")))?;
-                sqlx::query(sql::INSERT_ROOT_KEY)
-                    .bind(new_id("key"))
-                    .bind(workspace.as_str())
-                    .bind(key_hash)
-                    .bind(permissions)
-                    .bind(sql::now_ms())
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
+                let (workspace, key_hash) = (workspace.clone(), key_hash.to_owned());
+                self.on_writer(|connection| {
+                    Box::pin(async move {
+                        sqlx::query(sql::INSERT_ROOT_KEY)
+                            .bind(new_id("key"))
+                            .bind(workspace.as_str())
+                            .bind(key_hash)
+                            .bind(permissions)
+                            .bind(sql::now_ms())
+                            .execute(connection)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
             }
 
             async fn find_root_key(&self, key_hash: &str) -> Result<Option<RootKey>, StoreError> {
-                let row: Option<(String, String)> =
-                    sqlx::query_as(sql::ROOT_KEY_BY_HASH).bind(key_hash).fetch_optional(self.reader()).await?;
+                let key_hash = key_hash.to_owned();
+                let row: Option<(String, String)> = self
+                    .on_reader(|connection| {
+                        Box::pin(async move {
+                            Ok(sqlx::query_as(sql::ROOT_KEY_BY_HASH).bind(key_hash).fetch_optional(connection).await?)
+                        })
+                    })
+                    .await?;
                 row.map(|(workspace, permissions)| {
                     Ok(RootKey {
                         workspace: WorkspaceId::from_stored(workspace),
@@ -420,10 +446,17 @@ macro_rules! impl_store_with_shared_sql {
                     return Ok(Some(cached));
                 }
                 let read = self.identity_cache().map(|cache| cache.read_version(workspace, identity));
-                let row: Option<sql::IdentityRow> = sqlx::query_as(sql::FIND_IDENTITY)
-                    .bind(workspace.as_str())
-                    .bind(identity)
-                    .fetch_optional(self.reader())
+                let (workspace_id, identity_key) = (workspace.clone(), identity.to_owned());
+                let row: Option<sql::IdentityRow> = self
+                    .on_reader(|connection| {
+                        Box::pin(async move {
+                            Ok(sqlx::query_as(sql::FIND_IDENTITY)
+                                .bind(workspace_id.as_str())
+                                .bind(identity_key)
+                                .fetch_optional(connection)
+                                .await?)
+                        })
+                    })
                     .await?;
                 let found = row.map(sql::IdentityRow::into_identity).transpose()?;
                 if let (Some(cache), Some(read), Some(found)) = (self.identity_cache(), read, &found) {
@@ -523,11 +556,18 @@ macro_rules! impl_store_with_shared_sql {
                 workspace: &WorkspaceId,
                 key: &str,
             ) -> Result<Option<IdempotencyRecord>, StoreError> {
-                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY)
-                    .bind(workspace.as_str())
-                    .bind(key)
-                    .bind(sql::now_ms())
-                    .fetch_optional(self.writer())
+                let (workspace, key) = (workspace.clone(), key.to_owned());
+                let row: Option<(String, Option<i32>, Option<String>)> = self
+                    .on_writer(|connection| {
+                        Box::pin(async move {
+                            Ok(sqlx::query_as(sql::FIND_IDEMPOTENCY_KEY)
+                                .bind(workspace.as_str())
+                                .bind(key)
+                                .bind(sql::now_ms())
+                                .fetch_optional(connection)
+                                .await?)
+                        })
+                    })
                     .await?;
                 Ok(row.map(sql::idempotency_record))
             }
@@ -574,13 +614,22 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
-                let purged =
-                    sqlx::query(sql::PURGE_IDEMPOTENCY_KEYS).bind(sql::now_ms()).execute(self.writer()).await?;
-                Ok(purged.rows_affected())
+                self.on_writer(|connection| {
+                    Box::pin(async move {
+                        let purged =
+                            sqlx::query(sql::PURGE_IDEMPOTENCY_KEYS).bind(sql::now_ms()).execute(connection).await?;
+                        Ok(purged.rows_affected())
+                    })
+                })
+                .await
             }
 
-            fn identity_cache_stats(&self) -> Option<$crate::store::IdentityCacheStats> {
-                self.identity_cache().map(|cache| cache.stats())
+            fn stats(&self) -> $crate::store::StoreStats {
+                $crate::store::StoreStats {
+                    identity_cache: self.identity_cache().map(|cache| cache.stats()),
+                    queued: self.queued(),
+                    connection_waits: self.connection_waits.clone(),
+                }
             }
 
             async fn close(&self) {

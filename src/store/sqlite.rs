@@ -14,9 +14,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::value::RawValue;
-use sqlx::SqliteConnection;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection};
 
 use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
 use crate::domain::identity::{
@@ -25,16 +27,17 @@ use crate::domain::identity::{
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::StoreError;
 use crate::store::create_queue::CreateOutcome;
 use crate::store::identity_cache::IdentityCache;
 use crate::store::sql::WriteFuture;
 use crate::store::sql::{self, impl_store_with_shared_sql};
 use crate::store::sqlite_writes::GroupWriter;
+use crate::store::stats::connection_wait_histogram;
+use crate::store::{StoreError, within_deadline};
 
 const READ_CONNECTIONS: u32 = 8;
-/// Past this wait for a connection a request fails with 503 instead of hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds only the wait for a connection at startup: every later use is bounded by `DATABASE_DEADLINE`.
+const ACQUIRE_TIMEOUT: Duration = crate::store::DATABASE_DEADLINE;
 
 /// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
 const INSERT_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
@@ -57,6 +60,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
     writes: GroupWriter,
+    connection_waits: Histogram,
     /// Set when this process serves the database and holds its lock file.
     serving: Option<Serving>,
 }
@@ -121,8 +125,9 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let writes = GroupWriter::start(writer.clone());
-        Ok(Self { reader, writer, writes, serving: None })
+        let connection_waits = connection_wait_histogram();
+        let writes = GroupWriter::start(writer.clone(), connection_waits.clone());
+        Ok(Self { reader, writer, writes, connection_waits, serving: None })
     }
 
     fn identity_cache(&self) -> Option<&IdentityCache> {
@@ -137,13 +142,16 @@ impl SqliteStore {
     }
 
     async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
-        let page: String = sqlx::query_scalar(LIST_PAGE)
-            .bind(workspace.as_str())
-            .bind(query.cursor.as_deref())
-            .bind(query.search_pattern.as_deref())
-            .bind(query.limit)
-            .fetch_one(&self.reader)
-            .await?;
+        let page: String = within_deadline(async {
+            Ok(sqlx::query_scalar(LIST_PAGE)
+                .bind(workspace.as_str())
+                .bind(query.cursor.as_deref())
+                .bind(query.search_pattern.as_deref())
+                .bind(query.limit)
+                .fetch_one(&mut *timed_acquire(&self.reader, &self.connection_waits).await?)
+                .await?)
+        })
+        .await?;
         let page: Vec<(String, String, String, Box<RawValue>)> =
             serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
         let mut identities = page
@@ -186,16 +194,34 @@ impl SqliteStore {
         self.writes.run_one_statement(write).await
     }
 
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
+    async fn on_reader<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        Work: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T>,
+    {
+        within_deadline(async { work(&mut *timed_acquire(&self.reader, &self.connection_waits).await?).await }).await
     }
 
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
+    async fn on_writer<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        Work: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T>,
+    {
+        within_deadline(async { work(&mut *timed_acquire(&self.writer, &self.connection_waits).await?).await }).await
+    }
+
+    fn queued(&self) -> Vec<(&'static str, usize)> {
+        vec![("sqlite_writes", self.writes.queued())]
     }
 }
 
 impl_store_with_shared_sql!(SqliteStore, sqlx::Sqlite);
+
+/// A connection of `pool`, noting in `waits` how long it took to get.
+pub(super) async fn timed_acquire(pool: &SqlitePool, waits: &Histogram) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let connection = pool.acquire().await;
+    waits.observe(started.elapsed().as_secs_f64());
+    connection
+}
 
 fn create(
     workspace: WorkspaceId,

@@ -14,34 +14,39 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use crate::store::StoreError;
 use crate::store::sql::WriteFuture;
+use crate::store::sqlite::timed_acquire;
+use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 
 /// Most writes one group takes at once.
 const MAX_GROUP: usize = 256;
 /// Writes waiting for a group at most; past it a write waits for room (the request's own timeout bounds
 /// that wait).
 const MAX_QUEUED: usize = MAX_GROUP * 4;
-/// A group that has not committed by then (a disk that stopped answering) fails, and its connection is
-/// closed. A full group of 256 writes commits in about 30 ms.
-const GROUP_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(super) struct GroupWriter {
     queue: mpsc::Sender<Box<dyn QueuedWrite>>,
 }
 
 impl GroupWriter {
-    pub fn start(writer: SqlitePool) -> Self {
+    /// Starts the committer, which notes in `connection_waits` how long each group waited for the writer.
+    pub fn start(writer: SqlitePool, connection_waits: Histogram) -> Self {
         let (queue, receiver) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(commit_groups(writer, receiver));
+        tokio::spawn(commit_groups(writer, receiver, connection_waits));
         Self { queue }
+    }
+
+    /// Writes waiting for their group.
+    pub fn queued(&self) -> usize {
+        MAX_QUEUED - self.queue.capacity()
     }
 
     /// Runs `write` in the next group, in a savepoint of its own, and returns its outcome once that group
@@ -74,7 +79,8 @@ impl GroupWriter {
         let (reply, answer) = oneshot::channel();
         // The committer is gone only while the store shuts down; a group that panicked drops its replies.
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        let queued = Box::new(Queued { write: Some(write), savepoint, outcome: None, reply });
+        let queued =
+            Box::new(Queued { write: Some(write), savepoint, queued_at: Instant::now(), outcome: None, reply });
         self.queue.send(queued).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -93,6 +99,12 @@ enum Ran {
 trait QueuedWrite: Send {
     fn needs_savepoint(&self) -> bool;
 
+    fn queued_at(&self) -> Instant;
+
+    /// Whether its caller stopped waiting (its request timed out, or its client left) before it ran: it
+    /// is then not run at all.
+    fn is_abandoned(&self) -> bool;
+
     fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
 
     /// Answers the caller with the write's outcome, or with the group's failure when it did not commit.
@@ -102,6 +114,7 @@ trait QueuedWrite: Send {
 struct Queued<T, Write> {
     write: Option<Write>,
     savepoint: bool,
+    queued_at: Instant,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -113,6 +126,14 @@ where
 {
     fn needs_savepoint(&self) -> bool {
         self.savepoint
+    }
+
+    fn queued_at(&self) -> Instant {
+        self.queued_at
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 
     fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>> {
@@ -141,18 +162,30 @@ where
     }
 }
 
-async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Box<dyn QueuedWrite>>) {
+async fn commit_groups(
+    writer: SqlitePool,
+    mut queue: mpsc::Receiver<Box<dyn QueuedWrite>>,
+    connection_waits: Histogram,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
         // A group runs as a task of its own so that a panic in one write costs only its group (whose
         // callers get 503, and whose connection is closed), not the committer.
-        let writer = writer.clone();
+        let (writer, connection_waits) = (writer.clone(), connection_waits.clone());
         let mut writes = std::mem::take(&mut group);
+        writes.retain(|write| !write.is_abandoned());
+        // Every write is answered within the deadline from when it was queued, the wait for its group
+        // included.
+        let Some(first_queued) = writes.iter().map(|write| write.queued_at()).min() else {
+            group = writes;
+            continue;
+        };
         let committed = tokio::spawn(async move {
-            let outcome = match tokio::time::timeout(GROUP_DEADLINE, run_group(&writer, &mut writes)).await {
-                Ok(outcome) => outcome,
-                Err(_elapsed) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
-            };
+            let outcome = within_deadline_at(
+                first_queued + DATABASE_DEADLINE,
+                run_group(&writer, &connection_waits, &mut writes),
+            )
+            .await;
             if let Err(error) = &outcome {
                 tracing::error!(%error, writes = writes.len(), "a group of writes failed; none of them was stored");
             }
@@ -183,8 +216,12 @@ impl Drop for GroupConnection {
     }
 }
 
-async fn run_group(writer: &SqlitePool, writes: &mut [Box<dyn QueuedWrite>]) -> Result<(), StoreError> {
-    let mut group = GroupConnection { connection: writer.acquire().await?, committed: false };
+async fn run_group(
+    writer: &SqlitePool,
+    connection_waits: &Histogram,
+    writes: &mut [Box<dyn QueuedWrite>],
+) -> Result<(), StoreError> {
+    let mut group = GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false };
     let connection = &mut *group.connection;
     connection.execute("BEGIN IMMEDIATE").await?;
     for write in writes.iter_mut() {

@@ -214,6 +214,9 @@ async fn sqlite_on_a_full_disk_acknowledges_only_what_it_stored() {
     let stored = stored_identities(&node.base_url, &key).await;
     assert_stored_exactly_what_was_acknowledged(&stored, &filled, "with the disk full");
 
+    let metrics = reqwest::get(format!("{}/metrics", node.base_url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"sigil_database_errors_total{kind="storage_full"}"#), "{metrics}");
+
     std::fs::remove_file(&ballast).expect("free the space");
     let acknowledged_before = filled.acknowledged.len();
     create_until(&node.base_url, &key, &ledger, "freed", move |ledger| {

@@ -1,6 +1,8 @@
 //! The black-box API suite: real HTTP against a real server on a real database, every test on SQLite and
 //! on PostgreSQL. Folders mirror the routes; one module per status code (`cargo test status_409`).
 
+mod chaos_proxy;
+mod database_outage;
 mod disk_full;
 mod harness;
 mod hostile_input;

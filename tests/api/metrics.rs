@@ -9,6 +9,7 @@ crate::backend_tests!(
     the_conflict_counter_moves_by_exactly_the_conflicts_sent,
     requests_replays_and_key_reuse_are_counted,
     identity_reads_from_memory_and_from_the_database_are_counted,
+    connection_waits_and_queues_are_shown,
 );
 
 /// The value of the sample `name{labels}` (labels as rendered), 0 when absent.
@@ -59,4 +60,16 @@ async fn identity_reads_from_memory_and_from_the_database_are_counted(server: Te
     }
     assert_eq!(sample(&server, misses).await - misses_before, 1.0, "the first read goes to the database");
     assert_eq!(sample(&server, hits).await - hits_before, 1.0, "the second is answered from memory");
+}
+
+async fn connection_waits_and_queues_are_shown(server: TestServer) {
+    let waits = "sigil_database_connection_wait_seconds_count";
+    let key = server.admin_key().await;
+    let before = sample(&server, waits).await;
+    server.create_identity(&key, json!({"externalId": "waited"})).await;
+    assert!(sample(&server, waits).await > before, "a create waits for a connection, however briefly");
+    let text = reqwest::get(format!("{}/metrics", server.base_url)).await.unwrap().text().await.unwrap();
+    let queues: Vec<&str> = text.lines().filter(|line| line.starts_with("sigil_database_queued{")).collect();
+    assert!(!queues.is_empty(), "{text}");
+    assert!(queues.iter().all(|line| line.ends_with(" 0")), "nothing waits once the answer came: {queues:?}");
 }

@@ -148,7 +148,7 @@ async fn two_nodes(first_url: &str, second_url: &str) -> (SigilProcess, SigilPro
     (first, second, key)
 }
 
-async fn call(node: &SigilProcess, key: &str, operation: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn call(node: &SigilProcess, key: &str, operation: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/v2/identities.{operation}", node.base_url))
         .bearer_auth(key)
@@ -160,7 +160,7 @@ async fn call(node: &SigilProcess, key: &str, operation: &str, body: Value) -> (
 }
 
 /// Reads `identity` on `node` until it answers `expected` (status, meta), for at most [`HEARD_WITHIN`].
-async fn reads_within_bound(node: &SigilProcess, key: &str, identity: &str, expected: (u16, Value)) {
+pub(crate) async fn reads_within_bound(node: &SigilProcess, key: &str, identity: &str, expected: (u16, Value)) {
     let started = tokio::time::Instant::now();
     loop {
         let (status, body) = call(node, key, "getIdentity", json!({"identity": identity})).await;
