@@ -5,8 +5,8 @@
 //! with its single writer, group-commits every kind of write instead: `sqlite_writes.rs`.)
 //!
 //! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest create was queued, so every create is
-//! answered within it, the wait for a group included, however long the groups ahead of it hang. A create
-//! whose caller stopped waiting before its group formed is dropped unrun.
+//! answered within it, the wait for a group included, however long the groups ahead of it hang: a create
+//! whose deadline passed while it waited fails unrun.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,7 +56,13 @@ impl CreateQueue {
                 if queue.recv_many(&mut group, max_group).await == 0 {
                     return;
                 }
-                group.retain(|pending| !pending.reply.is_closed());
+                let now = Instant::now();
+                let (expired, waiting): (Vec<_>, Vec<_>) =
+                    group.drain(..).partition(|pending| pending.queued_at + DATABASE_DEADLINE <= now);
+                for pending in expired {
+                    let _ = pending.reply.send(Err(StoreError::TimedOut));
+                }
+                group = waiting;
                 let Some(first_queued) = group.iter().map(|pending| pending.queued_at).min() else { continue };
                 let (requests, replies): (Vec<_>, Vec<_>) =
                     group.drain(..).map(|pending| (pending.request, pending.reply)).unzip();

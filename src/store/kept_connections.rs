@@ -99,7 +99,9 @@ impl KeptConnections {
     }
 }
 
-/// A connection lent out. Dropped without [`Lease::finished`], it is closed.
+/// A connection lent out. Dropped without [`Lease::finished`], it is closed, and so is every connection
+/// kept idle: whatever broke this one (a database that went silent, a failover) has most likely broken
+/// them too, and each would cost a request the whole deadline to find out.
 pub(super) struct Lease<'a> {
     connection: Option<PgConnection>,
     _permit: OwnedSemaphorePermit,
@@ -111,6 +113,14 @@ impl Lease<'_> {
     pub fn finished(mut self) {
         if let Some(connection) = self.connection.take() {
             self.home.lock().push((connection, Instant::now()));
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.connection.is_some() {
+            self.home.lock().clear();
         }
     }
 }

@@ -85,20 +85,60 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::Unavailable(error)
-            }
-            sqlx::Error::Database(ref database) if is_transient_code(database.code().as_deref()) => {
-                Self::Transient(error)
-            }
-            sqlx::Error::Database(ref database) => match sqlite_primary_code(database.code().as_deref()) {
-                Some(SQLITE_FULL) => Self::StorageFull(error),
-                Some(SQLITE_IOERR | SQLITE_NOMEM | SQLITE_CANTOPEN) => Self::Unavailable(error),
-                _ => Self::Database(error),
+        match &error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            sqlx::Error::Database(database) => match cause(database.code().as_deref()) {
+                Cause::Transient => Self::Transient(error),
+                Cause::TimedOut => Self::TimedOut,
+                Cause::Unavailable => Self::Unavailable(error),
+                Cause::StorageFull => Self::StorageFull(error),
+                Cause::Other => Self::Database(error),
             },
-            other => Self::Database(other),
+            _ => Self::Database(error),
         }
+    }
+}
+
+enum Cause {
+    Transient,
+    TimedOut,
+    Unavailable,
+    StorageFull,
+    Other,
+}
+
+/// Sorts a database's error code: PostgreSQL's SQLSTATE (always five characters) or SQLite's result code
+/// (at most four digits; an extended code such as `SQLITE_IOERR_FSYNC`, 1034, has its primary code in the
+/// low byte).
+fn cause(code: Option<&str>) -> Cause {
+    let Some(code) = code else { return Cause::Other };
+    if code.len() == 5 {
+        return match code {
+            // serialization_failure, deadlock_detected
+            "40001" | "40P01" => Cause::Transient,
+            // query_canceled: this connection's own statement_timeout
+            "57014" => Cause::TimedOut,
+            // read_only_sql_transaction (a standby after a failover), statement_completion_unknown
+            "25006" | "40003" => Cause::Unavailable,
+            // connection exceptions, insufficient resources (too many connections), operator intervention
+            // (shutdown, starting up), system errors
+            _ if ["08", "53", "57", "58"].contains(&&code[..2]) => Cause::Unavailable,
+            _ => Cause::Other,
+        };
+    }
+    match code.parse::<i64>().map(|code| code & 0xff) {
+        // SQLITE_BUSY, SQLITE_LOCKED
+        Ok(5 | 6) => Cause::Transient,
+        // SQLITE_FULL
+        Ok(13) => Cause::StorageFull,
+        // SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN
+        Ok(7 | 8 | 10 | 14) => Cause::Unavailable,
+        _ => Cause::Other,
     }
 }
 
@@ -114,17 +154,6 @@ impl StoreError {
             Self::InvalidData(_) => Some("invalid_data"),
             Self::Database(_) => Some("other"),
             Self::Conflict { .. } | Self::Contended(_) => None,
-        }
-    }
-
-    /// Whether the database itself failed (rather than the operation refusing, as a conflict does): the
-    /// transaction it ran in may be gone.
-    pub(crate) fn is_database_failure(&self) -> bool {
-        match self {
-            Self::Unavailable(_) | Self::TimedOut | Self::StorageFull(_) | Self::Database(_) | Self::Transient(_) => {
-                true
-            }
-            Self::Conflict { .. } | Self::Contended(_) | Self::InvalidData(_) => false,
         }
     }
 
@@ -147,24 +176,6 @@ impl StoreError {
             Self::InvalidData(reason) => Self::InvalidData(reason.clone()),
         }
     }
-}
-
-const SQLITE_NOMEM: i64 = 7;
-const SQLITE_IOERR: i64 = 10;
-const SQLITE_FULL: i64 = 13;
-const SQLITE_CANTOPEN: i64 = 14;
-
-/// SQLite reports extended result codes (`SQLITE_IOERR_FSYNC` is 1034); their low byte is the primary code.
-/// PostgreSQL's SQLSTATEs are not all digits, and those that are name other things: only SQLite's codes are
-/// read here, which is safe because no PostgreSQL SQLSTATE is shorter than five characters.
-fn sqlite_primary_code(code: Option<&str>) -> Option<i64> {
-    let code = code.filter(|code| code.len() < 5)?;
-    code.parse::<i64>().ok().map(|code| code & 0xff)
-}
-
-/// PostgreSQL's serialization_failure and deadlock_detected; SQLite's BUSY, LOCKED and their extended codes.
-fn is_transient_code(code: Option<&str>) -> bool {
-    matches!(code, Some("40001" | "40P01" | "5" | "6" | "261" | "517"))
 }
 
 /// The operations Sigil needs from a database. Both implementations share their SQL (`sql.rs`).
@@ -308,6 +319,35 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn error_codes_sort_into_what_the_caller_should_do() {
+        use super::{Cause, cause};
+        let sorted = |code| std::mem::discriminant(&cause(Some(code)));
+        let is = |expected: Cause| std::mem::discriminant(&expected);
+        for (code, expected) in [
+            ("40001", Cause::Transient),
+            ("40P01", Cause::Transient),
+            ("57014", Cause::TimedOut),
+            ("57P01", Cause::Unavailable),
+            ("57P03", Cause::Unavailable),
+            ("08006", Cause::Unavailable),
+            ("53300", Cause::Unavailable),
+            ("25006", Cause::Unavailable),
+            ("23505", Cause::Other),
+            ("42P01", Cause::Other),
+            ("5", Cause::Transient),
+            ("517", Cause::Transient),
+            ("773", Cause::Transient),
+            ("13", Cause::StorageFull),
+            ("1034", Cause::Unavailable),
+            ("8", Cause::Unavailable),
+            ("19", Cause::Other),
+            ("2067", Cause::Other),
+        ] {
+            assert_eq!(sorted(code), is(expected), "{code}");
+        }
     }
 
     #[test]

@@ -177,6 +177,15 @@ impl PostgresStore {
         self.serving.as_ref().map(|serving| &*serving.identities)
     }
 
+    /// A write that failed for the database's sake (a deadline, a broken connection) may have committed
+    /// without anyone learning which identity it changed: every node voids what it read.
+    fn write_failed(&self, error: &StoreError) {
+        if let (Some(serving), Some(_)) = (&self.serving, error.failure_kind()) {
+            serving.identities.void_everything();
+            serving.announcer.void_everything();
+        }
+    }
+
     fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
         if let Some(serving) = &self.serving {
             serving.identities.changed(workspace, identity_id, external_id);

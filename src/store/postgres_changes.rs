@@ -92,6 +92,11 @@ impl Announcer {
         }
     }
 
+    /// Tells every node to void everything it read, as soon as this node can reach the database.
+    pub fn void_everything(&self) {
+        self.dropped.store(true, Ordering::Relaxed);
+    }
+
     /// Changes waiting to be announced, for operators.
     pub fn pending(&self) -> usize {
         MAX_PENDING - self.changes.capacity()
@@ -106,7 +111,14 @@ impl Drop for Announcer {
 
 async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<String>, dropped: Arc<AtomicBool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH + 1);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // While a void is owed, it goes out within RETRY_EVERY even if no change comes to carry it.
+        match tokio::time::timeout(RETRY_EVERY, pending.recv_many(&mut batch, MAX_BATCH)).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_quiet) if dropped.load(Ordering::Relaxed) => {}
+            Err(_quiet) => continue,
+        }
         let voids_everything = dropped.swap(false, Ordering::Relaxed);
         if voids_everything {
             batch.insert(0, VOID_EVERYTHING.to_owned());

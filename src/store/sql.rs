@@ -237,6 +237,8 @@ where
 /// - `identity_cache()`, this node's identities in memory, if it keeps them;
 /// - `identity_changed(workspace, id, external_id)`, which voids what any node read of an identity that was
 ///   just updated or deleted: called after the commit, before the answer;
+/// - `write_failed(error)`, told of every identity write that failed, which on a database whose failed
+///   writes may have committed voids what any node read;
 /// - `queued()`, the depth of each of its queues, and a `connection_waits` histogram field;
 /// - `list_page(workspace, query)`, the identities of a list page, each backend fetching them its fastest way;
 /// - `create(workspace, new)`;
@@ -405,7 +407,7 @@ macro_rules! impl_store_with_shared_sql {
             }
 
             async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-                let id = self.create(workspace, new).await?;
+                let id = self.create(workspace, new).await.inspect_err(|error| self.write_failed(error))?;
                 // A lookup by a string that was someone's externalId now finds this id first. Other nodes
                 // need no word of it: the id is fresh, and the externalId was no live identity's.
                 if let Some(cache) = self.identity_cache() {
@@ -426,9 +428,9 @@ macro_rules! impl_store_with_shared_sql {
                     Box::pin(async move { Self::upsert_in(connection, &workspace, &upsert).await })
                 });
                 let (identity, created) = if one_statement {
-                    self.write_one_statement(upsert_in).await?
+                    self.write_one_statement(upsert_in).await.inspect_err(|error| self.write_failed(error))?
                 } else {
-                    self.write(upsert_in).await?
+                    self.write(upsert_in).await.inspect_err(|error| self.write_failed(error))?
                 };
                 self.identity_changed(workspace, &identity.id, &identity.external_id);
                 Ok((identity, created))
@@ -489,9 +491,9 @@ macro_rules! impl_store_with_shared_sql {
                     Box::pin(async move { Self::update_in(connection, &workspace, &identity, &changes).await })
                 });
                 let updated = if one_statement {
-                    self.write_one_statement(update_in).await?
+                    self.write_one_statement(update_in).await.inspect_err(|error| self.write_failed(error))?
                 } else {
-                    self.write(update_in).await?
+                    self.write(update_in).await.inspect_err(|error| self.write_failed(error))?
                 };
                 if let Some(updated) = &updated {
                     self.identity_changed(workspace, &updated.id, &updated.external_id);
@@ -509,7 +511,8 @@ macro_rules! impl_store_with_shared_sql {
                         let (workspace, identity) = owned.clone();
                         Box::pin(async move { Self::delete_in(connection, &workspace, &identity).await })
                     })
-                    .await?;
+                    .await
+                    .inspect_err(|error| self.write_failed(error))?;
                 if let Some((identity_id, external_id)) = &deleted {
                     self.identity_changed(workspace, identity_id, external_id);
                 }

@@ -141,6 +141,9 @@ impl SqliteStore {
         }
     }
 
+    /// A write that failed was not stored: a group that fails commits nothing.
+    fn write_failed(&self, _error: &StoreError) {}
+
     async fn list_page(&self, workspace: &WorkspaceId, query: &IdentityPageQuery) -> Result<Vec<Identity>, StoreError> {
         let page: String = within_deadline(async {
             Ok(sqlx::query_scalar(LIST_PAGE)

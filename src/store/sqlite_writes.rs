@@ -101,10 +101,6 @@ trait QueuedWrite: Send {
 
     fn queued_at(&self) -> Instant;
 
-    /// Whether its caller stopped waiting (its request timed out, or its client left) before it ran: it
-    /// is then not run at all.
-    fn is_abandoned(&self) -> bool;
-
     fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
 
     /// Answers the caller with the write's outcome, or with the group's failure when it did not commit.
@@ -132,10 +128,6 @@ where
         self.queued_at
     }
 
-    fn is_abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-
     fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>> {
         Box::pin(async move {
             let Some(write) = self.write.take() else {
@@ -144,8 +136,11 @@ where
             let outcome = write(connection).await;
             let ran = match &outcome {
                 Ok(_) => Ran::Succeeded,
-                Err(error) if error.is_database_failure() => Ran::DatabaseFailed(error.same_kind()),
-                Err(_) => Ran::Refused,
+                // A conflict or a lost race is decided before the write changes anything; any other
+                // failure (stored data that cannot be read back included) may come after a statement that
+                // a write without a savepoint could not undo.
+                Err(StoreError::Conflict { .. } | StoreError::Contended(_)) => Ran::Refused,
+                Err(error) => Ran::DatabaseFailed(error.same_kind()),
             };
             self.outcome = Some(outcome);
             ran
@@ -173,19 +168,21 @@ async fn commit_groups(
         // callers get 503, and whose connection is closed), not the committer.
         let (writer, connection_waits) = (writer.clone(), connection_waits.clone());
         let mut writes = std::mem::take(&mut group);
-        writes.retain(|write| !write.is_abandoned());
         // Every write is answered within the deadline from when it was queued, the wait for its group
-        // included.
+        // included: one whose deadline passed while it waited fails unrun.
+        let now = Instant::now();
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            writes.drain(..).partition(|write| write.queued_at() + DATABASE_DEADLINE <= now);
+        for write in expired {
+            write.answer(Err(&StoreError::TimedOut));
+        }
+        writes = waiting;
         let Some(first_queued) = writes.iter().map(|write| write.queued_at()).min() else {
             group = writes;
             continue;
         };
         let committed = tokio::spawn(async move {
-            let outcome = within_deadline_at(
-                first_queued + DATABASE_DEADLINE,
-                run_group(&writer, &connection_waits, &mut writes),
-            )
-            .await;
+            let outcome = run_group(&writer, &connection_waits, &mut writes, first_queued + DATABASE_DEADLINE).await;
             if let Err(error) = &outcome {
                 tracing::error!(%error, writes = writes.len(), "a group of writes failed; none of them was stored");
             }
@@ -216,31 +213,40 @@ impl Drop for GroupConnection {
     }
 }
 
+/// Runs the group's writes by `deadline`, and then commits them however long that takes: once COMMIT is
+/// sent, SQLite finishes it even if nobody waits, so answering a write before the commit returned could
+/// answer as failed a write that was stored.
 async fn run_group(
     writer: &SqlitePool,
     connection_waits: &Histogram,
     writes: &mut [Box<dyn QueuedWrite>],
+    deadline: Instant,
 ) -> Result<(), StoreError> {
-    let mut group = GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false };
-    let connection = &mut *group.connection;
-    connection.execute("BEGIN IMMEDIATE").await?;
-    for write in writes.iter_mut() {
-        let savepoint = write.needs_savepoint();
-        if savepoint {
-            connection.execute("SAVEPOINT write").await?;
-        }
-        match write.run(connection).await {
-            Ran::Succeeded if savepoint => {
-                connection.execute("RELEASE write").await?;
+    let mut group = within_deadline_at(deadline, async {
+        let mut group =
+            GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false };
+        let connection = &mut *group.connection;
+        connection.execute("BEGIN IMMEDIATE").await?;
+        for write in writes.iter_mut() {
+            let savepoint = write.needs_savepoint();
+            if savepoint {
+                connection.execute("SAVEPOINT write").await?;
             }
-            Ran::Refused if savepoint => {
-                connection.execute("ROLLBACK TO write; RELEASE write").await?;
+            match write.run(connection).await {
+                Ran::Succeeded if savepoint => {
+                    connection.execute("RELEASE write").await?;
+                }
+                Ran::Refused if savepoint => {
+                    connection.execute("ROLLBACK TO write; RELEASE write").await?;
+                }
+                Ran::Succeeded | Ran::Refused => {}
+                Ran::DatabaseFailed(error) => return Err(error),
             }
-            Ran::Succeeded | Ran::Refused => {}
-            Ran::DatabaseFailed(error) => return Err(error),
         }
-    }
-    connection.execute("COMMIT").await?;
+        Ok(group)
+    })
+    .await?;
+    group.connection.execute("COMMIT").await?;
     group.committed = true;
     Ok(())
 }
