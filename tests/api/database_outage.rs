@@ -9,14 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sigil::domain::permission::all_permissions;
-use sigil::server::mint_root_key;
 use sigil::store::DATABASE_DEADLINE;
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
 
 use crate::chaos_proxy::ChaosProxy;
-use crate::harness::{Backend, SigilProcess, TestDatabase};
+use crate::harness::{Backend, SigilProcess, TestDatabase, admin_key};
 use crate::multi_node::{call, reads_within_bound};
 
 const WORKERS: usize = 8;
@@ -33,14 +31,6 @@ async fn behind_a_proxy(url: &str) -> (String, ChaosProxy) {
     let proxy = ChaosProxy::start(&url[authority_starts..authority_ends]).await;
     let proxied = format!("{}{}{}", &url[..authority_starts], proxy.address, &url[authority_ends..]);
     (proxied, proxy)
-}
-
-async fn admin_key(url: &str) -> String {
-    let store = sigil::store::open(url).await.expect("open");
-    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
-    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
-    store.close().await;
-    key
 }
 
 /// What the workers saw.

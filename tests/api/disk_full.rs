@@ -12,10 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sigil::domain::permission::all_permissions;
-use sigil::server::mint_root_key;
 
-use crate::harness::SigilProcess;
+use crate::harness::{SigilProcess, admin_key};
 
 const FILE_SYSTEM_BYTES: u64 = 24 * 1024 * 1024;
 /// What the ballast leaves free: room for a few thousand creates with the meta below.
@@ -195,13 +193,7 @@ fn assert_stored_exactly_what_was_acknowledged(stored: &HashMap<String, String>,
 async fn sqlite_on_a_full_disk_acknowledges_only_what_it_stored() {
     let Some(file_system) = SmallFileSystem::mount(FILE_SYSTEM_BYTES) else { return };
     let url = format!("sqlite://{}", file_system.path().join("sigil.db").display());
-    let key = {
-        let store = sigil::store::open(&url).await.expect("open");
-        let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
-        let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
-        store.close().await;
-        key
-    };
+    let key = admin_key(&url).await;
     let node = SigilProcess::start(&url).await;
     let ballast = lay_ballast(&file_system, LEFT_FREE_BYTES);
     let ledger = SharedLedger::default();

@@ -226,6 +226,16 @@ impl ApiResponse {
     }
 }
 
+/// An all-permissions root key in workspace `test` of the database at `database_url`, minted as
+/// `sigil root-key create` does, beside any server on it.
+pub async fn admin_key(database_url: &str) -> String {
+    let store = sigil::store::open(database_url).await.expect("open");
+    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
+    store.close().await;
+    key
+}
+
 /// A `sigil serve` process; killed when dropped. Its JSON log lines are collected.
 pub struct SigilProcess {
     pub base_url: String,

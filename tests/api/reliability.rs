@@ -5,10 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sigil::domain::permission::all_permissions;
-use sigil::server::mint_root_key;
 
-use crate::harness::{Backend, SigilProcess, TestDatabase};
+use crate::harness::{Backend, SigilProcess, TestDatabase, admin_key};
 
 const WORKERS: usize = 16;
 const LOAD_BEFORE_SIGNAL: Duration = Duration::from_millis(500);
@@ -21,14 +19,6 @@ struct Acknowledged {
 }
 
 type Ledger = Arc<Mutex<HashMap<String, Acknowledged>>>;
-
-async fn admin_key(database_url: &str) -> String {
-    let store = sigil::store::open(database_url).await.expect("open");
-    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
-    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
-    store.close().await;
-    key
-}
 
 /// Workers create identities and then update each, recording only what was answered 200, until their
 /// requests start failing. Returns every status seen.
