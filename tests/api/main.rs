@@ -16,3 +16,4 @@ mod protocol;
 mod races;
 mod read_after_write;
 mod reliability;
+mod wire_snapshots;
