@@ -47,7 +47,7 @@ async fn ratelimits_move_into_their_identity_with_their_ids(backend: Backend) {
 
     let store = sigil::store::open(&url).await.expect("open migrates to the current version");
     let workspace = WorkspaceId::from_stored("ws_1".into());
-    let limited = store.find_identity(&workspace, "limited").await.expect("read").expect("still there");
+    let limited = store.get_identity(&workspace, "limited").await.expect("read").expect("still there");
     assert_eq!(limited.meta.get(), r#"{"plan":"pro"}"#);
     let ratelimits: Vec<Ratelimit> = serde_json::from_str(limited.ratelimits.get()).expect("ratelimits");
     assert_eq!(
@@ -57,7 +57,7 @@ async fn ratelimits_move_into_their_identity_with_their_ids(backend: Backend) {
             Ratelimit { id: "rl_b".into(), name: "web".into(), limit: 10, duration: 1000, auto_apply: true },
         ]
     );
-    let unlimited = store.find_identity(&workspace, "id_2").await.expect("read").expect("still there");
+    let unlimited = store.get_identity(&workspace, "id_2").await.expect("read").expect("still there");
     assert_eq!(unlimited.ratelimits.get(), "[]");
     store.close().await;
 }

@@ -27,7 +27,7 @@ pub async fn get_identity(
     let root_key = auth.authenticate(&state).await?;
     let identity = state
         .store
-        .find_identity(&root_key.workspace, &request.identity)
+        .get_identity(&root_key.workspace, &request.identity)
         .await?
         .ok_or_else(ApiError::identity_not_found)?;
     root_key.authorize(IdentityAction::Read, Some(&identity.id))?;

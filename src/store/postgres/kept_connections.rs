@@ -21,7 +21,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::store::sql::WriteFuture;
+use crate::store::backend::WriteFuture;
 use crate::store::{StoreError, within_deadline};
 
 pub(super) struct KeptConnections {

@@ -1,8 +1,8 @@
 //! Group commit for creates on PostgreSQL: concurrent creates queue here, and a committer takes everything
-//! waiting (up to a group's size) and hands it to `commit` as one group, so one transaction and one WAL
+//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`, `create_identities`) as one group, so one transaction and one WAL
 //! flush serve many creates, while several groups commit at once. Each create is answered only once its
 //! group's `commit` has returned, that is after the commit. Alone, a create is a group of one. (SQLite,
-//! with its single writer, group-commits every kind of write instead: `sqlite_writes.rs`.)
+//! with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
 //!
 //! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest create was queued, so every create is
 //! answered within it, the wait for a group included, however long the groups ahead of it hang: a create
@@ -33,11 +33,11 @@ struct Pending {
     reply: oneshot::Sender<CreateOutcome>,
 }
 
-pub(super) struct CreateQueue {
+pub(super) struct CreateGroups {
     sender: mpsc::Sender<Pending>,
 }
 
-impl CreateQueue {
+impl CreateGroups {
     /// Starts the committer. `commit` gets a group of at most `max_group` creates and the deadline by which
     /// it must return one outcome per create, in order; at most `groups_in_flight` groups are committing at
     /// once.
@@ -85,7 +85,7 @@ impl CreateQueue {
     }
 
     /// Queues one create and waits for its group's outcome.
-    pub async fn create(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
+    pub async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
         let (reply, answer) = oneshot::channel();
         let request = CreateRequest { workspace: workspace.clone(), new: new.clone() };
         // The committer is gone only while the store shuts down (or after a panic in a commit).

@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use crate::domain::workspace::WorkspaceId;
 use crate::store::identity_cache::IdentityCache;
-use crate::store::kept_connections::KeptConnections;
 use crate::store::postgres::bounded;
+use crate::store::postgres::kept_connections::KeptConnections;
 use crate::store::{DATABASE_DEADLINE, within_deadline};
 
 const CHANNEL: &str = "sigil_identity_changes";

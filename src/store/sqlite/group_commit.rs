@@ -22,7 +22,7 @@ use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::store::sql::WriteFuture;
+use crate::store::backend::WriteFuture;
 use crate::store::sqlite::timed_acquire;
 use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 

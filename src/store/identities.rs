@@ -1,0 +1,437 @@
+//! Identities: what the store offers for them, the SQL both databases run, and the one implementation of
+//! that SQL ([`impl_identities!`]), instantiated by each backend. What the backends do their own way (a
+//! create, which each group-commits its own way, and a list page) is [`IdentityBackend`], in
+//! `sqlite/identities.rs` and `postgres/identities.rs`.
+
+use async_trait::async_trait;
+
+use crate::domain::identity::{
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit, StoredJson, opens_with,
+    stored_json,
+};
+use crate::domain::workspace::WorkspaceId;
+use crate::store::StoreError;
+
+/// Identities, by workspace.
+#[async_trait]
+pub trait Identities: Send + Sync {
+    /// Inserts an identity and its ratelimits atomically and returns its id. The database's unique index
+    /// decides a collision: [`StoreError::Conflict`] names the live identity that holds the externalId.
+    async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError>;
+
+    /// Creates the identity, or updates the sent parts of the live one with this externalId; one statement
+    /// decides, so concurrent upserts never conflict. `true` when this call created it.
+    async fn upsert_identity(
+        &self,
+        workspace: &WorkspaceId,
+        upsert: &IdentityUpsert,
+    ) -> Result<(Identity, bool), StoreError>;
+
+    /// The live identity whose id, or else whose externalId, is `identity`.
+    async fn get_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<Option<Identity>, StoreError>;
+
+    /// Live identities in id (creation) order, at most `query.limit` of them.
+    async fn list_identities(
+        &self,
+        workspace: &WorkspaceId,
+        query: &IdentityPageQuery,
+    ) -> Result<Vec<Identity>, StoreError>;
+
+    /// Replaces meta and/or ratelimits in one transaction. Ratelimits are matched by name and keep their ids.
+    /// `None` when no live identity matches.
+    async fn update_identity(
+        &self,
+        workspace: &WorkspaceId,
+        identity: &str,
+        changes: &IdentityChanges,
+    ) -> Result<Option<Identity>, StoreError>;
+
+    /// Soft-deletes the live identity; its externalId is free again at once. `false` when none matched.
+    async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError>;
+}
+
+/// The identity operations each backend does its own way.
+pub(super) trait IdentityBackend {
+    /// Inserts the identity, its ratelimits with it; a live identity holding the externalId is a conflict.
+    fn create_identity(
+        &self,
+        workspace: &WorkspaceId,
+        new: &NewIdentity,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// The identities of a list page, each backend fetching them its fastest way.
+    fn list_identities(
+        &self,
+        workspace: &WorkspaceId,
+        query: &IdentityPageQuery,
+    ) -> impl Future<Output = Result<Vec<Identity>, StoreError>> + Send;
+}
+
+/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
+/// (primary key, live-externalId index) joined by UNION ALL: an `id = $2 OR external_id = $2` filter makes
+/// SQLite scan every live identity of the workspace.
+macro_rules! live_identity_id {
+    () => {
+        "(SELECT id FROM (\
+           SELECT id, 0 AS rank FROM identities WHERE id = $2 AND workspace_id = $1 AND deleted_at IS NULL \
+           UNION ALL \
+           SELECT id, 1 AS rank FROM identities WHERE external_id = $2 AND workspace_id = $1 AND deleted_at IS NULL\
+         ) AS candidates ORDER BY rank LIMIT 1)"
+    };
+}
+
+pub(super) const GET_IDENTITY: &str =
+    concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
+
+/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
+/// cursor (an inclusive lower bound on the id), and `$3`, the search pattern, are optional; `$4` is the limit.
+/// Without a cursor the bound is '', below every id, so that the cursor is always a range on
+/// `identities_live_by_workspace` and a page deep into a workspace costs what the first one does. Spelled
+/// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
+macro_rules! identity_page {
+    () => {
+        "(SELECT id, external_id, meta, ratelimits FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+           AND id >= COALESCE($2, '') \
+           AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
+           ORDER BY id LIMIT $4) i"
+    };
+}
+pub(super) use identity_page;
+
+/// The written identity, whole, as [`IdentityRow`] reads it.
+macro_rules! returning_whole_identity {
+    () => {
+        " RETURNING id, external_id, meta, ratelimits"
+    };
+}
+
+/// Inserts, or updates the live identity with this externalId, in one statement: the database decides
+/// which, so concurrent upserts never conflict. `$4` (meta) is optional: kept as it is when absent. `$6`,
+/// the ratelimits, go in only with a new identity: an existing one's ratelimits keep their ids by name,
+/// which only the caller can work out from the ratelimits this returns.
+pub(super) const UPSERT_IDENTITY: &str = concat!(
+    "INSERT INTO identities (id, workspace_id, external_id, meta, created_at, ratelimits) \
+     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+     DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5",
+    returning_whole_identity!()
+);
+
+/// Taking the row lock first serializes concurrent updates of one identity (PostgreSQL) and fixes which
+/// identity the transaction works on.
+pub(super) const UPDATE_IDENTITY: &str = concat!(
+    "UPDATE identities SET meta = COALESCE($3, meta), updated_at = $4 WHERE id = ",
+    live_identity_id!(),
+    " AND deleted_at IS NULL",
+    returning_whole_identity!()
+);
+
+/// Follows an upsert or update in its transaction, which already holds the row.
+pub(super) const SET_RATELIMITS: &str = "UPDATE identities SET ratelimits = $2 WHERE id = $1";
+
+/// Re-checking `deleted_at` on the row itself makes the second of two concurrent deletes match nothing.
+pub(super) const DELETE_IDENTITY: &str = concat!(
+    "UPDATE identities SET deleted_at = $3 WHERE id = ",
+    live_identity_id!(),
+    " AND deleted_at IS NULL RETURNING id, external_id"
+);
+
+/// An identity as stored: meta and ratelimits as JSON text.
+pub(super) struct IdentityRow {
+    id: String,
+    external_id: String,
+    meta: String,
+    ratelimits: String,
+}
+
+/// Read by position, as every statement reading an identity selects `id, external_id, meta, ratelimits`:
+/// by name, sqlx looked each column up in a hash map, for every row of a list page.
+impl<'r, R> sqlx::FromRow<'r, R> for IdentityRow
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            external_id: row.try_get(1)?,
+            meta: row.try_get(2)?,
+            ratelimits: row.try_get(3)?,
+        })
+    }
+}
+
+impl IdentityRow {
+    pub fn into_identity(self) -> Result<Identity, StoreError> {
+        let meta = stored_meta(&self.id, self.meta)?;
+        let ratelimits = stored_ratelimits(&self.id, self.ratelimits)?;
+        Ok(Identity { id: self.id, external_id: self.external_id, meta, ratelimits })
+    }
+}
+
+/// Stored meta, checked; text that is no JSON object is a damaged database, not a bad request.
+pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredJson, StoreError> {
+    stored_json(meta, '{')
+        .ok_or_else(|| StoreError::InvalidData(format!("meta of identity {identity_id} is no JSON object")))
+}
+
+/// Stored ratelimits, checked as [`stored_meta`] is.
+pub(super) fn stored_ratelimits(identity_id: &str, ratelimits: String) -> Result<StoredJson, StoreError> {
+    stored_json(ratelimits, '[').ok_or_else(|| ratelimits_no_array(identity_id))
+}
+
+/// Ratelimits read as JSON already (inside a larger document), checked as [`stored_ratelimits`] are.
+pub(super) fn checked_ratelimits(identity_id: &str, ratelimits: StoredJson) -> Result<StoredJson, StoreError> {
+    if opens_with(&ratelimits, '[') { Ok(ratelimits) } else { Err(ratelimits_no_array(identity_id)) }
+}
+
+fn ratelimits_no_array(identity_id: &str) -> StoreError {
+    StoreError::InvalidData(format!("ratelimits of identity {identity_id} are no JSON array"))
+}
+
+/// An identity's ratelimits, parsed, for a write that replaces them.
+pub(super) fn parse_ratelimits(identity: &Identity) -> Result<Vec<Ratelimit>, StoreError> {
+    serde_json::from_str(identity.ratelimits.get())
+        .map_err(|error| StoreError::InvalidData(format!("ratelimits of identity {}: {error}", identity.id)))
+}
+
+pub(super) fn to_json(meta: &Meta) -> Result<String, StoreError> {
+    serde_json::to_string(meta).map_err(|error| StoreError::InvalidData(format!("meta: {error}")))
+}
+
+/// Ratelimits as stored: the JSON array of their wire shapes, in name order.
+pub(super) fn ratelimits_json(ratelimits: &[Ratelimit]) -> Result<String, StoreError> {
+    serde_json::to_string(ratelimits).map_err(|error| StoreError::InvalidData(format!("ratelimits: {error}")))
+}
+
+/// PostgreSQL text cannot hold NUL, and no stored id or externalId contains one: such a lookup matches
+/// nothing on either backend, without asking the database.
+pub(super) fn may_be_stored(identity: &str) -> bool {
+    !identity.contains('\0')
+}
+
+/// Implements [`Identities`] for a [`Backend`](super::backend::Backend) that also implements
+/// [`IdentityBackend`].
+macro_rules! impl_identities {
+    ($store:ty) => {
+        // A block of its own, so that the implementation names what it uses as this file does.
+        const _: () = {
+            use $crate::domain::identity::{
+                Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
+                replace_ratelimits,
+            };
+            use $crate::domain::ids::new_id;
+            use $crate::domain::workspace::WorkspaceId;
+            use $crate::store::StoreError;
+            use $crate::store::backend::{Backend, now_ms, write_op};
+            use $crate::store::identities::*;
+
+            impl $store {
+                /// Makes the ratelimits of `identity`, whose row this transaction has written, exactly `sent`.
+                async fn set_ratelimits_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    identity: &mut Identity,
+                    sent: &[RatelimitInput],
+                ) -> Result<(), StoreError> {
+                    let replaced = ratelimits_json(&replace_ratelimits(&parse_ratelimits(identity)?, sent))?;
+                    sqlx::query(SET_RATELIMITS).bind(&identity.id).bind(&replaced).execute(&mut *connection).await?;
+                    identity.ratelimits = stored_ratelimits(&identity.id, replaced)?;
+                    Ok(())
+                }
+
+                /// Creates the identity, or updates the sent parts of the live one with this externalId; `true`
+                /// when it was created. One statement decides which, so concurrent upserts never conflict.
+                async fn upsert_identity_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    upsert: &IdentityUpsert,
+                ) -> Result<(Identity, bool), StoreError> {
+                    let meta = upsert.meta.as_ref().map(to_json).transpose()?;
+                    let sent = upsert.ratelimits.as_deref();
+                    let new_ratelimits = replace_ratelimits(&[], sent.unwrap_or_default());
+                    let new_identity_id = new_id("id");
+                    let row: IdentityRow = sqlx::query_as(UPSERT_IDENTITY)
+                        .bind(&new_identity_id)
+                        .bind(workspace.as_str())
+                        .bind(&upsert.external_id)
+                        .bind(meta)
+                        .bind(now_ms())
+                        .bind(ratelimits_json(&new_ratelimits)?)
+                        .fetch_one(&mut *connection)
+                        .await?;
+                    let mut identity = row.into_identity()?;
+                    let created = identity.id == new_identity_id;
+                    if let (false, Some(sent)) = (created, sent) {
+                        Self::set_ratelimits_in(connection, &mut identity, sent).await?;
+                    }
+                    Ok((identity, created))
+                }
+
+                /// Replaces the sent parts of the live identity; `None` when none matches.
+                async fn update_identity_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    identity: &str,
+                    changes: &IdentityChanges,
+                ) -> Result<Option<Identity>, StoreError> {
+                    let meta = changes.meta.as_ref().map(to_json).transpose()?;
+                    let row: Option<IdentityRow> = sqlx::query_as(UPDATE_IDENTITY)
+                        .bind(workspace.as_str())
+                        .bind(identity)
+                        .bind(meta)
+                        .bind(now_ms())
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    let mut identity = row.into_identity()?;
+                    if let Some(sent) = &changes.ratelimits {
+                        Self::set_ratelimits_in(connection, &mut identity, sent).await?;
+                    }
+                    Ok(Some(identity))
+                }
+
+                /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
+                /// matches.
+                async fn delete_identity_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    identity: &str,
+                ) -> Result<Option<(String, String)>, StoreError> {
+                    Ok(sqlx::query_as(DELETE_IDENTITY)
+                        .bind(workspace.as_str())
+                        .bind(identity)
+                        .bind(now_ms())
+                        .fetch_optional(&mut *connection)
+                        .await?)
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Identities for $store {
+                async fn create_identity(
+                    &self,
+                    workspace: &WorkspaceId,
+                    new: &NewIdentity,
+                ) -> Result<String, StoreError> {
+                    let id = <Self as IdentityBackend>::create_identity(self, workspace, new)
+                        .await
+                        .inspect_err(|error| self.write_failed(error))?;
+                    // A lookup by a string that was someone's externalId now finds this id first. Other nodes
+                    // need no word of it: the id is fresh, and the externalId was no live identity's.
+                    if let Some(cache) = self.identity_cache() {
+                        cache.changed(workspace, &id, &new.external_id);
+                    }
+                    Ok(id)
+                }
+
+                async fn upsert_identity(
+                    &self,
+                    workspace: &WorkspaceId,
+                    upsert: &IdentityUpsert,
+                ) -> Result<(Identity, bool), StoreError> {
+                    let one_statement = upsert.ratelimits.is_none();
+                    let owned = (workspace.clone(), upsert.clone());
+                    let upsert_in = write_op(move |connection: &mut <Self as Backend>::Connection| {
+                        let (workspace, upsert) = owned.clone();
+                        Box::pin(async move { Self::upsert_identity_in(connection, &workspace, &upsert).await })
+                    });
+                    let (identity, created) = if one_statement {
+                        self.write_one_statement(upsert_in).await.inspect_err(|error| self.write_failed(error))?
+                    } else {
+                        self.write(upsert_in).await.inspect_err(|error| self.write_failed(error))?
+                    };
+                    self.identity_changed(workspace, &identity.id, &identity.external_id);
+                    Ok((identity, created))
+                }
+
+                async fn get_identity(
+                    &self,
+                    workspace: &WorkspaceId,
+                    identity: &str,
+                ) -> Result<Option<Identity>, StoreError> {
+                    if !may_be_stored(identity) {
+                        return Ok(None);
+                    }
+                    if let Some(cached) = self.identity_cache().and_then(|cache| cache.get(workspace, identity)) {
+                        return Ok(Some(cached));
+                    }
+                    let read = self.identity_cache().map(|cache| cache.read_version(workspace, identity));
+                    let (workspace_id, identity_key) = (workspace.clone(), identity.to_owned());
+                    let row: Option<IdentityRow> = self
+                        .on_reader(|connection| {
+                            Box::pin(async move {
+                                Ok(sqlx::query_as(GET_IDENTITY)
+                                    .bind(workspace_id.as_str())
+                                    .bind(identity_key)
+                                    .fetch_optional(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    let found = row.map(IdentityRow::into_identity).transpose()?;
+                    if let (Some(cache), Some(read), Some(found)) = (self.identity_cache(), read, &found) {
+                        cache.insert(workspace, identity, found, read);
+                    }
+                    Ok(found)
+                }
+
+                async fn list_identities(
+                    &self,
+                    workspace: &WorkspaceId,
+                    query: &IdentityPageQuery,
+                ) -> Result<Vec<Identity>, StoreError> {
+                    <Self as IdentityBackend>::list_identities(self, workspace, query).await
+                }
+
+                async fn update_identity(
+                    &self,
+                    workspace: &WorkspaceId,
+                    identity: &str,
+                    changes: &IdentityChanges,
+                ) -> Result<Option<Identity>, StoreError> {
+                    if !may_be_stored(identity) {
+                        return Ok(None);
+                    }
+                    let one_statement = changes.ratelimits.is_none();
+                    let owned = (workspace.clone(), identity.to_owned(), changes.clone());
+                    let update_in = write_op(move |connection: &mut <Self as Backend>::Connection| {
+                        let (workspace, identity, changes) = owned.clone();
+                        Box::pin(
+                            async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await },
+                        )
+                    });
+                    let updated = if one_statement {
+                        self.write_one_statement(update_in).await.inspect_err(|error| self.write_failed(error))?
+                    } else {
+                        self.write(update_in).await.inspect_err(|error| self.write_failed(error))?
+                    };
+                    if let Some(updated) = &updated {
+                        self.identity_changed(workspace, &updated.id, &updated.external_id);
+                    }
+                    Ok(updated)
+                }
+
+                async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
+                    if !may_be_stored(identity) {
+                        return Ok(false);
+                    }
+                    let owned = (workspace.clone(), identity.to_owned());
+                    let deleted = self
+                        .write_one_statement(move |connection| {
+                            let (workspace, identity) = owned.clone();
+                            Box::pin(async move { Self::delete_identity_in(connection, &workspace, &identity).await })
+                        })
+                        .await
+                        .inspect_err(|error| self.write_failed(error))?;
+                    if let Some((identity_id, external_id)) = &deleted {
+                        self.identity_changed(workspace, identity_id, external_id);
+                    }
+                    Ok(deleted.is_some())
+                }
+            }
+        };
+    };
+}
+pub(super) use impl_identities;

@@ -1,0 +1,129 @@
+//! What SQLite does its own way for identities: a create is one statement in the next group commit, and a
+//! list page comes back as one row of JSON.
+
+use serde_json::value::RawValue;
+use sqlx::SqliteConnection;
+
+use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
+use crate::domain::ids::new_id;
+use crate::domain::workspace::WorkspaceId;
+use crate::store::backend::now_ms;
+use crate::store::identities::{
+    IdentityBackend, checked_ratelimits, identity_page, ratelimits_json, stored_meta, to_json,
+};
+use crate::store::sqlite::{SqliteStore, timed_acquire};
+use crate::store::{StoreError, within_deadline};
+
+/// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
+const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
+    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
+/// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`, meta
+/// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
+/// JSON parser's depth limit). sqlx hands each row from SQLite's thread to the caller's on its own, and
+/// those handoffs were most of a page's cost: as one row, pages of 100 went from about 4,000 to 6,500 a
+/// second. The aggregate names no order, since asking for one made SQLite sort again what it had read in
+/// order; `list_identities` puts the page in order.
+const LIST_IDENTITIES: &str = concat!(
+    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits))) FROM ",
+    identity_page!()
+);
+
+impl IdentityBackend for SqliteStore {
+    async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
+        let (workspace, new) = (workspace.clone(), new.clone());
+        self.writes
+            .run_one_statement(move |connection| {
+                Box::pin(async move { create_identity_in(connection, &workspace, &new).await })
+            })
+            .await
+    }
+
+    async fn list_identities(
+        &self,
+        workspace: &WorkspaceId,
+        query: &IdentityPageQuery,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let page: String = within_deadline(async {
+            Ok(sqlx::query_scalar(LIST_IDENTITIES)
+                .bind(workspace.as_str())
+                .bind(query.cursor.as_deref())
+                .bind(query.search_pattern.as_deref())
+                .bind(query.limit)
+                .fetch_one(&mut *timed_acquire(&self.reader, &self.connection_waits).await?)
+                .await?)
+        })
+        .await?;
+        let page: Vec<(String, String, String, Box<RawValue>)> =
+            serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
+        let mut identities = page
+            .into_iter()
+            .map(|(id, external_id, meta, ratelimits)| {
+                let ratelimits = checked_ratelimits(&id, ratelimits)?;
+                Ok(Identity { meta: stored_meta(&id, meta)?, id, external_id, ratelimits })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        identities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(identities)
+    }
+}
+
+/// Inserts the identity, ratelimits and all, with one statement; a live identity holding the externalId is a
+/// conflict. Nothing fallible follows a successful insert.
+async fn create_identity_in(
+    connection: &mut SqliteConnection,
+    workspace: &WorkspaceId,
+    new: &NewIdentity,
+) -> Result<String, StoreError> {
+    let id = new_id("id");
+    let inserted: Option<String> = sqlx::query_scalar(CREATE_IDENTITY)
+        .bind(&id)
+        .bind(workspace.as_str())
+        .bind(&new.external_id)
+        .bind(to_json(&new.meta)?)
+        .bind(ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?)
+        .bind(now_ms())
+        .fetch_optional(&mut *connection)
+        .await?;
+    if inserted.is_some() {
+        return Ok(id);
+    }
+    // One writer: the identity holding the externalId cannot vanish before this read.
+    let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+        .bind(workspace.as_str())
+        .bind(&new.external_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    match holder {
+        Some(existing_id) => Err(StoreError::Conflict { existing_id }),
+        None => Err(StoreError::Contended("the externalId was freed during the insert")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_page_seeks_to_its_cursor_through_the_workspace_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            SqliteStore::open(&format!("sqlite://{}", dir.path().join("sigil.db").display())).await.expect("open");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {LIST_IDENTITIES}"))
+            .bind("ws_1")
+            .bind(Some("id_5"))
+            .bind(None::<&str>)
+            .bind(101_i64)
+            .fetch_all(&store.reader)
+            .await
+            .expect("explain");
+        let plan: Vec<&str> = plan.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+        assert!(
+            plan.iter().any(|step| step.contains("identities_live_by_workspace (workspace_id=? AND id>?)")),
+            "{plan:#?}"
+        );
+        store.close_pools().await;
+    }
+}

@@ -1,0 +1,200 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! Writes go through a single connection, so they queue in the process instead of failing with
+//! SQLITE_BUSY; reads use a pool of their own and never wait for writes (WAL). `synchronous = FULL`
+//! makes every acknowledged commit durable, through a process kill or a power loss.
+//!
+//! Every identity write is group-committed (`group_commit.rs`): one transaction, a savepoint per write,
+//! one fsync for all the writes waiting.
+
+mod group_commit;
+mod identities;
+
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection};
+
+use crate::domain::workspace::WorkspaceId;
+use crate::store::backend::{Backend, WriteFuture};
+use crate::store::idempotency_keys::impl_idempotency_keys;
+use crate::store::identities::impl_identities;
+use crate::store::identity_cache::IdentityCache;
+use crate::store::root_keys::impl_root_keys;
+use crate::store::stats::connection_wait_histogram;
+use crate::store::workspaces::impl_workspaces;
+use crate::store::{Store, StoreError, StoreStats, within_deadline};
+use group_commit::GroupWriter;
+
+const READ_CONNECTIONS: u32 = 8;
+/// Bounds only the wait for a connection at startup: every later use is bounded by `DATABASE_DEADLINE`.
+const ACQUIRE_TIMEOUT: Duration = crate::store::DATABASE_DEADLINE;
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+    writes: GroupWriter,
+    connection_waits: Histogram,
+    /// Set when this process serves the database and holds its lock file.
+    serving: Option<Serving>,
+}
+
+struct Serving {
+    identities: IdentityCache,
+    lock: Mutex<Option<File>>,
+}
+
+impl SqliteStore {
+    /// Opens the database for `sigil serve`: takes its lock file, so that no other `sigil serve` uses the same
+    /// file, and keeps identities it read in memory, since every write to them now passes through here.
+    /// (`sigil root-key create` may still open the file alongside: it writes no identity.)
+    pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
+        let mut store = Self::open(url).await?;
+        let path = SqliteConnectOptions::from_str(url)?.get_filename().to_owned();
+        let lock_path = format!("{}-sigil.lock", path.display());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create the lock file {lock_path:?}"))?;
+        if lock.try_lock().is_err() {
+            store.close_pools().await;
+            anyhow::bail!(
+                "another sigil serve is using {path:?} (it holds {lock_path:?}); several nodes need PostgreSQL"
+            );
+        }
+        store.serving =
+            Some(Serving { identities: IdentityCache::for_the_only_writer(), lock: Mutex::new(Some(lock)) });
+        Ok(store)
+    }
+
+    /// Opens the database for one administrative command.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // Each connection to an in-memory database would see a database of its own.
+        anyhow::ensure!(
+            options.get_filename() != Path::new(":memory:"),
+            "in-memory SQLite is not supported: name a file, e.g. sqlite://sigil.db"
+        );
+        // Neither pool pings a connection before handing it out (sqlx's default): a SQLite connection is a
+        // thread of this process, so the ping proves nothing and costs a thread handoff on every query.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {:?}", options.get_filename()))?;
+        sqlx::migrate!("migrations/sqlite").run(&writer).await.context("migrating the SQLite database")?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        let connection_waits = connection_wait_histogram();
+        let writes = GroupWriter::start(writer.clone(), connection_waits.clone());
+        Ok(Self { reader, writer, writes, connection_waits, serving: None })
+    }
+
+    /// Closes both pools and gives up the lock file, so that the next `sigil serve` may start at once.
+    async fn close_pools(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+        if let Some(serving) = &self.serving {
+            serving.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        }
+    }
+}
+
+impl Backend for SqliteStore {
+    type Connection = SqliteConnection;
+
+    async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+    {
+        self.writes.run(write).await
+    }
+
+    async fn write_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+    {
+        self.writes.run_one_statement(write).await
+    }
+
+    async fn on_reader<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        T: Send,
+        Work: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send,
+    {
+        within_deadline(async { work(&mut *timed_acquire(&self.reader, &self.connection_waits).await?).await }).await
+    }
+
+    async fn on_writer<T, Work>(&self, work: Work) -> Result<T, StoreError>
+    where
+        T: Send,
+        Work: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send,
+    {
+        within_deadline(async { work(&mut *timed_acquire(&self.writer, &self.connection_waits).await?).await }).await
+    }
+
+    fn identity_cache(&self) -> Option<&IdentityCache> {
+        self.serving.as_ref().map(|serving| &serving.identities)
+    }
+
+    /// This process is the only one writing, so only its own reads can be stale.
+    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
+        if let Some(cache) = self.identity_cache() {
+            cache.changed(workspace, identity_id, external_id);
+        }
+    }
+
+    /// A write that failed was not stored: a group that fails commits nothing.
+    fn write_failed(&self, _error: &StoreError) {}
+}
+
+impl_workspaces!(SqliteStore);
+impl_root_keys!(SqliteStore);
+impl_identities!(SqliteStore);
+impl_idempotency_keys!(SqliteStore);
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            identity_cache: self.identity_cache().map(IdentityCache::stats),
+            queued: vec![("sqlite_writes", self.writes.queued())],
+            connection_waits: self.connection_waits.clone(),
+        }
+    }
+
+    async fn close(&self) {
+        self.close_pools().await;
+    }
+}
+
+/// A connection of `pool`, noting in `waits` how long it took to get.
+pub(super) async fn timed_acquire(pool: &SqlitePool, waits: &Histogram) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let connection = pool.acquire().await;
+    waits.observe(started.elapsed().as_secs_f64());
+    connection
+}
