@@ -21,17 +21,10 @@ use crate::domain::idempotency::{StoredResponse, fingerprint, is_replayable, is_
 use crate::domain::workspace::WorkspaceId;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::extract::RootKeyHeader;
+use crate::routes::IDEMPOTENT_WRITES;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// The operations that accept an Idempotency-Key; on any other route the header is ignored.
-const WRITE_OPERATIONS: [&str; 4] = [
-    "/v2/identities.createIdentity",
-    "/v2/identities.updateIdentity",
-    "/v2/identities.deleteIdentity",
-    "/v2/identities.upsertIdentity",
-];
 
 /// How often a retry looks again at a key whose first request is still running.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -61,7 +54,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Some(header) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
         return next.run(request).await;
     };
-    if !WRITE_OPERATIONS.contains(&request.uri().path()) {
+    if !IDEMPOTENT_WRITES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let Some(key) = header.to_str().ok().filter(|key| is_valid_key(key)).map(str::to_owned) else {

@@ -9,18 +9,32 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
+const CREATE_IDENTITY: &str = "/v2/identities.createIdentity";
+const GET_IDENTITY: &str = "/v2/identities.getIdentity";
+const LIST_IDENTITIES: &str = "/v2/identities.listIdentities";
+const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
+const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
+const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
+
+/// The writes: the routes that take an `Idempotency-Key` (`src/idempotency.rs`). Every other route ignores
+/// the header.
+pub const IDEMPOTENT_WRITES: [&str; 4] = [CREATE_IDENTITY, UPDATE_IDENTITY, DELETE_IDENTITY, UPSERT_IDENTITY];
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        // Open to anyone: keep /metrics on a private network.
         .route("/", get(liveness::liveness))
         .route("/v2/liveness", get(liveness::liveness))
         .route("/openapi.json", get(openapi_document::openapi_document))
         .route("/metrics", get(crate::metrics::metrics_endpoint))
         .route("/docs/errors", get(crate::error_docs::index))
         .route("/docs/errors/{*path}", get(crate::error_docs::error_page))
-        .route("/v2/identities.createIdentity", post(identities::create_identity))
-        .route("/v2/identities.getIdentity", post(identities::get_identity))
-        .route("/v2/identities.listIdentities", post(identities::list_identities))
-        .route("/v2/identities.updateIdentity", post(identities::update_identity))
-        .route("/v2/identities.deleteIdentity", post(identities::delete_identity))
-        .route("/v2/identities.upsertIdentity", post(identities::upsert_identity))
+        // Reads: a root key in `Authorization`, checked by the handler after the body, as Unkey does.
+        .route(GET_IDENTITY, post(identities::get_identity))
+        .route(LIST_IDENTITIES, post(identities::list_identities))
+        // Writes: a root key, and an optional `Idempotency-Key` (IDEMPOTENT_WRITES).
+        .route(CREATE_IDENTITY, post(identities::create_identity))
+        .route(UPDATE_IDENTITY, post(identities::update_identity))
+        .route(DELETE_IDENTITY, post(identities::delete_identity))
+        .route(UPSERT_IDENTITY, post(identities::upsert_identity))
 }
