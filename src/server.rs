@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::{CreateRootKeyArgs, ServeArgs};
-use crate::domain::permission::all_permissions;
+use crate::domain::permission::{Grant, all_permissions};
 use crate::domain::root_key;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::{self, Store};
@@ -67,6 +67,29 @@ async fn create_first_workspace(store: &dyn Store) -> anyhow::Result<()> {
 
 pub async fn create_root_key(args: CreateRootKeyArgs) -> anyhow::Result<()> {
     let store = store::open(&args.database.url).await?;
+    // Checked before anything is written: a refused key creates no workspace either. A workspace that does
+    // not exist yet has no id a URN could name, so only tuples can be granted in it.
+    let existing = store.find_workspace(&args.workspace).await?;
+    for permission in &args.permissions {
+        let refusal = match &existing {
+            Some(workspace) => {
+                Grant::parse_for(permission, workspace, &args.workspace).err().map(|invalid| invalid.to_string())
+            }
+            None if permission.starts_with("unkey:") => Some(format!(
+                "{permission:?}: workspace {:?} does not exist yet, so no URN can name its id. Mint its first key \
+                 without --permission or with tuples such as identity.*.read_identity, then use the id.",
+                args.workspace
+            )),
+            None => {
+                let placeholder = WorkspaceId::from_stored(String::new());
+                Grant::parse_for(permission, &placeholder, &args.workspace).err().map(|invalid| invalid.to_string())
+            }
+        };
+        if let Some(refusal) = refusal {
+            store.close().await;
+            anyhow::bail!("cannot grant {refusal}");
+        }
+    }
     let (workspace, _) = store.ensure_workspace(&args.workspace).await?;
     let permissions = if args.permissions.is_empty() { vec![all_permissions(&workspace)] } else { args.permissions };
     let key = mint_root_key(&*store, &workspace, permissions).await?;

@@ -79,10 +79,7 @@ macro_rules! impl_root_keys {
                         })
                         .await?;
                     row.map(|(workspace, permissions)| {
-                        Ok(RootKey {
-                            workspace: WorkspaceId::from_stored(workspace),
-                            permissions: parse_permissions(&permissions)?,
-                        })
+                        Ok(RootKey::new(WorkspaceId::from_stored(workspace), &parse_permissions(&permissions)?))
                     })
                     .transpose()
                 }

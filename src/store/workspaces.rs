@@ -11,6 +11,9 @@ pub trait Workspaces: Send + Sync {
     /// Whether any workspace exists yet (an empty database gets a first workspace and key on `serve`).
     async fn has_workspaces(&self) -> Result<bool, StoreError>;
 
+    /// The workspace with this name, if it exists.
+    async fn find_workspace(&self, name: &str) -> Result<Option<WorkspaceId>, StoreError>;
+
     /// The workspace with this name, created if missing; `true` when this call created it.
     async fn ensure_workspace(&self, name: &str) -> Result<(WorkspaceId, bool), StoreError>;
 }
@@ -42,6 +45,21 @@ macro_rules! impl_workspaces {
                         })
                         .await?;
                     Ok(count > 0)
+                }
+
+                async fn find_workspace(&self, name: &str) -> Result<Option<WorkspaceId>, StoreError> {
+                    let name = name.to_owned();
+                    let id: Option<String> = self
+                        .on_writer(|connection| {
+                            Box::pin(async move {
+                                Ok(sqlx::query_scalar(WORKSPACE_ID_BY_NAME)
+                                    .bind(name)
+                                    .fetch_optional(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    Ok(id.map(WorkspaceId::from_stored))
                 }
 
                 async fn ensure_workspace(&self, name: &str) -> Result<(WorkspaceId, bool), StoreError> {

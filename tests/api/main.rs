@@ -16,4 +16,5 @@ mod protocol;
 mod races;
 mod read_after_write;
 mod reliability;
+mod root_key_create;
 mod wire_snapshots;

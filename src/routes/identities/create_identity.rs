@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::AppState;
 use crate::domain::identity::{Meta, NewIdentity, RatelimitInput, check_meta_and_ratelimits};
-use crate::domain::permission::{IdentityAction, RootKey};
+use crate::domain::permission::{IdentityAction, Needed, RootKey};
 use crate::envelope::Envelope;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -39,7 +39,7 @@ pub async fn create_identity(
     ValidJson(request): ValidJson<CreateIdentityRequest>,
 ) -> Result<Envelope<CreatedIdentity>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
-    root_key.authorize(IdentityAction::Create, None)?;
+    root_key.authorize(Needed::identity(IdentityAction::Create, None))?;
     check_meta_and_ratelimits(Some(&request.meta), Some(&request.ratelimits))?;
     let new = NewIdentity { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
     match state.store.create_identity(&root_key.workspace, &new).await {
@@ -57,7 +57,7 @@ fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> A
     .with_extension("conflictingField", json!("externalId"))
     .with_extension("conflictingValue", json!(external_id));
     // Naming the existing id to a key that may not read it would leak more than the 409 itself does.
-    if root_key.may(IdentityAction::Read, Some(existing_id)) {
+    if root_key.may(Needed::identity(IdentityAction::Read, Some(existing_id))) {
         error = error.with_extension("existingIdentityId", json!(existing_id)).with_extension(
             "retrieve",
             json!({"method": "POST", "path": "/v2/identities.getIdentity", "body": {"identity": existing_id}}),

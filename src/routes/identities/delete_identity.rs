@@ -8,7 +8,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::permission::IdentityAction;
+use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -24,7 +24,7 @@ pub async fn delete_identity(
     ValidJson(request): ValidJson<DeleteIdentityRequest>,
 ) -> Result<Envelope<()>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
-    root_key.authorize(IdentityAction::Delete, None)?;
+    root_key.authorize(Needed::identity(IdentityAction::Delete, None))?;
     if !state.store.delete_identity(&root_key.workspace, &request.identity).await? {
         return Err(ApiError::identity_not_found());
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::Identity;
-use crate::domain::permission::IdentityAction;
+use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -30,6 +30,6 @@ pub async fn get_identity(
         .get_identity(&root_key.workspace, &request.identity)
         .await?
         .ok_or_else(ApiError::identity_not_found)?;
-    root_key.authorize(IdentityAction::Read, Some(&identity.id))?;
+    root_key.authorize(Needed::identity(IdentityAction::Read, Some(&identity.id)))?;
     Ok(Envelope::data(identity))
 }

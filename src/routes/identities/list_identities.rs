@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::{Identity, IdentityPageQuery, integer};
-use crate::domain::permission::IdentityAction;
+use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -44,7 +44,7 @@ pub async fn list_identities(
     let next_cursor = identities.get(page_size).map(|first_of_next_page| first_of_next_page.id.clone());
     identities.truncate(page_size);
     for identity in &identities {
-        root_key.authorize(IdentityAction::Read, Some(&identity.id))?;
+        root_key.authorize(Needed::identity(IdentityAction::Read, Some(&identity.id)))?;
     }
     let pagination = Pagination { has_more: next_cursor.is_some(), cursor: next_cursor };
     Ok(Envelope::page(identities, pagination))

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::{Identity, IdentityChanges, Meta, RatelimitInput, check_meta_and_ratelimits};
-use crate::domain::permission::IdentityAction;
+use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -28,7 +28,7 @@ pub async fn update_identity(
     ValidJson(request): ValidJson<UpdateIdentityRequest>,
 ) -> Result<Envelope<Identity>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
-    root_key.authorize(IdentityAction::Update, None)?;
+    root_key.authorize(Needed::identity(IdentityAction::Update, None))?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let changes = IdentityChanges { meta: request.meta, ratelimits: request.ratelimits };
     let identity = state

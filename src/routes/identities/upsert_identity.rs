@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::domain::identity::{Identity, IdentityUpsert, Meta, RatelimitInput, check_meta_and_ratelimits};
-use crate::domain::permission::IdentityAction;
+use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -37,8 +37,8 @@ pub async fn upsert_identity(
     ValidJson(request): ValidJson<UpsertIdentityRequest>,
 ) -> Result<Envelope<UpsertedIdentity>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
-    root_key.authorize(IdentityAction::Create, None)?;
-    root_key.authorize(IdentityAction::Update, None)?;
+    root_key.authorize(Needed::identity(IdentityAction::Create, None))?;
+    root_key.authorize(Needed::identity(IdentityAction::Update, None))?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let upsert =
         IdentityUpsert { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
