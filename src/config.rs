@@ -38,6 +38,14 @@ pub enum Command {
 pub enum RootKeyCommand {
     /// Mint a root key (creating the workspace if missing) and print it as the last line of stdout.
     Create(CreateRootKeyArgs),
+    /// Revoke a root key, read from standard input: every node stops accepting it.
+    Revoke(RevokeRootKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeRootKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

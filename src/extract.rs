@@ -99,7 +99,7 @@ impl RootKeyHeader {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(malformed_authorization)?;
-        state.root_keys.find(&*state.store, &root_key::hash(token)).await?.ok_or_else(|| {
+        state.store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::KeyNotFound,
                 "The provided root key is invalid. We could not find the requested key.",

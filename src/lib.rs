@@ -10,7 +10,6 @@ pub mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
-pub mod root_key_cache;
 pub mod routes;
 pub mod server;
 pub mod store;
@@ -25,7 +24,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::IdempotencySettings;
 use crate::metrics::Metrics;
-use crate::root_key_cache::RootKeyCache;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -35,13 +33,12 @@ pub struct AppState {
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
     pub metrics: Arc<Metrics>,
-    pub root_keys: RootKeyCache,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
         let metrics = Arc::new(Metrics::new(Arc::clone(&store)));
-        Self { store, limits, idempotency, metrics, root_keys: RootKeyCache::default() }
+        Self { store, limits, idempotency, metrics }
     }
 }
 

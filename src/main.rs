@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => sigil::server::serve(args).await,
         Command::RootKey(RootKeyCommand::Create(args)) => sigil::server::create_root_key(args).await,
+        Command::RootKey(RootKeyCommand::Revoke(args)) => sigil::server::revoke_root_key(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{CreateRootKeyArgs, ServeArgs};
+use crate::config::{CreateRootKeyArgs, RevokeRootKeyArgs, ServeArgs};
 use crate::domain::permission::{Grant, all_permissions};
 use crate::domain::root_key;
 use crate::domain::workspace::WorkspaceId;
@@ -95,6 +95,21 @@ pub async fn create_root_key(args: CreateRootKeyArgs) -> anyhow::Result<()> {
     let key = mint_root_key(&*store, &workspace, permissions).await?;
     store.close().await;
     println!("{key}");
+    Ok(())
+}
+
+/// Reads the key from standard input rather than the command line, where `ps` and shell history would show
+/// it.
+pub async fn revoke_root_key(args: RevokeRootKeyArgs) -> anyhow::Result<()> {
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key).context("reading the root key from standard input")?;
+    let key = key.trim();
+    anyhow::ensure!(!key.is_empty(), "give the root key to revoke on standard input");
+    let store = store::open(&args.database.url).await?;
+    let revoked = store.revoke_root_key(&root_key::hash(key)).await;
+    store.close().await;
+    anyhow::ensure!(revoked?, "no root key has this value (was it revoked already?)");
+    println!("revoked");
     Ok(())
 }
 

@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
-use crate::store::identity_cache::IdentityCache;
+use crate::store::caches::Caches;
+use crate::store::changes::{Change, Written};
 
 /// What a backend offers the resources' shared code.
 pub(super) trait Backend: Send + Sync + 'static {
@@ -28,26 +28,27 @@ pub(super) trait Backend: Send + Sync + 'static {
         T: Send,
         Work: for<'c> FnOnce(&'c mut Self::Connection) -> WriteFuture<'c, T> + Send;
 
-    /// Runs `write` inside a transaction and returns once that transaction committed. `write` may be run
-    /// more than once: a transaction the database aborted to resolve a race is run again.
+    /// Runs `write` inside a transaction, and once that transaction committed applies what it changed
+    /// ([`Backend::apply`]) and returns its outcome. `write` may be run more than once: a transaction the
+    /// database aborted to resolve a race is run again.
     fn write<T, Write>(&self, write: Write) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut Self::Connection) -> WriteFuture<'c, T> + Send + Sync + 'static;
+        Write: for<'c> Fn(&'c mut Self::Connection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static;
 
     /// Like [`write`](Self::write), for a `write` that changes the database with at most one statement,
     /// and so needs no transaction of its own.
     fn write_one_statement<T, Write>(&self, write: Write) -> impl Future<Output = Result<T, StoreError>> + Send
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut Self::Connection) -> WriteFuture<'c, T> + Send + Sync + 'static;
+        Write: for<'c> Fn(&'c mut Self::Connection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static;
 
-    /// This node's identities in memory, if it keeps them (only `sigil serve` does).
-    fn identity_cache(&self) -> Option<&IdentityCache>;
+    /// What this node keeps in memory, if it keeps anything (only `sigil serve` does).
+    fn caches(&self) -> Option<&Caches>;
 
-    /// Voids what any node read of an identity that was just written: called after the commit, before the
-    /// answer.
-    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str);
+    /// Makes what committed writes changed true of every node's memory: this node's at once, before the
+    /// caller answers, and other nodes' through the change bus.
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = ()> + Send;
 
     /// Told of every identity write that failed; on a database where a failed write may still have
     /// committed, voids what any node read.

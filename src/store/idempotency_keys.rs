@@ -77,6 +77,7 @@ macro_rules! impl_idempotency_keys {
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
+            use $crate::store::changes::Written;
             use $crate::store::idempotency_keys::*;
 
             #[async_trait::async_trait]
@@ -95,14 +96,15 @@ macro_rules! impl_idempotency_keys {
                             .write_one_statement(move |connection| {
                                 let (workspace, key, fingerprint) = owned.clone();
                                 Box::pin(async move {
-                                    Ok(sqlx::query_scalar(CLAIM_IDEMPOTENCY_KEY)
+                                    let claimed = sqlx::query_scalar(CLAIM_IDEMPOTENCY_KEY)
                                         .bind(workspace.as_str())
                                         .bind(key)
                                         .bind(fingerprint)
                                         .bind(now_ms())
                                         .bind(lease_until)
                                         .fetch_optional(&mut *connection)
-                                        .await?)
+                                        .await?;
+                                    Ok(Written::unchanged(claimed))
                                 })
                             })
                             .await?;
@@ -156,7 +158,7 @@ macro_rules! impl_idempotency_keys {
                                 .bind(keep_until)
                                 .execute(&mut *connection)
                                 .await?;
-                            Ok(())
+                            Ok(Written::unchanged(()))
                         })
                     })
                     .await
@@ -172,7 +174,7 @@ macro_rules! impl_idempotency_keys {
                                 .bind(key)
                                 .execute(&mut *connection)
                                 .await?;
-                            Ok(())
+                            Ok(Written::unchanged(()))
                         })
                     })
                     .await

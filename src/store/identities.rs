@@ -224,6 +224,7 @@ macro_rules! impl_identities {
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, now_ms, write_op};
+            use $crate::store::changes::{Change, Written};
             use $crate::store::identities::*;
 
             impl $store {
@@ -245,7 +246,7 @@ macro_rules! impl_identities {
                     connection: &mut <Self as Backend>::Connection,
                     workspace: &WorkspaceId,
                     upsert: &IdentityUpsert,
-                ) -> Result<(Identity, bool), StoreError> {
+                ) -> Result<Written<(Identity, bool)>, StoreError> {
                     let meta = upsert.meta.as_ref().map(to_json).transpose()?;
                     let sent = upsert.ratelimits.as_deref();
                     let new_ratelimits = replace_ratelimits(&[], sent.unwrap_or_default());
@@ -264,7 +265,8 @@ macro_rules! impl_identities {
                     if let (false, Some(sent)) = (created, sent) {
                         Self::set_ratelimits_in(connection, &mut identity, sent).await?;
                     }
-                    Ok((identity, created))
+                    let changed = Change::identity(workspace, &identity.id, &identity.external_id);
+                    Ok(Written::new((identity, created), vec![changed]))
                 }
 
                 /// Replaces the sent parts of the live identity; `None` when none matches.
@@ -273,7 +275,7 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     identity: &str,
                     changes: &IdentityChanges,
-                ) -> Result<Option<Identity>, StoreError> {
+                ) -> Result<Written<Option<Identity>>, StoreError> {
                     let meta = changes.meta.as_ref().map(to_json).transpose()?;
                     let row: Option<IdentityRow> = sqlx::query_as(UPDATE_IDENTITY)
                         .bind(workspace.as_str())
@@ -283,13 +285,14 @@ macro_rules! impl_identities {
                         .fetch_optional(&mut *connection)
                         .await?;
                     let Some(row) = row else {
-                        return Ok(None);
+                        return Ok(Written::unchanged(None));
                     };
                     let mut identity = row.into_identity()?;
                     if let Some(sent) = &changes.ratelimits {
                         Self::set_ratelimits_in(connection, &mut identity, sent).await?;
                     }
-                    Ok(Some(identity))
+                    let changed = Change::identity(workspace, &identity.id, &identity.external_id);
+                    Ok(Written::new(Some(identity), vec![changed]))
                 }
 
                 /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
@@ -298,13 +301,19 @@ macro_rules! impl_identities {
                     connection: &mut <Self as Backend>::Connection,
                     workspace: &WorkspaceId,
                     identity: &str,
-                ) -> Result<Option<(String, String)>, StoreError> {
-                    Ok(sqlx::query_as(DELETE_IDENTITY)
+                ) -> Result<Written<bool>, StoreError> {
+                    let deleted: Option<(String, String)> = sqlx::query_as(DELETE_IDENTITY)
                         .bind(workspace.as_str())
                         .bind(identity)
                         .bind(now_ms())
                         .fetch_optional(&mut *connection)
-                        .await?)
+                        .await?;
+                    Ok(match deleted {
+                        Some((id, external_id)) => {
+                            Written::new(true, vec![Change::identity(workspace, &id, &external_id)])
+                        }
+                        None => Written::unchanged(false),
+                    })
                 }
             }
 
@@ -315,15 +324,9 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     new: &NewIdentity,
                 ) -> Result<String, StoreError> {
-                    let id = <Self as IdentityBackend>::create_identity(self, workspace, new)
+                    <Self as IdentityBackend>::create_identity(self, workspace, new)
                         .await
-                        .inspect_err(|error| self.write_failed(error))?;
-                    // A lookup by a string that was someone's externalId now finds this id first. Other nodes
-                    // need no word of it: the id is fresh, and the externalId was no live identity's.
-                    if let Some(cache) = self.identity_cache() {
-                        cache.changed(workspace, &id, &new.external_id);
-                    }
-                    Ok(id)
+                        .inspect_err(|error| self.write_failed(error))
                 }
 
                 async fn upsert_identity(
@@ -337,13 +340,12 @@ macro_rules! impl_identities {
                         let (workspace, upsert) = owned.clone();
                         Box::pin(async move { Self::upsert_identity_in(connection, &workspace, &upsert).await })
                     });
-                    let (identity, created) = if one_statement {
-                        self.write_one_statement(upsert_in).await.inspect_err(|error| self.write_failed(error))?
+                    let upserted = if one_statement {
+                        self.write_one_statement(upsert_in).await
                     } else {
-                        self.write(upsert_in).await.inspect_err(|error| self.write_failed(error))?
+                        self.write(upsert_in).await
                     };
-                    self.identity_changed(workspace, &identity.id, &identity.external_id);
-                    Ok((identity, created))
+                    upserted.inspect_err(|error| self.write_failed(error))
                 }
 
                 async fn get_identity(
@@ -354,10 +356,11 @@ macro_rules! impl_identities {
                     if !may_be_stored(identity) {
                         return Ok(None);
                     }
-                    if let Some(cached) = self.identity_cache().and_then(|cache| cache.get(workspace, identity)) {
+                    let cache = self.caches().map(|caches| &caches.identities);
+                    if let Some(cached) = cache.and_then(|cache| cache.get(workspace, identity)) {
                         return Ok(Some(cached));
                     }
-                    let read = self.identity_cache().map(|cache| cache.read_version(workspace, identity));
+                    let read = cache.map(|cache| cache.read_version(workspace, identity));
                     let (workspace_id, identity_key) = (workspace.clone(), identity.to_owned());
                     let row: Option<IdentityRow> = self
                         .on_reader(|connection| {
@@ -371,7 +374,7 @@ macro_rules! impl_identities {
                         })
                         .await?;
                     let found = row.map(IdentityRow::into_identity).transpose()?;
-                    if let (Some(cache), Some(read), Some(found)) = (self.identity_cache(), read, &found) {
+                    if let (Some(cache), Some(read), Some(found)) = (cache, read, &found) {
                         cache.insert(workspace, identity, found, read);
                     }
                     Ok(found)
@@ -403,14 +406,11 @@ macro_rules! impl_identities {
                         )
                     });
                     let updated = if one_statement {
-                        self.write_one_statement(update_in).await.inspect_err(|error| self.write_failed(error))?
+                        self.write_one_statement(update_in).await
                     } else {
-                        self.write(update_in).await.inspect_err(|error| self.write_failed(error))?
+                        self.write(update_in).await
                     };
-                    if let Some(updated) = &updated {
-                        self.identity_changed(workspace, &updated.id, &updated.external_id);
-                    }
-                    Ok(updated)
+                    updated.inspect_err(|error| self.write_failed(error))
                 }
 
                 async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
@@ -418,17 +418,12 @@ macro_rules! impl_identities {
                         return Ok(false);
                     }
                     let owned = (workspace.clone(), identity.to_owned());
-                    let deleted = self
-                        .write_one_statement(move |connection| {
-                            let (workspace, identity) = owned.clone();
-                            Box::pin(async move { Self::delete_identity_in(connection, &workspace, &identity).await })
-                        })
-                        .await
-                        .inspect_err(|error| self.write_failed(error))?;
-                    if let Some((identity_id, external_id)) = &deleted {
-                        self.identity_changed(workspace, identity_id, external_id);
-                    }
-                    Ok(deleted.is_some())
+                    self.write_one_statement(move |connection| {
+                        let (workspace, identity) = owned.clone();
+                        Box::pin(async move { Self::delete_identity_in(connection, &workspace, &identity).await })
+                    })
+                    .await
+                    .inspect_err(|error| self.write_failed(error))
                 }
             }
         };

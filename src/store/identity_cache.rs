@@ -104,6 +104,11 @@ impl IdentityCache {
         (entry.version == self.version(workspace, key).load(Ordering::SeqCst)).then(|| Identity::clone(&entry.identity))
     }
 
+    /// Whether what this node read may be served: false while a PostgreSQL node cannot hear other nodes.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
     pub fn stats(&self) -> IdentityCacheStats {
         IdentityCacheStats {
             serving: self.serving.load(Ordering::SeqCst),

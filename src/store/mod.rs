@@ -9,11 +9,14 @@
 //! purge of expired idempotency records (housekeeping, which returns no data).
 
 mod backend;
+mod caches;
+mod changes;
 mod error;
 mod idempotency_keys;
 mod identities;
 mod identity_cache;
 mod postgres;
+mod root_key_cache;
 mod root_keys;
 mod sqlite;
 mod stats;

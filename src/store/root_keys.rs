@@ -20,11 +20,17 @@ pub trait RootKeys: Send + Sync {
     /// The root key with this hash, if any: how a request learns its workspace. (The one lookup not scoped
     /// to a workspace.)
     async fn find_root_key(&self, key_hash: &str) -> Result<Option<RootKey>, StoreError>;
+
+    /// Deletes the root key with this hash; `false` when no key has it. The node that revokes it stops
+    /// accepting it at once, other PostgreSQL nodes when they hear of it (normally well under a second), and
+    /// any node within the time to live of what it read (a SQLite server, when another process revoked it).
+    async fn revoke_root_key(&self, key_hash: &str) -> Result<bool, StoreError>;
 }
 
 pub(super) const INSERT_ROOT_KEY: &str =
     "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
+pub(super) const REVOKE_ROOT_KEY: &str = "DELETE FROM root_keys WHERE key_hash = $1 RETURNING id";
 
 pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(stored).map_err(|error| StoreError::InvalidData(format!("root key permissions: {error}")))
@@ -40,6 +46,7 @@ macro_rules! impl_root_keys {
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, now_ms};
+            use $crate::store::changes::{Change, Written};
             use $crate::store::root_keys::*;
 
             #[async_trait::async_trait]
@@ -70,18 +77,46 @@ macro_rules! impl_root_keys {
                 }
 
                 async fn find_root_key(&self, key_hash: &str) -> Result<Option<RootKey>, StoreError> {
-                    let key_hash = key_hash.to_owned();
+                    let cache = self.caches().and_then(|caches| caches.root_keys());
+                    if let Some(known) = cache.and_then(|cache| cache.get(key_hash)) {
+                        return Ok(known);
+                    }
+                    let hash = key_hash.to_owned();
                     let row: Option<(String, String)> = self
                         .on_reader(|connection| {
                             Box::pin(async move {
-                                Ok(sqlx::query_as(ROOT_KEY_BY_HASH).bind(key_hash).fetch_optional(connection).await?)
+                                Ok(sqlx::query_as(ROOT_KEY_BY_HASH).bind(hash).fetch_optional(connection).await?)
                             })
                         })
                         .await?;
-                    row.map(|(workspace, permissions)| {
-                        Ok(RootKey::new(WorkspaceId::from_stored(workspace), &parse_permissions(&permissions)?))
+                    let found = row
+                        .map(|(workspace, permissions)| {
+                            Ok::<_, StoreError>(RootKey::new(
+                                WorkspaceId::from_stored(workspace),
+                                &parse_permissions(&permissions)?,
+                            ))
+                        })
+                        .transpose()?;
+                    if let Some(cache) = cache {
+                        cache.insert(key_hash, found.clone());
+                    }
+                    Ok(found)
+                }
+
+                async fn revoke_root_key(&self, key_hash: &str) -> Result<bool, StoreError> {
+                    let hash = key_hash.to_owned();
+                    self.write_one_statement(move |connection| {
+                        let hash = hash.clone();
+                        Box::pin(async move {
+                            let revoked: Option<String> =
+                                sqlx::query_scalar(REVOKE_ROOT_KEY).bind(&hash).fetch_optional(connection).await?;
+                            Ok(match revoked {
+                                Some(_) => Written::new(true, vec![Change::RootKey { hash }]),
+                                None => Written::unchanged(false),
+                            })
+                        })
                     })
-                    .transpose()
+                    .await
                 }
             }
         };

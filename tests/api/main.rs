@@ -16,5 +16,5 @@ mod protocol;
 mod races;
 mod read_after_write;
 mod reliability;
-mod root_key_create;
+mod root_key_commands;
 mod wire_snapshots;

@@ -18,7 +18,7 @@
 //! Announcements wait in a bounded queue, and each batch is sent within the database deadline on a
 //! connection that is closed if it fails. When the queue is full (the announcing connection is slow or
 //! silent) a change is dropped, and so is a batch that could not be sent; the next batch that goes out
-//! then first tells every node to void everything it read ([`VOID_EVERYTHING`]), since nobody can say
+//! then first tells every node to void everything it read (`Change::Everything`), since nobody can say
 //! which changes they missed.
 
 use std::sync::Arc;
@@ -30,18 +30,15 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::domain::workspace::WorkspaceId;
-use crate::store::identity_cache::IdentityCache;
+use crate::store::caches::Caches;
+use crate::store::changes::{Change, Notice, from_notice, to_notice};
 use crate::store::postgres::bounded;
 use crate::store::postgres::kept_connections::KeptConnections;
-use crate::store::{DATABASE_DEADLINE, within_deadline};
+use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline};
 
 const CHANNEL: &str = "sigil_identity_changes";
 /// A notice that names no identity: a node proving to itself that it still hears ([`hears_itself`]).
 const HEARTBEAT: &str = "";
-/// A notice that voids every identity each node read: sent after changes were dropped unannounced. (A node
-/// of a version before it finds no change in it, and so voids everything too.)
-const VOID_EVERYTHING: &str = "*";
 /// After this long without a notice, a node proves that its listening connection still hears.
 const QUIET_FOR: Duration = Duration::from_millis(500);
 /// How long that proof may take before the connection counts as lost.
@@ -70,7 +67,7 @@ fn notice_only(url: &str) -> anyhow::Result<PgConnectOptions> {
 /// Tells the other nodes which identities this node changed.
 pub(super) struct Announcer {
     changes: mpsc::Sender<String>,
-    /// Set when a change was dropped: the next batch sent begins with [`VOID_EVERYTHING`].
+    /// Set when a change was dropped: the next batch sent begins with a notice voiding everything.
     dropped: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -84,10 +81,8 @@ impl Announcer {
     }
 
     /// Queues the announcement; it is sent without holding up the caller.
-    pub fn changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
-        let change = (workspace.as_str(), identity_id, external_id);
-        let change = serde_json::to_string(&change).expect("strings always serialize");
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.changes.try_send(change) {
+    pub fn changed(&self, change: &Change) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.changes.try_send(to_notice(change)) {
             self.dropped.store(true, Ordering::Relaxed);
         }
     }
@@ -121,7 +116,7 @@ async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<Strin
         }
         let voids_everything = dropped.swap(false, Ordering::Relaxed);
         if voids_everything {
-            batch.insert(0, VOID_EVERYTHING.to_owned());
+            batch.insert(0, to_notice(&Change::Everything));
         }
         let sent = within_deadline(async {
             let mut connection = connection.acquire().await?;
@@ -144,17 +139,17 @@ async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<Strin
 
 /// Starts listening, returns once this node hears every change announced from now on, and keeps `cache`
 /// true from then on in a task of its own. The cache serves from the moment this returns.
-pub(super) async fn follow(url: &str, cache: Arc<IdentityCache>) -> anyhow::Result<JoinHandle<()>> {
+pub(super) async fn follow(url: &str, caches: Arc<Caches>) -> anyhow::Result<JoinHandle<()>> {
     let options = notice_only(url)?;
     let name = listener_name(options.get_application_name());
     let options = options.application_name(&name);
     let mut listener = listen(&options).await?;
-    cache.start_serving();
+    caches.identities.start_serving();
     Ok(tokio::spawn(async move {
         loop {
             let hears = match tokio::time::timeout(QUIET_FOR, listener.try_recv()).await {
                 Ok(Ok(Some(notice))) => {
-                    apply(&cache, notice.payload());
+                    apply(&caches, notice.payload());
                     true
                 }
                 Ok(Ok(None)) => false,
@@ -162,14 +157,14 @@ pub(super) async fn follow(url: &str, cache: Arc<IdentityCache>) -> anyhow::Resu
                     tracing::warn!(%error, "the identity change listener failed");
                     false
                 }
-                Err(_quiet) => hears_itself(&mut listener, &cache).await,
+                Err(_quiet) => hears_itself(&mut listener, &caches).await,
             };
             if !hears {
                 tracing::warn!("cannot hear identity changes; serving identities from the database only");
-                cache.stop_serving();
+                caches.identities.stop_serving();
                 listener = listen_again(&options).await;
                 tracing::info!("hearing identity changes again");
-                cache.start_serving();
+                caches.identities.start_serving();
             }
         }
     }))
@@ -198,12 +193,12 @@ async fn listen(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
 /// Notifies the channel on the listening connection and waits to hear a notice, its own or another node's.
 /// A connection that broke without closing (a NAT or a failover that dropped it silently), or one through a
 /// transaction-pooling proxy, where LISTEN does not work, hears nothing and counts as lost.
-async fn hears_itself(listener: &mut PgListener, cache: &IdentityCache) -> bool {
+async fn hears_itself(listener: &mut PgListener, caches: &Caches) -> bool {
     let proof = async {
         sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(HEARTBEAT).execute(&mut *listener).await?;
         let notice = listener.try_recv().await?;
         if let Some(notice) = &notice {
-            apply(cache, notice.payload());
+            apply(caches, notice.payload());
         }
         Ok::<bool, sqlx::Error>(notice.is_some())
     };
@@ -221,19 +216,31 @@ async fn listen_again(options: &PgConnectOptions) -> PgListener {
     }
 }
 
-fn apply(cache: &IdentityCache, payload: &str) {
-    match payload {
-        HEARTBEAT => return,
-        VOID_EVERYTHING => return cache.void_everything(),
-        _ => {}
+fn apply(caches: &Caches, payload: &str) {
+    if payload == HEARTBEAT {
+        return;
     }
-    match serde_json::from_str::<(String, String, String)>(payload) {
-        Ok((workspace, identity_id, external_id)) => {
-            cache.changed(&WorkspaceId::from_stored(workspace), &identity_id, &external_id);
-        }
-        Err(error) => {
-            tracing::warn!(%error, payload, "unreadable identity change notice; forgetting every cached identity");
-            cache.void_everything();
+    match from_notice(payload) {
+        Notice::Change(change) => caches.apply(&change),
+        Notice::Unknown => tracing::debug!(payload, "ignoring a change notice of a kind this node does not know"),
+        Notice::Unreadable => {
+            tracing::warn!(payload, "unreadable change notice; forgetting everything read");
+            caches.void_everything();
         }
     }
+}
+
+/// Sends `changes` to every node before returning: for an administrative command, which has no announcer.
+pub(super) async fn announce_now(connections: &KeptConnections, changes: &[Change]) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let notices: Vec<String> = changes.iter().map(to_notice).collect();
+    within_deadline(async {
+        let mut connection = connections.acquire().await?;
+        sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&notices).execute(&mut *connection).await?;
+        connection.finished();
+        Ok(())
+    })
+    .await
 }

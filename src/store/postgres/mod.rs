@@ -24,8 +24,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use crate::domain::workspace::WorkspaceId;
 use crate::store::backend::{Backend, WriteFuture, retry_transient};
+use crate::store::caches::Caches;
+use crate::store::changes::{Change, Written};
 use crate::store::idempotency_keys::impl_idempotency_keys;
 use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
@@ -53,7 +54,7 @@ pub struct PostgresStore {
 }
 
 struct Serving {
-    identities: Arc<IdentityCache>,
+    caches: Arc<Caches>,
     follower: tokio::task::JoinHandle<()>,
     announcer: Announcer,
 }
@@ -70,15 +71,15 @@ impl PostgresStore {
     pub async fn open_for_serving(url: &str) -> anyhow::Result<Self> {
         let mut store = Self::open(url).await?;
         let announcer = Announcer::start(url, store.connection_waits.clone())?;
-        let identities = Arc::new(IdentityCache::for_a_shared_database());
-        let follower = match changes::follow(url, Arc::clone(&identities)).await {
+        let caches = Arc::new(Caches::new(IdentityCache::for_a_shared_database()));
+        let follower = match changes::follow(url, Arc::clone(&caches)).await {
             Ok(follower) => follower,
             Err(error) => {
                 store.close_pools().await;
                 return Err(error.context("cannot listen for identity changes"));
             }
         };
-        store.serving = Some(Serving { identities, follower, announcer });
+        store.serving = Some(Serving { caches, follower, announcer });
         Ok(store)
     }
 
@@ -141,27 +142,31 @@ impl Backend for PostgresStore {
     async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static,
     {
-        retry_transient(|| {
+        let written = retry_transient(|| {
             within_deadline(async {
                 let mut connection = self.connections.acquire().await?;
                 let mut tx = connection.begin().await?;
-                let outcome = write(&mut tx).await?;
+                let written = write(&mut tx).await?;
                 tx.commit().await?;
                 connection.finished();
-                Ok(outcome)
+                Ok(written)
             })
         })
-        .await
+        .await?;
+        self.apply(written.changes).await;
+        Ok(written.outcome)
     }
 
     async fn write_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+        Write: for<'c> Fn(&'c mut PgConnection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static,
     {
-        self.connections.run(|connection| write(connection)).await
+        let written = self.connections.run(|connection| write(connection)).await?;
+        self.apply(written.changes).await;
+        Ok(written.outcome)
     }
 
     async fn on_reader<T, Work>(&self, work: Work) -> Result<T, StoreError>
@@ -180,23 +185,37 @@ impl Backend for PostgresStore {
         self.connections.run(work).await
     }
 
-    fn identity_cache(&self) -> Option<&IdentityCache> {
-        self.serving.as_ref().map(|serving| &*serving.identities)
+    fn caches(&self) -> Option<&Caches> {
+        self.serving.as_ref().map(|serving| &*serving.caches)
     }
 
-    /// A write that failed for the database's sake (a deadline, a broken connection) may have committed
-    /// without anyone learning which identity it changed: every node voids what it read.
-    fn write_failed(&self, error: &StoreError) {
-        if let (Some(serving), Some(_)) = (&self.serving, error.failure_kind()) {
-            serving.identities.void_everything();
-            serving.announcer.void_everything();
+    /// This node's memory at once; other nodes' through the announcer, or, from an administrative command,
+    /// which keeps no announcer, with notices sent before it returns.
+    async fn apply(&self, changes: Vec<Change>) {
+        match &self.serving {
+            Some(serving) => {
+                for change in &changes {
+                    serving.caches.apply(change);
+                    if change.is_announced() {
+                        serving.announcer.changed(change);
+                    }
+                }
+            }
+            None => {
+                let announced: Vec<Change> = changes.into_iter().filter(Change::is_announced).collect();
+                if let Err(error) = changes::announce_now(&self.connections, &announced).await {
+                    tracing::warn!(%error, "cannot announce changes; other nodes serve what they read until it expires");
+                }
+            }
         }
     }
 
-    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
-        if let Some(serving) = &self.serving {
-            serving.identities.changed(workspace, identity_id, external_id);
-            serving.announcer.changed(workspace, identity_id, external_id);
+    /// A write that failed for the database's sake (a deadline, a broken connection) may have committed
+    /// without anyone learning what it changed: every node voids what it read.
+    fn write_failed(&self, error: &StoreError) {
+        if let (Some(serving), Some(_)) = (&self.serving, error.failure_kind()) {
+            serving.caches.void_everything();
+            serving.announcer.void_everything();
         }
     }
 }
@@ -214,7 +233,7 @@ impl Store for PostgresStore {
             queued.push(("change_announcements", serving.announcer.pending()));
         }
         StoreStats {
-            identity_cache: self.identity_cache().map(IdentityCache::stats),
+            identity_cache: self.caches().map(|caches| caches.identities.stats()),
             queued,
             connection_waits: self.connection_waits.clone(),
         }

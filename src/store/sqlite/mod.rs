@@ -22,8 +22,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection};
 
-use crate::domain::workspace::WorkspaceId;
 use crate::store::backend::{Backend, WriteFuture};
+use crate::store::caches::Caches;
+use crate::store::changes::{Change, Written};
 use crate::store::idempotency_keys::impl_idempotency_keys;
 use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
@@ -47,7 +48,7 @@ pub struct SqliteStore {
 }
 
 struct Serving {
-    identities: IdentityCache,
+    caches: Caches,
     lock: Mutex<Option<File>>,
 }
 
@@ -72,7 +73,7 @@ impl SqliteStore {
             );
         }
         store.serving =
-            Some(Serving { identities: IdentityCache::for_the_only_writer(), lock: Mutex::new(Some(lock)) });
+            Some(Serving { caches: Caches::new(IdentityCache::for_the_only_writer()), lock: Mutex::new(Some(lock)) });
         Ok(store)
     }
 
@@ -127,17 +128,21 @@ impl Backend for SqliteStore {
     async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static,
     {
-        self.writes.run(write).await
+        let written = self.writes.run(write).await?;
+        self.apply(written.changes).await;
+        Ok(written.outcome)
     }
 
     async fn write_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+        Write: for<'c> Fn(&'c mut SqliteConnection) -> WriteFuture<'c, Written<T>> + Send + Sync + 'static,
     {
-        self.writes.run_one_statement(write).await
+        let written = self.writes.run_one_statement(write).await?;
+        self.apply(written.changes).await;
+        Ok(written.outcome)
     }
 
     async fn on_reader<T, Work>(&self, work: Work) -> Result<T, StoreError>
@@ -156,14 +161,15 @@ impl Backend for SqliteStore {
         within_deadline(async { work(&mut *timed_acquire(&self.writer, &self.connection_waits).await?).await }).await
     }
 
-    fn identity_cache(&self) -> Option<&IdentityCache> {
-        self.serving.as_ref().map(|serving| &serving.identities)
+    fn caches(&self) -> Option<&Caches> {
+        self.serving.as_ref().map(|serving| &serving.caches)
     }
 
-    /// This process is the only one writing, so only its own reads can be stale.
-    fn identity_changed(&self, workspace: &WorkspaceId, identity_id: &str, external_id: &str) {
-        if let Some(cache) = self.identity_cache() {
-            cache.changed(workspace, identity_id, external_id);
+    /// This process is the only one that writes identities, so only its own memory can be stale. (A root key
+    /// revoked by `sigil root-key revoke` beside it is read again within the time to live.)
+    async fn apply(&self, changes: Vec<Change>) {
+        if let Some(caches) = self.caches() {
+            changes.iter().for_each(|change| caches.apply(change));
         }
     }
 
@@ -180,7 +186,7 @@ impl_idempotency_keys!(SqliteStore);
 impl Store for SqliteStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
-            identity_cache: self.identity_cache().map(IdentityCache::stats),
+            identity_cache: self.caches().map(|caches| caches.identities.stats()),
             queued: vec![("sqlite_writes", self.writes.queued())],
             connection_waits: self.connection_waits.clone(),
         }

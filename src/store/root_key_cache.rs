@@ -1,0 +1,46 @@
+//! Root keys, kept in memory briefly so a request does not pay a database round trip to learn its
+//! workspace. A revoked key is voided at once on the node that revoked it and, on PostgreSQL, on every node
+//! that hears the change; an entry lives at most [`TIME_TO_LIVE`] whatever happens, which bounds what no
+//! notice reaches (a key revoked beside a SQLite server, or a notice lost). Keys that do not exist are
+//! remembered too, so a client retrying with a wrong key in a loop does not reach the database on every
+//! request. That cannot hide a new key: a key is random and shown only once it is stored, so nobody can
+//! present it before it exists.
+
+use moka::sync::Cache;
+
+use crate::domain::permission::RootKey;
+
+/// The same bound as for identities.
+pub use crate::store::identity_cache::TIME_TO_LIVE;
+
+const CAPACITY: u64 = 10_000;
+
+pub(super) struct RootKeyCache {
+    /// `None`: no key has this hash.
+    by_hash: Cache<String, Option<RootKey>>,
+}
+
+impl Default for RootKeyCache {
+    fn default() -> Self {
+        Self { by_hash: Cache::builder().max_capacity(CAPACITY).time_to_live(TIME_TO_LIVE).build() }
+    }
+}
+
+impl RootKeyCache {
+    /// `Some(None)`: known not to exist.
+    pub fn get(&self, key_hash: &str) -> Option<Option<RootKey>> {
+        self.by_hash.get(key_hash)
+    }
+
+    pub fn insert(&self, key_hash: &str, found: Option<RootKey>) {
+        self.by_hash.insert(key_hash.to_owned(), found);
+    }
+
+    pub fn forget(&self, key_hash: &str) {
+        self.by_hash.invalidate(key_hash);
+    }
+
+    pub fn void_everything(&self) {
+        self.by_hash.invalidate_all();
+    }
+}
