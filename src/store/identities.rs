@@ -52,7 +52,8 @@ pub trait Identities: Send + Sync {
 
 /// The identity operations each backend does its own way.
 pub(super) trait IdentityBackend {
-    /// Inserts the identity, its ratelimits with it; a live identity holding the externalId is a conflict.
+    /// Inserts the identity, its ratelimits with it, and returns once it committed; a live identity holding
+    /// the externalId is a conflict. (The shared code then applies what the create changed.)
     fn create_identity(
         &self,
         workspace: &WorkspaceId,
@@ -295,8 +296,7 @@ macro_rules! impl_identities {
                     Ok(Written::new(Some(identity), vec![changed]))
                 }
 
-                /// Soft-deletes the live identity with one statement; its id and externalId, `None` when none
-                /// matches.
+                /// Soft-deletes the live identity with one statement; `false` when none matches.
                 async fn delete_identity_in(
                     connection: &mut <Self as Backend>::Connection,
                     workspace: &WorkspaceId,
@@ -324,9 +324,11 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     new: &NewIdentity,
                 ) -> Result<String, StoreError> {
-                    <Self as IdentityBackend>::create_identity(self, workspace, new)
+                    let id = <Self as IdentityBackend>::create_identity(self, workspace, new)
                         .await
-                        .inspect_err(|error| self.write_failed(error))
+                        .inspect_err(|error| self.write_failed(error))?;
+                    self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
+                    Ok(id)
                 }
 
                 async fn upsert_identity(

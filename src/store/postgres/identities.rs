@@ -11,8 +11,7 @@ use sqlx::postgres::PgConnection;
 use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms, retry_transient};
-use crate::store::changes::Change;
+use crate::store::backend::{CREATE_ATTEMPTS, now_ms, retry_transient};
 use crate::store::identities::{IdentityBackend, IdentityRow, identity_page, ratelimits_json, to_json};
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::create_groups::{CreateGroups, CreateOutcome, CreateRequest};
@@ -43,9 +42,7 @@ const LIST_IDENTITIES: &str = concat!("SELECT i.id, i.external_id, i.meta, i.rat
 
 impl IdentityBackend for PostgresStore {
     async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-        let id = self.creates.create_identity(workspace, new).await?;
-        self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
-        Ok(id)
+        self.creates.create_identity(workspace, new).await
     }
 
     async fn list_identities(

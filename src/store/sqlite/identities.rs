@@ -7,8 +7,7 @@ use sqlx::SqliteConnection;
 use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::backend::{Backend, now_ms};
-use crate::store::changes::Change;
+use crate::store::backend::now_ms;
 use crate::store::identities::{
     IdentityBackend, checked_ratelimits, identity_page, ratelimits_json, stored_meta, to_json,
 };
@@ -34,15 +33,12 @@ const LIST_IDENTITIES: &str = concat!(
 
 impl IdentityBackend for SqliteStore {
     async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
-        let (workspace_id, created) = (workspace.clone(), new.clone());
-        let id = self
-            .writes
+        let (workspace, new) = (workspace.clone(), new.clone());
+        self.writes
             .run_one_statement(move |connection| {
-                Box::pin(async move { create_identity_in(connection, &workspace_id, &created).await })
+                Box::pin(async move { create_identity_in(connection, &workspace, &new).await })
             })
-            .await?;
-        self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
-        Ok(id)
+            .await
     }
 
     async fn list_identities(
