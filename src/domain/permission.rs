@@ -301,11 +301,25 @@ impl RootKey {
     }
 
     pub fn authorize(&self, needed: Needed) -> Result<(), MissingPermission> {
-        if self.may(needed) { Ok(()) } else { Err(MissingPermission { any_of: needed.accepted(&self.workspace) }) }
+        if self.may(needed) { Ok(()) } else { Err(self.missing(needed)) }
     }
 
     pub fn may(&self, needed: Needed) -> bool {
         self.grants.iter().any(|grant| grant.covers(&needed, &self.workspace))
+    }
+
+    /// Whether some grant covers `needed` for at least one resource: for every one, or for one by its id.
+    pub fn may_for_some(&self, needed: Needed) -> bool {
+        self.may(needed)
+            || self.grants.iter().any(|grant| {
+                matches!(grant, Grant::Tuple { resource, target: TupleTarget::One(_), action }
+                    if *resource == needed.resource && action == needed.action)
+            })
+    }
+
+    /// The denial of `needed`, listing the grants that would do.
+    pub fn missing(&self, needed: Needed) -> MissingPermission {
+        MissingPermission { any_of: needed.accepted(&self.workspace) }
     }
 }
 
@@ -383,6 +397,16 @@ mod tests {
                 "unkey:v1:ws_1:projects/*/identities/*#read_identity"
             ]
         );
+    }
+
+    #[test]
+    fn a_grant_for_one_identity_is_a_grant_for_some() {
+        let read = || Needed::identity(IdentityAction::Read, None);
+        assert!(key(&["identity.id_a.read_identity"]).may_for_some(read()));
+        assert!(key(&["identity.*.read_identity"]).may_for_some(read()));
+        assert!(!key(&["identity.id_a.update_identity"]).may_for_some(read()));
+        assert!(!key(&["api.id_a.read_identity"]).may_for_some(read()));
+        assert!(!key(&[]).may_for_some(read()));
     }
 
     #[test]

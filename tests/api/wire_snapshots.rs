@@ -58,6 +58,7 @@ async fn every_route_and_status_answers_in_its_locked_shape(server: TestServer) 
     let admin = server.admin_key().await;
     let no_permission = server.root_key(&[]).await;
     let create_only = server.root_key(&["identity.*.create_identity"]).await;
+    let writer = server.root_key(&["identity.*.create_identity", "identity.*.update_identity"]).await;
     let ratelimits = json!([{"name": "api", "limit": 10, "duration": 1000, "autoApply": true}]);
     let id = server
         .create_identity(&admin, json!({"externalId": "user_1", "meta": {"plan": "pro"}, "ratelimits": ratelimits}))
@@ -97,6 +98,7 @@ async fn every_route_and_status_answers_in_its_locked_shape(server: TestServer) 
             &admin,
             json!({"externalId": "user_1", "meta": {"plan": "team"}}),
         ),
+        ("upsert_identity__200_unreadable", "identities.upsertIdentity", &writer, json!({"externalId": "user_1"})),
         ("upsert_identity__400", "identities.upsertIdentity", &admin, json!({"externalId": 5})),
         ("upsert_identity__401", "identities.upsertIdentity", "sk_wrong", json!({"externalId": "user_5"})),
         ("upsert_identity__403", "identities.upsertIdentity", &no_permission, json!({"externalId": "user_5"})),

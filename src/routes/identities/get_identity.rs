@@ -2,7 +2,8 @@
 //!
 //! Permission: `identity.*.read_identity` or `identity.<id>.read_identity`, checked after the lookup as
 //! Unkey does (a missing identity is 404 even without permission). Errors: 400, 401, 403, 404
-//! `identity_not_found` (also for another workspace's or a deleted identity), 413.
+//! `identity_not_found` (also for another workspace's or a deleted identity), 413. A 403 names the
+//! per-identity grant only when the request named the identity by its id.
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -30,6 +31,11 @@ pub async fn get_identity(
         .get_identity(&root_key.workspace, &request.identity)
         .await?
         .ok_or_else(ApiError::identity_not_found)?;
-    root_key.authorize(Needed::identity(IdentityAction::Read, Some(&identity.id)))?;
+    if !root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
+        // The per-identity grant is named only by the id the caller sent: a 403 must not tell the id behind
+        // an externalId to a key that may not read it.
+        let named_by_id = (request.identity == identity.id).then_some(identity.id.as_str());
+        return Err(root_key.missing(Needed::identity(IdentityAction::Read, named_by_id)).into());
+    }
     Ok(Envelope::data(identity))
 }

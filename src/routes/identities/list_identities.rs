@@ -1,9 +1,12 @@
 //! `identities.listIdentities`: live identities in creation order, paged by cursor.
 //!
-//! Permission: read on every identity of the page (`identity.*.read_identity` or one
-//! `identity.<id>.read_identity` per row); one unreadable row makes the whole request 403, and an empty
-//! page needs none, as in Unkey. Errors: 400, 401, 403, 413. The cursor is the id of the next page's
-//! first identity (inclusive), present only when `hasMore` is true.
+//! Permission: `identity.*.read_identity` lists every identity; a key holding only
+//! `identity.<id>.read_identity` grants gets the page filtered to those identities. A key with neither is
+//! 403, whatever the workspace holds. Unlike Unkey, which answered 403 when a page held one unreadable
+//! identity, and 200 when it held none, so that any key of a workspace could learn from a search which
+//! externalIds exist (and from the 403's detail, their ids). Errors: 400, 401, 403, 413. The cursor is the
+//! id of the next page's first identity (inclusive), present only when `hasMore` is true; a filtered page
+//! may hold fewer identities than `limit`, or none, and still have more after it.
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -35,6 +38,10 @@ pub async fn list_identities(
     ValidJson(request): ValidJson<ListIdentitiesRequest>,
 ) -> Result<Envelope<Vec<Identity>>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
+    let read = Needed::identity(IdentityAction::Read, None);
+    if !root_key.may_for_some(read) {
+        return Err(root_key.missing(read).into());
+    }
     // One row more than the page tells whether another page follows, and where it starts.
     let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit + 1) else {
         return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None }));
@@ -43,8 +50,8 @@ pub async fn list_identities(
     let page_size = usize::try_from(request.limit).unwrap_or(usize::MAX);
     let next_cursor = identities.get(page_size).map(|first_of_next_page| first_of_next_page.id.clone());
     identities.truncate(page_size);
-    for identity in &identities {
-        root_key.authorize(Needed::identity(IdentityAction::Read, Some(&identity.id)))?;
+    if !root_key.may(read) {
+        identities.retain(|identity| root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))));
     }
     let pagination = Pagination { has_more: next_cursor.is_some(), cursor: next_cursor };
     Ok(Envelope::page(identities, pagination))

@@ -3,8 +3,9 @@
 //! Creates the identity when the externalId is free; otherwise replaces the parts that were sent (meta,
 //! ratelimits) and leaves the rest. One statement decides, so concurrent upserts of one externalId end
 //! with one identity and never answer 409. Permission: `identity.*.create_identity` and
-//! `identity.*.update_identity`. Errors: 400, 401, 403, 413. The response is the identity as stored
-//! plus `"created": true|false`.
+//! `identity.*.update_identity`. Errors: 400, 401, 403, 413. The response is the identity as stored plus
+//! `"created": true|false`, or, for a key that may not read the identity, its `id` and `created` alone:
+//! an upsert of an existing externalId must not show what the caller may not read.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -25,10 +26,17 @@ pub struct UpsertIdentityRequest {
 }
 
 #[derive(Serialize)]
-pub struct UpsertedIdentity {
-    #[serde(flatten)]
-    identity: Identity,
-    created: bool,
+#[serde(untagged)]
+pub enum UpsertedIdentity {
+    Readable {
+        #[serde(flatten)]
+        identity: Identity,
+        created: bool,
+    },
+    Unreadable {
+        id: String,
+        created: bool,
+    },
 }
 
 pub async fn upsert_identity(
@@ -43,5 +51,9 @@ pub async fn upsert_identity(
     let upsert =
         IdentityUpsert { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
     let (identity, created) = state.store.upsert_identity(&root_key.workspace, &upsert).await?;
-    Ok(Envelope::data(UpsertedIdentity { identity, created }))
+    if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
+        Ok(Envelope::data(UpsertedIdentity::Readable { identity, created }))
+    } else {
+        Ok(Envelope::data(UpsertedIdentity::Unreadable { id: identity.id, created }))
+    }
 }

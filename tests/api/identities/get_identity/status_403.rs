@@ -8,11 +8,18 @@ async fn reading_without_permission_is_403(server: TestServer) {
     let admin = server.admin_key().await;
     let id = server.create_identity(&admin, json!({"externalId": "secret"})).await;
     let key = server.root_key(&["identity.*.create_identity"]).await;
-    let response = server.call("identities.getIdentity", &key, json!({"identity": "secret"})).await;
-    response.assert_error(403, "unkey/authorization/insufficient_permissions");
-    assert!(response.detail().contains("identity.*.read_identity"));
-    assert!(response.detail().contains(&format!("identity.{id}.read_identity")));
-    assert!(!response.detail().contains('{'), "{}", response.detail());
+    let by_external_id = server.call("identities.getIdentity", &key, json!({"identity": "secret"})).await;
+    by_external_id.assert_error(403, "unkey/authorization/insufficient_permissions");
+    assert!(by_external_id.detail().contains("identity.*.read_identity"));
+    assert!(
+        !by_external_id.detail().contains(&id),
+        "the id behind an externalId stays hidden: {}",
+        by_external_id.detail()
+    );
+    let by_id = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+    by_id.assert_error(403, "unkey/authorization/insufficient_permissions");
+    assert!(by_id.detail().contains(&format!("identity.{id}.read_identity")), "{}", by_id.detail());
+    assert!(!by_id.detail().contains('{'), "{}", by_id.detail());
 }
 
 async fn a_grant_for_another_identity_is_403(server: TestServer) {

@@ -6,7 +6,7 @@ crate::backend_tests!(
     lists_in_creation_order_across_pages,
     search_is_a_case_insensitive_literal_substring,
     deleted_identities_and_other_workspaces_are_excluded,
-    an_empty_page_needs_no_permission,
+    a_per_identity_grant_lists_only_its_identities,
     a_per_identity_grant_with_a_targeted_search_lists_that_identity,
     a_nul_in_search_or_cursor_is_just_a_character,
     ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in,
@@ -80,12 +80,18 @@ async fn deleted_identities_and_other_workspaces_are_excluded(server: TestServer
     assert_eq!(server.list_all_ids(&key).await, [kept]);
 }
 
-async fn an_empty_page_needs_no_permission(server: TestServer) {
-    let key = server.root_key(&[]).await;
-    let response = server.call("identities.listIdentities", &key, json!({})).await;
+/// A key holding grants for single identities lists just those, as if the others were not there.
+async fn a_per_identity_grant_lists_only_its_identities(server: TestServer) {
+    let admin = server.admin_key().await;
+    let mine = server.create_identity(&admin, json!({"externalId": "mine"})).await;
+    server.create_identity(&admin, json!({"externalId": "theirs"})).await;
+    let reader = server.root_key(&[&format!("identity.{mine}.read_identity")]).await;
+    let response = server.call("identities.listIdentities", &reader, json!({})).await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(response.body["data"], json!([]));
-    assert_eq!(response.body["pagination"], json!({"hasMore": false}));
+    assert_eq!(ids(&response.body), [mine.as_str()]);
+    let elsewhere = server.call("identities.listIdentities", &reader, json!({"search": "theirs"})).await;
+    assert_eq!(elsewhere.status, 200);
+    assert!(ids(&elsewhere.body).is_empty(), "a search shows nothing the key may not read");
 }
 
 async fn a_per_identity_grant_with_a_targeted_search_lists_that_identity(server: TestServer) {
