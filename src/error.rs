@@ -170,6 +170,14 @@ impl ApiError {
         )
     }
 
+    pub fn body_holds_too_many_values(limit: usize) -> Self {
+        Self::new(ErrorCode::RequestBodyTooLarge, format!("The request body holds more than {limit} JSON values."))
+            .with_error(
+                ValidationError::new("body", format!("Request bodies may hold at most {limit} JSON values."))
+                    .with_fix("Send fewer values, e.g. a meta with fewer, larger entries."),
+            )
+    }
+
     pub fn identity_not_found() -> Self {
         Self::new(ErrorCode::IdentityNotFound, "This identity does not exist.")
     }

@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::domain::permission::{MissingPermission, RootKey};
 use crate::domain::root_key;
 use crate::error::{ApiError, ErrorCode, ValidationError};
-use crate::openapi;
+use crate::{json_shape, openapi};
 
 /// A JSON body that parsed and passed its route's schema in `openapi.json`, deserialized into `T`.
 pub struct ValidJson<T>(pub T);
@@ -31,12 +31,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
                 )
             }
         })?;
-        let value: Value = serde_json::from_slice(&body).map_err(|error| {
+        // Counted before it is built: a tree costs many times its bytes (`json_shape.rs`).
+        let not_json = |error: serde_json::Error| {
             ApiError::invalid_input(
                 "The request body is invalid. The request body was not valid JSON.",
                 vec![ValidationError::new("body", error.to_string()).with_fix("Send a JSON object encoded as UTF-8.")],
             )
-        })?;
+        };
+        match json_shape::check(&body, json_shape::MAX_VALUES) {
+            Ok(()) => {}
+            Err(json_shape::Refusal::NotJson(error)) => return Err(not_json(error)),
+            Err(json_shape::Refusal::TooManyValues) => {
+                return Err(ApiError::body_holds_too_many_values(json_shape::MAX_VALUES));
+            }
+        }
+        let value: Value = serde_json::from_slice(&body).map_err(not_json)?;
         openapi::validate_request_body(&path, &value)?;
         // The schema admits a few values serde cannot hold, such as 1.0 for an integer.
         serde_json::from_value(value).map(ValidJson).map_err(|error| {

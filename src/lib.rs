@@ -7,6 +7,7 @@ pub mod error;
 pub mod error_docs;
 pub mod extract;
 pub mod idempotency;
+pub mod json_shape;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -52,7 +53,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 10 * 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
+        Self { max_body_bytes: 4 * 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
     }
 }
 

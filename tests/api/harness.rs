@@ -286,6 +286,18 @@ impl SigilProcess {
         (process, lines, format!("http://{address}"))
     }
 
+    /// The process's highest resident set size so far, in bytes (Linux's `VmHWM`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.process.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a Linux process status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
     /// SIGKILL: the process gets no chance to finish anything.
     pub async fn kill(mut self) {
         self.process.kill().await.expect("kill");

@@ -125,6 +125,11 @@ async fn every_route_and_status_answers_in_its_locked_shape(server: TestServer) 
         .header("content-type", "application/json")
         .body(vec![b' '; sigil::Limits::default().max_body_bytes + 1]);
     snapshot("any_route__413", &server.send(too_large).await);
+    let many_values =
+        format!(r#"{{"externalId":"a","meta":{{"k":[{}0]}}}}"#, "0,".repeat(sigil::json_shape::MAX_VALUES));
+    let too_many_values =
+        server.post("identities.createIdentity").bearer_auth(&admin).header("content-type", "application/json");
+    snapshot("any_route__413_too_many_values", &server.send(too_many_values.body(many_values)).await);
     snapshot("unknown_route__404", &server.send(server.post("identities.nothing")).await);
     let wrong_method = reqwest::Client::new().get(format!("{}/v2/identities.getIdentity", server.base_url));
     snapshot("any_route__405", &server.send(wrong_method).await);

@@ -1,0 +1,66 @@
+//! A flood of maximum-size unauthenticated bodies leaves the server's memory bounded and its answers
+//! prompt: memory per request is a small multiple of its bytes, whatever their shape.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Backend, SigilProcess, TestDatabase, admin_key};
+
+const PEAK_RSS_BOUND: u64 = 300 * 1024 * 1024;
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// `{"externalId":"a","meta":{"k":[0,0,…]}}` of about `bytes` bytes: the shape that costs most per byte.
+fn wide_body(bytes: usize) -> axum::body::Bytes {
+    let mut body = String::with_capacity(bytes + 64);
+    body.push_str(r#"{"externalId":"a","meta":{"k":["#);
+    while body.len() < bytes {
+        body.push_str("0,");
+    }
+    body.push_str("0]}}");
+    axum::body::Bytes::from(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_huge_unauthenticated_bodies_keeps_memory_bounded_and_reads_prompt() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let url = database.url();
+    let key = admin_key(&url).await;
+    let node = SigilProcess::start(&url).await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/v2/identities.createIdentity", node.base_url))
+        .bearer_auth(&key)
+        .json(&json!({"externalId": "legit"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(created.status(), 200);
+
+    let (huge, large) = (wide_body(10 * 1024 * 1024), wide_body(1024 * 1024));
+    let mut flood = tokio::task::JoinSet::new();
+    for body in std::iter::repeat_n(huge, 32).chain(std::iter::repeat_n(large, 32)) {
+        let (client, url) = (client.clone(), format!("{}/v2/identities.createIdentity", node.base_url));
+        flood.spawn(async move {
+            let sent = client.post(url).header("content-type", "application/json").body(body).send().await;
+            sent.map(|response| response.status().as_u16()).unwrap_or(0)
+        });
+    }
+    let started = tokio::time::Instant::now();
+    let read = client
+        .post(format!("{}/v2/identities.getIdentity", node.base_url))
+        .bearer_auth(&key)
+        .json(&json!({"identity": "legit"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(read.status(), 200);
+    assert!(started.elapsed() < PROMPT, "a read during the flood took {:?}", started.elapsed());
+    for status in flood.join_all().await {
+        assert!(matches!(status, 0 | 400 | 413), "a hostile body got {status}");
+    }
+    let peak = node.peak_rss_bytes();
+    assert!(peak < PEAK_RSS_BOUND, "peak RSS {} MB", peak / 1024 / 1024);
+    eprintln!("peak RSS under the flood: {} MB", peak / 1024 / 1024);
+    node.kill().await;
+}
