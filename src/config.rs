@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Limits;
+use crate::http_server::ConnectionLimits;
 use crate::idempotency::IdempotencySettings;
 
 #[derive(Debug, Parser)]
@@ -67,6 +68,16 @@ pub struct ServeArgs {
     /// A request running longer gets 408.
     #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's head, and then its body; slower ones are cut off (the
+    /// head) or answered 408 (the body).
+    #[arg(long, env = "SIGIL_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub read_timeout_ms: u64,
+    /// Connections open at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "SIGIL_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// After SIGTERM or Ctrl-C, how long requests in flight may take before the process stops anyway.
+    #[arg(long, env = "SIGIL_SHUTDOWN_GRACE_MS", default_value_t = 35_000)]
+    pub shutdown_grace_ms: u64,
     /// Requests running at once; beyond this, requests are refused at once with 503 and Retry-After.
     #[arg(long, env = "SIGIL_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
@@ -86,7 +97,16 @@ impl ServeArgs {
         Limits {
             max_body_bytes: self.max_body_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.read_timeout_ms),
             max_in_flight: self.max_in_flight,
+        }
+    }
+
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.read_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         }
     }
 

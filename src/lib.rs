@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod error;
 pub mod error_docs;
 pub mod extract;
+pub mod http_server;
 pub mod idempotency;
 pub mod json_shape;
 pub mod metrics;
@@ -34,12 +35,31 @@ pub struct AppState {
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
     pub metrics: Arc<Metrics>,
+    pub in_flight: InFlight,
+}
+
+/// The requests being worked on (their bodies read, their answers not yet made), at most
+/// `Limits::max_in_flight`.
+#[derive(Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max)), max }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.permits.available_permits() == self.max
+    }
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
         let metrics = Arc::new(Metrics::new(Arc::clone(&store)));
-        Self { store, limits, idempotency, metrics }
+        Self { store, limits, idempotency, metrics, in_flight: InFlight::new(limits.max_in_flight) }
     }
 }
 
@@ -47,13 +67,20 @@ impl AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's body (its head: `http_server::ConnectionLimits`).
+    pub body_read_timeout: Duration,
     /// Requests running at once; more are refused with 503 at once instead of queueing.
     pub max_in_flight: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, request_timeout: Duration::from_secs(30), max_in_flight: 1024 }
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+        }
     }
 }
 
@@ -63,7 +90,9 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
-/// load shedding, timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error envelope.
+/// reading the whole body (before the request counts as in flight, so a slow upload holds no slot), load
+/// shedding, timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error
+/// envelope.
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .fallback(middleware::route_not_found)
@@ -71,10 +100,8 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(Semaphore::new(state.limits.max_in_flight)),
-            middleware::shed_load,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), middleware::shed_load))
+        .layer(axum::middleware::from_fn_with_state(state.limits, middleware::read_body_first))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)

@@ -2,21 +2,21 @@
 //! unknown routes and methods, all answering in the error envelope.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use bytes::BytesMut;
 use tracing::Instrument;
 
-use crate::AppState;
 use crate::domain::ids::new_id;
 use crate::envelope::REQUEST_ID;
 use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
+use crate::{AppState, InFlight, Limits};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -49,13 +49,60 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
 
 /// Refuses a request at once, with 503 and `Retry-After`, when `in_flight` has no permit left: under a flood
 /// the server answers fast and stays up instead of queueing work it cannot finish in time.
-pub async fn shed_load(State(in_flight): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = in_flight.try_acquire() else {
+pub async fn shed_load(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = in_flight.permits.try_acquire() else {
         let error =
             ApiError::new(ErrorCode::Overloaded, "The server is at capacity. Retry after the time in Retry-After.");
         return ([(header::RETRY_AFTER, "1")], error).into_response();
     };
     next.run(request).await
+}
+
+/// Reads the whole body, within `body_read_timeout` and `max_body_bytes`, before the request is worked on:
+/// a client trickling its body then holds a connection, not one of the `max_in_flight` slots, and the
+/// request timeout counts only the work.
+pub async fn read_body_first(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
+    match tokio::time::timeout(limits.body_read_timeout, read_body(body, declared, limits.max_body_bytes)).await {
+        Ok(Ok(Some(body))) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Ok(None)) => ApiError::body_too_large(limits.max_body_bytes).into_response(),
+        Ok(Err(_broken)) => ApiError::invalid_input(
+            "The request body could not be read.",
+            vec![ValidationError::new("body", "The connection broke while the body was being sent.")],
+        )
+        .into_response(),
+        Err(_elapsed) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("The request body did not arrive within {} ms.", limits.body_read_timeout.as_millis()),
+        )
+        .with_error(ValidationError::new("body", "Timed out").with_fix("Send the body without pausing."))
+        .into_response(),
+    }
+}
+
+/// A body past the limit is still read, and thrown away, up to this many times the limit: a client that is
+/// still sending when the answer comes sees its connection reset instead of the 413.
+const DRAINED_PAST_THE_LIMIT: usize = 4;
+
+/// The body, or `None` when it is larger than `limit`. Its declared length, when it has one, sizes the buffer
+/// once, and a body declared larger than the limit is not kept at all.
+async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+    use http_body_util::BodyExt;
+    let keeps = declared.is_none_or(|declared| declared <= limit);
+    let mut kept = BytesMut::with_capacity(declared.filter(|_| keeps).unwrap_or(0));
+    let mut seen = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if keeps && seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > limit.saturating_mul(DRAINED_PAST_THE_LIMIT) {
+            break;
+        }
+    }
+    Ok((seen <= limit).then(|| kept.freeze()))
 }
 
 pub async fn enforce_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {

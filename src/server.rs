@@ -11,7 +11,7 @@ use crate::domain::permission::{Grant, all_permissions};
 use crate::domain::root_key;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::{self, Store};
-use crate::{AppState, app};
+use crate::{AppState, app, http_server};
 
 const FIRST_WORKSPACE: &str = "default";
 
@@ -22,26 +22,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
     let state = AppState::new(store.clone(), args.limits(), args.idempotency());
+    let in_flight = state.in_flight.clone();
     let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
-    let (stopping, stop_requested) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async {
-        shutdown_signal().await;
-        let _ = stopping.send(());
-    });
-    // In-flight requests end within the request timeout, and database work within its deadline; this bound
-    // holds whatever else hangs (a client that never reads its answer, say).
-    let grace = args.limits().request_timeout + store::DATABASE_DEADLINE;
-    let gave_up_waiting = async {
-        if stop_requested.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = server => served?,
-        () = gave_up_waiting => tracing::warn!(?grace, "stopping without waiting longer for in-flight requests"),
-    }
+    http_server::serve(listener, app(state), in_flight, args.connection_limits(), shutdown_signal()).await;
     purge.abort();
     if tokio::time::timeout(store::DATABASE_DEADLINE, store.close()).await.is_err() {
         tracing::warn!("the database did not answer while closing; stopping anyway");

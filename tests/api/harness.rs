@@ -248,7 +248,12 @@ pub struct SigilProcess {
 impl SigilProcess {
     /// Starts the real binary on a free port and waits until it says where it listens.
     pub async fn start(database_url: &str) -> Self {
-        let (process, mut lines, base_url) = Self::spawn(database_url).await;
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// [`SigilProcess::start`] with more `serve` options.
+    pub async fn start_with(database_url: &str, options: &[&str]) -> Self {
+        let (process, mut lines, base_url) = Self::spawn(database_url, options).await;
         // Keep draining the log so the node never blocks on a full pipe.
         let logs = Arc::new(Mutex::new(Vec::new()));
         let collected = logs.clone();
@@ -263,13 +268,14 @@ impl SigilProcess {
     /// Like [`SigilProcess::start`], but nobody reads the log after the line saying where it listens, as
     /// when whatever reads the log stalls.
     pub async fn start_with_unread_log(database_url: &str) -> Self {
-        let (process, lines, base_url) = Self::spawn(database_url).await;
+        let (process, lines, base_url) = Self::spawn(database_url, &[]).await;
         Self { base_url, logs: Arc::default(), process, _unread_log: Some(lines) }
     }
 
-    async fn spawn(database_url: &str) -> (Child, Lines<BufReader<ChildStderr>>, String) {
+    async fn spawn(database_url: &str, options: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>, String) {
         let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

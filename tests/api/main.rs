@@ -18,4 +18,5 @@ mod races;
 mod read_after_write;
 mod reliability;
 mod root_key_commands;
+mod slow_clients;
 mod wire_snapshots;

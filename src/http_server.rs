@@ -1,0 +1,89 @@
+//! Serving HTTP with the bounds `axum::serve` lacks: a cap on open connections, a deadline for a request's
+//! headers, and a stop that always ends.
+//!
+//! On the stop signal the server stops accepting and lets every connection finish its request in flight.
+//! Connections with none (idle, or still sending a request's head or body) are not waited for: once no
+//! request is in flight the process goes, and in any case after the grace period, whatever clients do.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::InFlight;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once; past it, new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head.
+    pub header_read_timeout: Duration,
+    /// How long a stop waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// How often a stopping server looks whether requests are still in flight.
+const IDLE_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// Once no request is in flight, this long for the last answers to be written out.
+const LAST_WRITES: Duration = Duration::from_millis(200);
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    in_flight: InFlight,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: waiting lets connections close.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopping: finishing the requests in flight");
+    let no_request_in_flight = async {
+        while !in_flight.is_idle() {
+            tokio::time::sleep(IDLE_CHECK_EVERY).await;
+        }
+        tokio::time::sleep(LAST_WRITES).await;
+    };
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = no_request_in_flight => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "stopping without waiting longer for requests in flight");
+        }
+    }
+}
