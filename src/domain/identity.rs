@@ -135,6 +135,18 @@ pub struct IdentityChanges {
     pub ratelimits: Option<Vec<RatelimitInput>>,
 }
 
+/// A list page: its identities in id order, and where the next page starts, if one follows.
+#[derive(Debug)]
+pub struct IdentityPage {
+    pub identities: Vec<Identity>,
+    pub next_cursor: Option<String>,
+}
+
+/// Most bytes of meta and ratelimits (as stored) one list page carries, past its first identity: with
+/// meta up to 1 MiB each, a page of 100 could otherwise cost hundreds of MB in memory. A page cut short
+/// by it has fewer identities than its limit and a cursor to the rest.
+pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
 /// One page request: identities whose id is at or after `cursor`, matching `search`, at most `limit`.
 #[derive(Debug, Clone)]
 pub struct IdentityPageQuery {

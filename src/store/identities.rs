@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit, StoredJson, opens_with,
-    stored_json,
+    Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit,
+    StoredJson, opens_with, stored_json,
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
@@ -30,12 +30,14 @@ pub trait Identities: Send + Sync {
     /// The live identity whose id, or else whose externalId, is `identity`.
     async fn get_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<Option<Identity>, StoreError>;
 
-    /// Live identities in id (creation) order, at most `query.limit` of them.
+    /// Live identities in id (creation) order: at most `query.limit` of them, fewer when their meta and
+    /// ratelimits would pass [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES), and where the next page
+    /// starts.
     async fn list_identities(
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
-    ) -> Result<Vec<Identity>, StoreError>;
+    ) -> Result<IdentityPage, StoreError>;
 
     /// Replaces meta and/or ratelimits in one transaction. Ratelimits are matched by name and keep their ids.
     /// `None` when no live identity matches.
@@ -60,12 +62,13 @@ pub(super) trait IdentityBackend {
         new: &NewIdentity,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
-    /// The identities of a list page, each backend fetching them its fastest way.
+    /// The rows of [`identity_page!`], each backend fetching them its fastest way: every identity with
+    /// whether it is on the page, in any order.
     fn list_identities(
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
-    ) -> impl Future<Output = Result<Vec<Identity>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(Identity, bool)>, StoreError>> + Send;
 }
 
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
@@ -84,17 +87,33 @@ macro_rules! live_identity_id {
 pub(super) const GET_IDENTITY: &str =
     concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
 
-/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
-/// cursor (an inclusive lower bound on the id), and `$3`, the search pattern, are optional; `$4` is the limit.
+/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order, with
+/// `on_page` saying which are on the page. `$2`, the cursor (an inclusive lower bound on the id), and `$3`, the
+/// search pattern, are optional; `$4` is the most rows to read (the page's limit and one more, which tells
+/// whether another page follows and where it starts); `$5` is [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES).
+///
 /// Without a cursor the bound is '', below every id, so that the cursor is always a range on
 /// `identities_live_by_workspace` and a page deep into a workspace costs what the first one does. Spelled
 /// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
+///
+/// An identity is on the page while the identities before it hold fewer than `$5` characters of meta and
+/// ratelimits; the first one past that comes back too, off the page, as the next page's start. The sizes are
+/// summed over the rows already limited, so the window never reads past them.
 macro_rules! identity_page {
     () => {
-        "(SELECT id, external_id, meta, ratelimits FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
-           AND id >= COALESCE($2, '') \
-           AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
-           ORDER BY id LIMIT $4) i"
+        "(SELECT id, external_id, meta, ratelimits, starts_at < $5 AS on_page FROM (\
+           SELECT id, external_id, meta, ratelimits, starts_at, \
+             LAG(starts_at, 1, 0) OVER (ORDER BY id) AS previous_starts_at FROM (\
+               SELECT id, external_id, meta, ratelimits, \
+                 SUM(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS starts_at FROM (\
+                   SELECT id, external_id, meta, ratelimits, LENGTH(meta) + LENGTH(ratelimits) AS size \
+                   FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+                   AND id >= COALESCE($2, '') \
+                   AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
+                   ORDER BY id LIMIT $4\
+                 ) limited\
+             ) sized\
+         ) placed WHERE previous_starts_at < $5) i"
     };
 }
 pub(super) use identity_page;
@@ -205,6 +224,16 @@ pub(super) fn ratelimits_json(ratelimits: &[Ratelimit]) -> Result<String, StoreE
     serde_json::to_string(ratelimits).map_err(|error| StoreError::InvalidData(format!("ratelimits: {error}")))
 }
 
+/// The page `rows` make: those on it in id order, at most `limit`, and the id of the first row after them.
+pub(super) fn page_of(mut rows: Vec<(Identity, bool)>, limit: i64) -> IdentityPage {
+    rows.sort_unstable_by(|(a, _), (b, _)| a.id.cmp(&b.id));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let on_page = rows.iter().take(limit).take_while(|(_, on_page)| *on_page).count();
+    let next_cursor = rows.get(on_page).map(|(first_of_next_page, _)| first_of_next_page.id.clone());
+    rows.truncate(on_page);
+    IdentityPage { identities: rows.into_iter().map(|(identity, _)| identity).collect(), next_cursor }
+}
+
 /// PostgreSQL text cannot hold NUL, and no stored id or externalId contains one: such a lookup matches
 /// nothing on either backend, without asking the database.
 pub(super) fn may_be_stored(identity: &str) -> bool {
@@ -218,8 +247,8 @@ macro_rules! impl_identities {
         // A block of its own, so that the implementation names what it uses as this file does.
         const _: () = {
             use $crate::domain::identity::{
-                Identity, IdentityChanges, IdentityPageQuery, IdentityUpsert, NewIdentity, RatelimitInput,
-                replace_ratelimits,
+                Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, NewIdentity,
+                RatelimitInput, replace_ratelimits,
             };
             use $crate::domain::ids::new_id;
             use $crate::domain::workspace::WorkspaceId;
@@ -386,8 +415,9 @@ macro_rules! impl_identities {
                     &self,
                     workspace: &WorkspaceId,
                     query: &IdentityPageQuery,
-                ) -> Result<Vec<Identity>, StoreError> {
-                    <Self as IdentityBackend>::list_identities(self, workspace, query).await
+                ) -> Result<IdentityPage, StoreError> {
+                    let rows = <Self as IdentityBackend>::list_identities(self, workspace, query).await?;
+                    Ok(page_of(rows, query.limit))
                 }
 
                 async fn update_identity(

@@ -6,13 +6,14 @@
 //! identity, and 200 when it held none, so that any key of a workspace could learn from a search which
 //! externalIds exist (and from the 403's detail, their ids). Errors: 400, 401, 403, 413. The cursor is the
 //! id of the next page's first identity (inclusive), present only when `hasMore` is true; a filtered page
-//! may hold fewer identities than `limit`, or none, and still have more after it.
+//! may hold fewer identities than `limit`, or none, and still have more after it. So may a page whose
+//! identities' meta and ratelimits pass 4 MiB (`PAGE_BYTES`): it ends there, with a cursor to the rest.
 
 use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityPageQuery, integer};
+use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, integer};
 use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
@@ -42,14 +43,10 @@ pub async fn list_identities(
     if !root_key.may_for_some(read) {
         return Err(root_key.missing(read).into());
     }
-    // One row more than the page tells whether another page follows, and where it starts.
-    let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit + 1) else {
+    let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit) else {
         return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None }));
     };
-    let mut identities = state.store.list_identities(&root_key.workspace, &query).await?;
-    let page_size = usize::try_from(request.limit).unwrap_or(usize::MAX);
-    let next_cursor = identities.get(page_size).map(|first_of_next_page| first_of_next_page.id.clone());
-    identities.truncate(page_size);
+    let IdentityPage { mut identities, next_cursor } = state.store.list_identities(&root_key.workspace, &query).await?;
     if !root_key.may(read) {
         identities.retain(|identity| root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))));
     }

@@ -11,6 +11,7 @@ crate::backend_tests!(
     a_nul_in_search_or_cursor_is_just_a_character,
     ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in,
     a_meta_nested_as_deep_as_a_create_accepts_is_listed,
+    a_page_of_large_metas_ends_at_its_byte_bound_and_the_cursor_goes_on,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -170,4 +171,36 @@ async fn a_meta_nested_as_deep_as_a_create_accepts_is_listed(server: TestServer)
     let text = page.text().await.unwrap();
     let meta = serde_json::to_string(&nested(deepest)).unwrap();
     assert!(text.contains(&format!(r#""externalId":"deep_{deepest}","meta":{meta}"#)), "{text}");
+}
+
+/// With meta up to 1 MiB each, a page of 100 could cost hundreds of MB: a page ends once its identities hold
+/// `PAGE_BYTES`, and its cursor leads on to the rest, each identity listed exactly once.
+async fn a_page_of_large_metas_ends_at_its_byte_bound_and_the_cursor_goes_on(server: TestServer) {
+    let key = server.admin_key().await;
+    let large = "x".repeat(900 * 1024);
+    let mut created = Vec::new();
+    for n in 0..8 {
+        created.push(
+            server.create_identity(&key, json!({"externalId": format!("large_{n}"), "meta": {"blob": large}})).await,
+        );
+    }
+    let bound = usize::try_from(sigil::domain::identity::PAGE_BYTES).unwrap();
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let mut body = json!({"limit": 100});
+        if let Some(cursor) = &cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let page = server.call("identities.listIdentities", &key, body).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.text.len() < bound + 2 * large.len(), "a page of {} bytes", page.text.len());
+        pages += 1;
+        listed.extend(ids(&page.body));
+        match page.body["pagination"]["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, created, "every identity once, in order");
+    assert!(pages >= 2, "eight identities of 900 KiB cannot fit one page");
 }
