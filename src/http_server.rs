@@ -43,7 +43,9 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: deciding between HTTP/1 and HTTP/2 reads the first bytes with no deadline, and HTTP/2
+    // connections have no header timeout; Unkey's clients speak HTTP/1.1.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     tokio::pin!(stop);
     loop {
@@ -73,11 +75,18 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("stopping: finishing the requests in flight");
+    // Idle twice, LAST_WRITES apart: a request whose body was still arriving at the first look, or an answer
+    // still being written, has had its time.
     let no_request_in_flight = async {
-        while !in_flight.is_idle() {
-            tokio::time::sleep(IDLE_CHECK_EVERY).await;
+        loop {
+            while !in_flight.is_idle() {
+                tokio::time::sleep(IDLE_CHECK_EVERY).await;
+            }
+            tokio::time::sleep(LAST_WRITES).await;
+            if in_flight.is_idle() {
+                return;
+            }
         }
-        tokio::time::sleep(LAST_WRITES).await;
     };
     tokio::select! {
         () = graceful.shutdown() => {}

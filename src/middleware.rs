@@ -86,12 +86,16 @@ pub async fn read_body_first(State(limits): State<Limits>, request: Request, nex
 /// still sending when the answer comes sees its connection reset instead of the 413.
 const DRAINED_PAST_THE_LIMIT: usize = 4;
 
+/// The most a body's buffer holds before its bytes arrive.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
 /// The body, or `None` when it is larger than `limit`. Its declared length, when it has one, sizes the buffer
 /// once, and a body declared larger than the limit is not kept at all.
 async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Option<Bytes>, axum::Error> {
     use http_body_util::BodyExt;
     let keeps = declared.is_none_or(|declared| declared <= limit);
-    let mut kept = BytesMut::with_capacity(declared.filter(|_| keeps).unwrap_or(0));
+    // Sized by the declared length only up to a point: a header alone must not reserve megabytes.
+    let mut kept = BytesMut::with_capacity(declared.filter(|_| keeps).unwrap_or(0).min(INITIAL_BODY_CAPACITY));
     let mut seen = 0_usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else { continue };

@@ -29,6 +29,15 @@ pub struct Identity {
     pub ratelimits: StoredJson,
 }
 
+impl Identity {
+    /// The identity as a key that may not read it sees it: its id and externalId, its meta and ratelimits
+    /// left out as empty ones are.
+    pub fn names_only(self) -> Self {
+        let empty = |text: &str| RawValue::from_string(text.to_owned()).expect("literal JSON");
+        Self { meta: empty("{}"), ratelimits: empty("[]"), ..self }
+    }
+}
+
 /// Identities are equal when they read the same: meta and ratelimits compare as stored text.
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {

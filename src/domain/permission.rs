@@ -317,6 +317,18 @@ impl RootKey {
             })
     }
 
+    /// The resources that grants name one by one (`identity.<id>.read_identity`) for `needed`.
+    pub fn granted_ids(&self, needed: Needed) -> impl Iterator<Item = &str> {
+        self.grants.iter().filter_map(move |grant| match grant {
+            Grant::Tuple { resource, target: TupleTarget::One(id), action }
+                if *resource == needed.resource && action == needed.action =>
+            {
+                Some(id.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// The denial of `needed`, listing the grants that would do.
     pub fn missing(&self, needed: Needed) -> MissingPermission {
         MissingPermission { any_of: needed.accepted(&self.workspace) }

@@ -31,6 +31,17 @@ impl Caches {
         self.identities.is_serving().then_some(&self.root_keys)
     }
 
+    /// What this node read is trusted again, once it hears other nodes' changes again.
+    pub fn start_serving(&self) {
+        self.root_keys.void_everything();
+        self.identities.start_serving();
+    }
+
+    pub fn stop_serving(&self) {
+        self.identities.stop_serving();
+        self.root_keys.void_everything();
+    }
+
     pub fn void_everything(&self) {
         self.identities.void_everything();
         self.root_keys.void_everything();

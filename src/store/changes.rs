@@ -4,8 +4,9 @@
 //! Every write returns its changes ([`Written`]); the backend that ran it applies them after the commit and
 //! before the answer (`Backend::write`), on this node at once and on the others through one bus
 //! (`postgres/changes.rs`). A notice is versioned JSON naming its kind, `{"v":1,"kind":"identity",…}`: a
-//! node ignores a version or kind it does not know (written by a newer node during a rolling upgrade)
-//! rather than voiding everything, and voids everything only for a notice it cannot read at all.
+//! node ignores a kind it does not know (a newer node's notice of something this node keeps nothing of)
+//! rather than voiding everything; a version it does not know, or a notice it cannot read at all, voids
+//! everything, since it may say that anything changed.
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +97,7 @@ pub fn to_notice(change: &Change) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
     Change(Change),
-    /// A version or kind this node does not know, from a newer node: nothing this node keeps depends on it.
+    /// A kind this node does not know, from a newer node: nothing this node keeps depends on it.
     Unknown,
     /// Not a notice at all: since nobody can say what it meant, everything read is void.
     Unreadable,
@@ -110,7 +111,8 @@ pub fn from_notice(payload: &str) -> Notice {
     }
     if let Ok(Envelope { v, kind }) = serde_json::from_str::<Envelope>(payload) {
         if v != VERSION {
-            return Notice::Unknown;
+            // A newer format may say anything has changed: nothing read can be trusted.
+            return Notice::Change(Change::Everything);
         }
         return match serde_json::from_str::<Change>(payload) {
             Ok(change) => Notice::Change(change),
@@ -153,8 +155,8 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_node_s_notice_is_ignored_and_garbage_voids_everything() {
-        assert_eq!(from_notice(r#"{"v":2,"kind":"identity"}"#), Notice::Unknown);
+    fn a_newer_kind_is_ignored_and_a_newer_version_or_garbage_voids_everything() {
+        assert_eq!(from_notice(r#"{"v":2,"kind":"identity"}"#), Notice::Change(Change::Everything));
         assert_eq!(from_notice(r#"{"v":1,"kind":"key","id":"key_1"}"#), Notice::Unknown);
         assert_eq!(from_notice(r#"{"v":1,"kind":"identity","id":"id_1"}"#), Notice::Unreadable);
         assert_eq!(from_notice("not json"), Notice::Unreadable);

@@ -6,6 +6,8 @@
 //! request. That cannot hide a new key: a key is random and shown only once it is stored, so nobody can
 //! present it before it exists.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use moka::sync::Cache;
 
 use crate::domain::permission::RootKey;
@@ -18,11 +20,20 @@ const CAPACITY: u64 = 10_000;
 pub(super) struct RootKeyCache {
     /// `None`: no key has this hash.
     by_hash: Cache<String, Option<RootKey>>,
+    /// Bumped by every revocation heard: a read that began before one stores nothing (it may have read
+    /// the key just before it was revoked).
+    generation: AtomicU64,
 }
+
+/// The generation a read began in, to be handed back to [`RootKeyCache::insert`].
+pub(super) struct ReadGeneration(u64);
 
 impl Default for RootKeyCache {
     fn default() -> Self {
-        Self { by_hash: Cache::builder().max_capacity(CAPACITY).time_to_live(TIME_TO_LIVE).build() }
+        Self {
+            by_hash: Cache::builder().max_capacity(CAPACITY).time_to_live(TIME_TO_LIVE).build(),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
@@ -32,15 +43,29 @@ impl RootKeyCache {
         self.by_hash.get(key_hash)
     }
 
-    pub fn insert(&self, key_hash: &str, found: Option<RootKey>) {
+    /// To be taken before reading a key from the database.
+    pub fn read_generation(&self) -> ReadGeneration {
+        ReadGeneration(self.generation.load(Ordering::SeqCst))
+    }
+
+    pub fn insert(&self, key_hash: &str, found: Option<RootKey>, read: ReadGeneration) {
+        if self.generation.load(Ordering::SeqCst) != read.0 {
+            return;
+        }
         self.by_hash.insert(key_hash.to_owned(), found);
+        // A revocation heard between the check and the insert voids what was just stored.
+        if self.generation.load(Ordering::SeqCst) != read.0 {
+            self.by_hash.invalidate(key_hash);
+        }
     }
 
     pub fn forget(&self, key_hash: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.by_hash.invalidate(key_hash);
     }
 
     pub fn void_everything(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.by_hash.invalidate_all();
     }
 }

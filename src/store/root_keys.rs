@@ -81,6 +81,7 @@ macro_rules! impl_root_keys {
                     if let Some(known) = cache.and_then(|cache| cache.get(key_hash)) {
                         return Ok(known);
                     }
+                    let read = cache.map(|cache| cache.read_generation());
                     let hash = key_hash.to_owned();
                     let row: Option<(String, String)> = self
                         .on_reader(|connection| {
@@ -97,8 +98,8 @@ macro_rules! impl_root_keys {
                             ))
                         })
                         .transpose()?;
-                    if let Some(cache) = cache {
-                        cache.insert(key_hash, found.clone());
+                    if let (Some(cache), Some(read)) = (cache, read) {
+                        cache.insert(key_hash, found.clone(), read);
                     }
                     Ok(found)
                 }

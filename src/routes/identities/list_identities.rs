@@ -1,7 +1,8 @@
 //! `identities.listIdentities`: live identities in creation order, paged by cursor.
 //!
 //! Permission: `identity.*.read_identity` lists every identity; a key holding only
-//! `identity.<id>.read_identity` grants gets the page filtered to those identities. A key with neither is
+//! `identity.<id>.read_identity` grants lists those identities alone (looked up one by one, so a search or
+//! the cursor tells it nothing of the others). A key with neither is
 //! 403, whatever the workspace holds. Unlike Unkey, which answered 403 when a page held one unreadable
 //! identity, and 200 when it held none, so that any key of a workspace could learn from a search which
 //! externalIds exist (and from the 403's detail, their ids). Errors: 400, 401, 403, 413. The cursor is the
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, integer};
-use crate::domain::permission::{IdentityAction, Needed};
+use crate::domain::permission::{IdentityAction, Needed, RootKey};
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -46,10 +47,39 @@ pub async fn list_identities(
     let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit) else {
         return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None }));
     };
-    let IdentityPage { mut identities, next_cursor } = state.store.list_identities(&root_key.workspace, &query).await?;
-    if !root_key.may(read) {
-        identities.retain(|identity| root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))));
-    }
+    let IdentityPage { identities, next_cursor } = if root_key.may(read) {
+        state.store.list_identities(&root_key.workspace, &query).await?
+    } else {
+        granted_page(&state, &root_key, &query, request.search.as_deref()).await?
+    };
     let pagination = Pagination { has_more: next_cursor.is_some(), cursor: next_cursor };
     Ok(Envelope::page(identities, pagination))
+}
+
+/// The page of a key that may read only the identities its grants name: those identities alone are looked
+/// at, so neither a search nor the cursor tells it anything about the others.
+async fn granted_page(
+    state: &AppState,
+    root_key: &RootKey,
+    query: &IdentityPageQuery,
+    search: Option<&str>,
+) -> Result<IdentityPage, ApiError> {
+    let read = Needed::identity(IdentityAction::Read, None);
+    let mut granted: Vec<&str> = root_key.granted_ids(read).collect();
+    granted.sort_unstable();
+    granted.dedup();
+    let search = search.map(str::to_lowercase);
+    let mut found = Vec::new();
+    for id in granted.into_iter().filter(|id| query.cursor.as_deref().is_none_or(|cursor| *id >= cursor)) {
+        // Only an id: a grant naming an externalId grants nothing (Unkey's grants name ids).
+        let Some(identity) = state.store.get_identity(&root_key.workspace, id).await? else { continue };
+        let matches = |text: &str| search.as_deref().is_none_or(|search| text.to_lowercase().contains(search));
+        if identity.id == id && (matches(&identity.id) || matches(&identity.external_id)) {
+            found.push(identity);
+        }
+    }
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let next_cursor = found.get(limit).map(|first_of_next_page| first_of_next_page.id.clone());
+    found.truncate(limit);
+    Ok(IdentityPage { identities: found, next_cursor })
 }

@@ -3,7 +3,8 @@
 //! Permission: `identity.*.update_identity`, checked before the lookup (403 before 404, as Unkey).
 //! Ratelimits are matched by name and keep their ids; omitted parts stay as they are. Errors: 400 (also
 //! for duplicate ratelimit names or meta over 1 MiB), 401, 403, 404 `identity_not_found`, 413.
-//! The response is the whole identity as stored after the update.
+//! The response is the whole identity as stored after the update; to a key that may not read it, only its
+//! id and externalId (meta and ratelimits left out, as Unkey leaves out empty ones).
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -36,5 +37,9 @@ pub async fn update_identity(
         .update_identity(&root_key.workspace, &request.identity, &changes)
         .await?
         .ok_or_else(ApiError::identity_not_found)?;
-    Ok(Envelope::data(identity))
+    if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
+        Ok(Envelope::data(identity))
+    } else {
+        Ok(Envelope::data(identity.names_only()))
+    }
 }

@@ -144,7 +144,7 @@ pub(super) async fn follow(url: &str, caches: Arc<Caches>) -> anyhow::Result<Joi
     let name = listener_name(options.get_application_name());
     let options = options.application_name(&name);
     let mut listener = listen(&options).await?;
-    caches.identities.start_serving();
+    caches.start_serving();
     Ok(tokio::spawn(async move {
         loop {
             let hears = match tokio::time::timeout(QUIET_FOR, listener.try_recv()).await {
@@ -161,10 +161,10 @@ pub(super) async fn follow(url: &str, caches: Arc<Caches>) -> anyhow::Result<Joi
             };
             if !hears {
                 tracing::warn!("cannot hear identity changes; serving identities from the database only");
-                caches.identities.stop_serving();
+                caches.stop_serving();
                 listener = listen_again(&options).await;
                 tracing::info!("hearing identity changes again");
-                caches.identities.start_serving();
+                caches.start_serving();
             }
         }
     }))

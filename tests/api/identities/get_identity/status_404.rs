@@ -3,15 +3,16 @@ use serde_json::json;
 use crate::harness::TestServer;
 
 crate::backend_tests!(
-    a_missing_identity_is_404_even_without_permission,
+    a_missing_identity_is_404,
+    a_missing_identity_granted_by_id_is_404,
     a_deleted_identity_is_404,
     another_workspaces_identity_is_404,
 );
 
-async fn a_missing_identity_is_404_even_without_permission(server: TestServer) {
+async fn a_missing_identity_is_404(server: TestServer) {
     let admin = server.admin_key().await;
-    let powerless = server.root_key(&[]).await;
-    for key in [&admin, &powerless] {
+    let reader = server.root_key(&["identity.*.read_identity"]).await;
+    for key in [&admin, &reader] {
         for lookup in ["nobody", "id_01ZZZZZZZZZZZZZZZZZZZZZZZZ", "@#$%", "nul\u{0}byte"] {
             let response = server.call("identities.getIdentity", key, json!({"identity": lookup})).await;
             response.assert_error(404, "unkey/data/identity_not_found");
@@ -43,4 +44,14 @@ async fn another_workspaces_identity_is_404(server: TestServer) {
             .await
             .assert_error(404, "unkey/data/identity_not_found");
     }
+}
+
+/// A key granted one identity by id learns that it is gone.
+async fn a_missing_identity_granted_by_id_is_404(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = server.create_identity(&admin, json!({"externalId": "gone"})).await;
+    let reader = server.root_key(&[&format!("identity.{id}.read_identity")]).await;
+    assert_eq!(server.call("identities.deleteIdentity", &admin, json!({"identity": id})).await.status, 200);
+    let response = server.call("identities.getIdentity", &reader, json!({"identity": id})).await;
+    response.assert_error(404, "unkey/data/identity_not_found");
 }

@@ -93,6 +93,10 @@ async fn a_per_identity_grant_lists_only_its_identities(server: TestServer) {
     let elsewhere = server.call("identities.listIdentities", &reader, json!({"search": "theirs"})).await;
     assert_eq!(elsewhere.status, 200);
     assert!(ids(&elsewhere.body).is_empty(), "a search shows nothing the key may not read");
+    assert_eq!(elsewhere.body["pagination"], json!({"hasMore": false}), "nor does its cursor");
+    let first = server.call("identities.listIdentities", &reader, json!({"limit": 1})).await;
+    assert_eq!(ids(&first.body), [mine.as_str()]);
+    assert_eq!(first.body["pagination"], json!({"hasMore": false}), "the cursor names no identity it may not read");
 }
 
 async fn a_per_identity_grant_with_a_targeted_search_lists_that_identity(server: TestServer) {

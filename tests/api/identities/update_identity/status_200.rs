@@ -9,6 +9,7 @@ crate::backend_tests!(
     empty_values_clear,
     concurrent_updates_of_one_identity_all_succeed,
     ratelimits_as_read_can_be_sent_back,
+    a_key_that_may_not_read_gets_only_the_names,
 );
 
 fn limit(name: &str, limit: i64) -> Value {
@@ -90,4 +91,14 @@ async fn ratelimits_as_read_can_be_sent_back(server: TestServer) {
         server.call("identities.updateIdentity", &key, json!({"identity": id, "ratelimits": ratelimits})).await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.body["data"]["ratelimits"], ratelimits, "same id, new limit");
+}
+
+/// An update must not show meta or ratelimits to a key that may write but not read them.
+async fn a_key_that_may_not_read_gets_only_the_names(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = server.create_identity(&admin, json!({"externalId": "u", "meta": {"secret": 1}})).await;
+    let writer = server.root_key(&["identity.*.update_identity"]).await;
+    let updated = server.call("identities.updateIdentity", &writer, json!({"identity": "u"})).await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.body["data"], json!({"id": id, "externalId": "u"}));
 }
