@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// After SIGTERM or Ctrl-C, how long requests in flight may take before the process stops anyway.
     #[arg(long, env = "SIGIL_SHUTDOWN_GRACE_MS", default_value_t = 35_000)]
     pub shutdown_grace_ms: u64,
+    /// Identities one listIdentities search looks at, at most; a page that found too few ends early with a
+    /// cursor to the rest.
+    #[arg(long, env = "SIGIL_SEARCH_SCAN_ROWS", default_value_t = Limits::default().search_scan_rows)]
+    pub search_scan_rows: usize,
     /// Requests running at once; beyond this, requests are refused at once with 503 and Retry-After.
     #[arg(long, env = "SIGIL_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
@@ -99,6 +103,7 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             body_read_timeout: Duration::from_millis(self.read_timeout_ms),
             max_in_flight: self.max_in_flight,
+            search_scan_rows: self.search_scan_rows,
         }
     }
 

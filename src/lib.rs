@@ -69,6 +69,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long a client may take to send a request's body (its head: `http_server::ConnectionLimits`).
     pub body_read_timeout: Duration,
+    /// Identities one list search looks at, at most.
+    pub search_scan_rows: usize,
     /// Requests running at once; more are refused with 503 at once instead of queueing.
     pub max_in_flight: usize,
 }
@@ -80,6 +82,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
+            search_scan_rows: 10_000,
         }
     }
 }

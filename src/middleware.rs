@@ -31,6 +31,12 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    // An idle connection is closed when the read timeout passes (`http_server.rs`); telling clients a little
+    // less lets a pooling client (undici, Node's fetch) retire it first instead of racing the close.
+    let idle = state.limits.body_read_timeout.as_secs().saturating_sub(1).max(1);
+    if let Ok(value) = HeaderValue::from_str(&format!("timeout={idle}")) {
+        response.headers_mut().insert("keep-alive", value);
+    }
     let code = response.extensions().get::<ErrorCode>().copied();
     let replayed = response.headers().contains_key(REPLAYED_HEADER);
     let database_failure = response.extensions().get::<DatabaseFailure>().map(|failure| failure.0);

@@ -163,12 +163,15 @@ pub struct IdentityPageQuery {
     /// A lower-cased SQL LIKE pattern, from [`search_pattern`].
     pub search_pattern: Option<String>,
     pub limit: i64,
+    /// A search looks at most this many identities from the cursor on; a page that found too few in
+    /// them ends early, with a cursor to where the next look starts.
+    pub search_scan_rows: i64,
 }
 
 impl IdentityPageQuery {
     /// `None` when the page can hold nothing. No id or externalId holds a NUL, and PostgreSQL text cannot,
     /// so a search with one matches nothing, and a cursor `p\0…` bounds the same ids as `p\u{1}`.
-    pub fn new(cursor: Option<String>, search: Option<&str>, limit: i64) -> Option<Self> {
+    pub fn new(cursor: Option<String>, search: Option<&str>, limit: i64, search_scan_rows: i64) -> Option<Self> {
         if search.is_some_and(|search| search.contains('\0')) {
             return None;
         }
@@ -176,7 +179,7 @@ impl IdentityPageQuery {
             Some(nul) => format!("{}\u{1}", &cursor[..nul]),
             None => cursor,
         });
-        Some(Self { cursor, search_pattern: search.and_then(search_pattern), limit })
+        Some(Self { cursor, search_pattern: search.and_then(search_pattern), limit, search_scan_rows })
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) trait IdentityBackend {
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
+        before: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(Identity, bool)>, StoreError>> + Send;
 }
 
@@ -96,6 +97,8 @@ pub(super) const GET_IDENTITY: &str =
 /// `identities_live_by_workspace` and a page deep into a workspace costs what the first one does. Spelled
 /// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
 ///
+/// `$6`, optional, is an exclusive upper bound on the id: where a search stops looking ([`SCAN_END`]).
+///
 /// An identity is on the page while the identities before it hold fewer than `$5` characters of meta and
 /// ratelimits; the first one past that comes back too, off the page, as the next page's start. The sizes are
 /// summed over the rows already limited, so the window never reads past them.
@@ -108,7 +111,7 @@ macro_rules! identity_page {
                  SUM(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS starts_at FROM (\
                    SELECT id, external_id, meta, ratelimits, LENGTH(meta) + LENGTH(ratelimits) AS size \
                    FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
-                   AND id >= COALESCE($2, '') \
+                   AND id >= COALESCE($2, '') AND ($6 IS NULL OR id < $6) \
                    AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
                    ORDER BY id LIMIT $4\
                  ) limited\
@@ -117,6 +120,11 @@ macro_rules! identity_page {
     };
 }
 pub(super) use identity_page;
+
+/// Where a search from cursor `$2` in workspace `$1` stops looking: the id `$3` live identities on, read
+/// from the workspace index alone. No row: the search may look at everything after the cursor.
+pub(super) const SCAN_END: &str = "SELECT id FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+     AND id >= COALESCE($2, '') ORDER BY id LIMIT 1 OFFSET $3";
 
 /// The written identity, whole, as [`IdentityRow`] reads it.
 macro_rules! returning_whole_identity {
@@ -416,8 +424,30 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     query: &IdentityPageQuery,
                 ) -> Result<IdentityPage, StoreError> {
-                    let rows = <Self as IdentityBackend>::list_identities(self, workspace, query).await?;
-                    Ok(page_of(rows, query.limit))
+                    let scan_end: Option<String> = match &query.search_pattern {
+                        None => None,
+                        Some(_) => {
+                            let (workspace, cursor, scan) =
+                                (workspace.clone(), query.cursor.clone(), query.search_scan_rows);
+                            self.on_reader(|connection| {
+                                Box::pin(async move {
+                                    Ok(sqlx::query_scalar(SCAN_END)
+                                        .bind(workspace.as_str())
+                                        .bind(cursor)
+                                        .bind(scan)
+                                        .fetch_optional(connection)
+                                        .await?)
+                                })
+                            })
+                            .await?
+                        }
+                    };
+                    let rows =
+                        <Self as IdentityBackend>::list_identities(self, workspace, query, scan_end.as_deref()).await?;
+                    let mut page = page_of(rows, query.limit);
+                    // Nothing more matched before where the search stopped looking: the next page looks on.
+                    page.next_cursor = page.next_cursor.or(scan_end);
+                    Ok(page)
                 }
 
                 async fn update_identity(

@@ -30,6 +30,8 @@ async fn every_response_carries_its_request_id_in_body_and_header(server: TestSe
     for response in [&ok, &failed] {
         let header = response.headers["x-request-id"].to_str().unwrap();
         assert_eq!(header, response.request_id());
+        // Idle connections close after the 10 s read timeout; clients are told to retire them at 9 s.
+        assert_eq!(response.headers["keep-alive"], "timeout=9");
     }
     assert_ne!(ok.request_id(), failed.request_id());
 }

@@ -44,7 +44,8 @@ pub async fn list_identities(
     if !root_key.may_for_some(read) {
         return Err(root_key.missing(read).into());
     }
-    let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit) else {
+    let scan = i64::try_from(state.limits.search_scan_rows).unwrap_or(i64::MAX);
+    let Some(query) = IdentityPageQuery::new(request.cursor, request.search.as_deref(), request.limit, scan) else {
         return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None }));
     };
     let IdentityPage { identities, next_cursor } = if root_key.may(read) {

@@ -60,6 +60,7 @@ impl IdentityBackend for PostgresStore {
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
+        before: Option<&str>,
     ) -> Result<Vec<(Identity, bool)>, StoreError> {
         let rows: Vec<ListedRow> = within_deadline(async {
             let mut connection = self.connections.acquire().await?;
@@ -69,6 +70,7 @@ impl IdentityBackend for PostgresStore {
                 .bind(query.search_pattern.as_deref())
                 .bind(query.limit.saturating_add(1))
                 .bind(PAGE_BYTES)
+                .bind(before)
                 .fetch_all(&mut *connection)
                 .await?;
             connection.finished();

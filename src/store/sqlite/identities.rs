@@ -45,6 +45,7 @@ impl IdentityBackend for SqliteStore {
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
+        before: Option<&str>,
     ) -> Result<Vec<(Identity, bool)>, StoreError> {
         let page: String = within_deadline(async {
             Ok(sqlx::query_scalar(LIST_IDENTITIES)
@@ -53,6 +54,7 @@ impl IdentityBackend for SqliteStore {
                 .bind(query.search_pattern.as_deref())
                 .bind(query.limit.saturating_add(1))
                 .bind(PAGE_BYTES)
+                .bind(before)
                 .fetch_one(&mut *timed_acquire(&self.reader, &self.connection_waits).await?)
                 .await?)
         })
@@ -115,6 +117,7 @@ mod tests {
             .bind(None::<&str>)
             .bind(101_i64)
             .bind(PAGE_BYTES)
+            .bind(None::<&str>)
             .fetch_all(&store.reader)
             .await
             .expect("explain");

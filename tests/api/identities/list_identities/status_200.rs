@@ -208,3 +208,46 @@ async fn a_page_of_large_metas_ends_at_its_byte_bound_and_the_cursor_goes_on(ser
     assert_eq!(listed, created, "every identity once, in order");
     assert!(pages >= 2, "eight identities of 900 KiB cannot fit one page");
 }
+
+/// A substring search cannot use an index: each page looks at `--search-scan-rows` identities at most, and
+/// one that found too few there ends early with a cursor to where the next look starts.
+async fn a_search_looks_at_a_bounded_number_of_identities_per_page(backend: crate::harness::Backend) {
+    let limits = sigil::Limits { search_scan_rows: 10, ..sigil::Limits::default() };
+    let options = crate::harness::Options { limits, ..crate::harness::Options::default() };
+    let Some(server) = TestServer::start_with(backend, options).await else { return };
+    let key = server.admin_key().await;
+    let mut created = Vec::new();
+    for n in 0..30 {
+        created.push(server.create_identity(&key, json!({"externalId": format!("user_{n:02}")})).await);
+    }
+    let (mut found, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let mut body = json!({"search": "user_25"});
+        if let Some(cursor) = &cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let page = server.call("identities.listIdentities", &key, body).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        pages += 1;
+        found.extend(ids(&page.body));
+        match page.body["pagination"]["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(found, [created[25].as_str()], "the match, once");
+    assert!(pages >= 3, "30 identities, 10 looked at per page: {pages} pages");
+    let everything = server.call("identities.listIdentities", &key, json!({"search": "user", "limit": 100})).await;
+    assert_eq!(ids(&everything.body), created[..10], "the first ten looked at");
+    assert_eq!(everything.body["pagination"]["cursor"], json!(created[10]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_search_looks_at_a_bounded_number_of_identities_per_page() {
+    a_search_looks_at_a_bounded_number_of_identities_per_page(crate::harness::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_search_looks_at_a_bounded_number_of_identities_per_page() {
+    a_search_looks_at_a_bounded_number_of_identities_per_page(crate::harness::Backend::Postgres).await;
+}
