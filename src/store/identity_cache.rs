@@ -1,7 +1,7 @@
 //! Identities read recently, kept in memory so that a getIdentity need not go to the database. Only
 //! `sigil serve` keeps one. On SQLite it holds the database's lock file, so every write to identities passes
 //! through this process. PostgreSQL nodes share their database: each node also hears of the others' writes
-//! (`postgres_changes.rs`), a little after they commit, and serves nothing from memory while it cannot hear.
+//! (`postgres/changes.rs`), a little after they commit, and serves nothing from memory while it cannot hear.
 //!
 //! Coherence without locks. Every (workspace, key) string maps to one of [`VERSIONS`] counters. A write
 //! bumps the counters of the identity's id and externalId after it has committed and before it is
