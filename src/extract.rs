@@ -89,6 +89,11 @@ impl RootKeyHeader {
         Self(headers.get(header::AUTHORIZATION).cloned())
     }
 
+    /// The hash of the bearer token, if the header holds one.
+    pub fn key_hash(&self) -> Option<String> {
+        bearer_token(self.0.as_ref()?).map(root_key::hash)
+    }
+
     /// 400 when the header is missing or not `Bearer <key>`, 401 when no root key has that value.
     pub async fn authenticate(&self, state: &AppState) -> Result<RootKey, ApiError> {
         let Some(header) = &self.0 else {
@@ -100,14 +105,7 @@ impl RootKeyHeader {
                 ],
             ));
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or_else(malformed_authorization)?;
+        let token = bearer_token(header).ok_or_else(malformed_authorization)?;
         state.store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::KeyNotFound,
@@ -115,6 +113,16 @@ impl RootKeyHeader {
             )
         })
     }
+}
+
+fn bearer_token(header: &HeaderValue) -> Option<&str> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 fn malformed_authorization() -> ApiError {

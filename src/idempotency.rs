@@ -18,10 +18,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 use crate::domain::idempotency::{StoredResponse, fingerprint, is_replayable, is_valid_key};
+use crate::domain::permission::Needed;
 use crate::domain::workspace::WorkspaceId;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::extract::RootKeyHeader;
-use crate::routes::IDEMPOTENT_WRITES;
+use crate::routes::idempotent_write;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -54,23 +55,32 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Some(header) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
         return next.run(request).await;
     };
-    if !IDEMPOTENT_WRITES.contains(&request.uri().path()) {
+    let Some(needs) = idempotent_write(request.uri().path()) else {
         return next.run(request).await;
-    }
+    };
     let Some(key) = header.to_str().ok().filter(|key| is_valid_key(key)).map(str::to_owned) else {
         return invalid_key().into_response();
     };
-    // Keys are scoped to the workspace. Without a valid root key the handler answers exactly as it would
-    // without the header (400 or 401), so nothing is claimed.
+    // Keys are scoped to the workspace and the root key. Without a valid root key, or with one that may not
+    // run the operation, the handler answers exactly as it would without the header (400, 401 or 403), so
+    // nothing is claimed and nothing is replayed.
     let auth = RootKeyHeader::from_headers(request.headers());
-    let Ok(root_key) = auth.authenticate(&state).await else {
+    let root_key = match auth.authenticate(&state).await {
+        Ok(root_key) => root_key,
+        Err(unavailable) if unavailable.code.status().is_server_error() => return unavailable.into_response(),
+        Err(_refused) => return next.run(request).await,
+    };
+    if !needs.iter().all(|action| root_key.may(Needed::identity(*action, None))) {
+        return next.run(request).await;
+    }
+    let Some(key_hash) = auth.key_hash() else {
         return next.run(request).await;
     };
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, state.limits.max_body_bytes).await else {
         return ApiError::body_too_large(state.limits.max_body_bytes).into_response();
     };
-    let fingerprint = fingerprint(parts.uri.path(), &body);
+    let fingerprint = fingerprint(&key_hash, parts.uri.path(), &body);
     match claim(&state, &root_key.workspace, &key, &fingerprint).await {
         Ok(Claim::Held) => {}
         Ok(Claim::Replay(stored)) => return replay(stored),

@@ -12,9 +12,13 @@ pub fn is_valid_key(key: &str) -> bool {
         && key.trim() == key
 }
 
-/// Two requests are the same when they name the same operation with the same body bytes.
-pub fn fingerprint(path: &str, body: &[u8]) -> String {
+/// Two requests are the same when they come with the same root key (its hash) and name the same operation
+/// with the same body bytes. A replay then goes only to the key whose request made the answer, which may
+/// hold what another key of the workspace may not read.
+pub fn fingerprint(root_key_hash: &str, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(root_key_hash.as_bytes());
+    hasher.update([0]);
     hasher.update(path.as_bytes());
     hasher.update([0]);
     hasher.update(body);
@@ -59,10 +63,11 @@ mod tests {
 
     #[test]
     fn the_fingerprint_covers_operation_and_body() {
-        let create = fingerprint("/v2/identities.createIdentity", b"{\"externalId\":\"a\"}");
-        assert_eq!(create, fingerprint("/v2/identities.createIdentity", b"{\"externalId\":\"a\"}"));
-        assert_ne!(create, fingerprint("/v2/identities.upsertIdentity", b"{\"externalId\":\"a\"}"));
-        assert_ne!(create, fingerprint("/v2/identities.createIdentity", b"{\"externalId\":\"b\"}"));
+        let create = fingerprint("k1", "/v2/identities.createIdentity", b"{\"externalId\":\"a\"}");
+        assert_eq!(create, fingerprint("k1", "/v2/identities.createIdentity", b"{\"externalId\":\"a\"}"));
+        assert_ne!(create, fingerprint("k1", "/v2/identities.upsertIdentity", b"{\"externalId\":\"a\"}"));
+        assert_ne!(create, fingerprint("k1", "/v2/identities.createIdentity", b"{\"externalId\":\"b\"}"));
+        assert_ne!(create, fingerprint("k2", "/v2/identities.createIdentity", b"{\"externalId\":\"a\"}"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::AppState;
+use crate::domain::permission::IdentityAction;
 
 const CREATE_IDENTITY: &str = "/v2/identities.createIdentity";
 const GET_IDENTITY: &str = "/v2/identities.getIdentity";
@@ -16,9 +17,20 @@ const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
 const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
 const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
 
-/// The writes: the routes that take an `Idempotency-Key` (`src/idempotency.rs`). Every other route ignores
-/// the header.
-pub const IDEMPOTENT_WRITES: [&str; 4] = [CREATE_IDENTITY, UPDATE_IDENTITY, DELETE_IDENTITY, UPSERT_IDENTITY];
+/// The writes: the routes that take an `Idempotency-Key` (`src/idempotency.rs`), and what a key needs to run
+/// each, so that a key that may not run one gets the 403 a fresh request gets, never a replay. Every other
+/// route ignores the header.
+const IDEMPOTENT_WRITES: [(&str, &[IdentityAction]); 4] = [
+    (CREATE_IDENTITY, &[IdentityAction::Create]),
+    (UPDATE_IDENTITY, &[IdentityAction::Update]),
+    (DELETE_IDENTITY, &[IdentityAction::Delete]),
+    (UPSERT_IDENTITY, &[IdentityAction::Create, IdentityAction::Update]),
+];
+
+/// What a key needs to run the write at `path`; `None` when `path` takes no `Idempotency-Key`.
+pub fn idempotent_write(path: &str) -> Option<&'static [IdentityAction]> {
+    IDEMPOTENT_WRITES.iter().find(|(write, _)| *write == path).map(|(_, needs)| *needs)
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()

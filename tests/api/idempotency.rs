@@ -19,6 +19,7 @@ crate::backend_tests!(
     a_rejected_request_releases_its_key,
     invalid_keys_are_400_and_reads_ignore_the_header,
     every_write_operation_replays,
+    a_replay_goes_only_to_the_root_key_that_made_it,
 );
 
 const CREATE: &str = r#"{"externalId":"user_1","meta":{"plan":"pro"}}"#;
@@ -149,7 +150,7 @@ async fn a_retry_while_the_first_request_runs_is_409_with_retry_after() {
     let key = server.admin_key().await;
     let (workspace, _) = server.store.ensure_workspace(crate::harness::WORKSPACE).await.unwrap();
     // Another node's request holds the key and has not answered yet.
-    let held = fingerprint("/v2/identities.createIdentity", CREATE.as_bytes());
+    let held = fingerprint(&sigil::domain::root_key::hash(&key), "/v2/identities.createIdentity", CREATE.as_bytes());
     let lease = i64::MAX;
     assert!(server.store.claim_idempotency_key(&workspace, "busy", &held, lease).await.unwrap().is_none());
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
@@ -169,4 +170,39 @@ async fn an_expired_key_runs_again_and_is_purged() {
     assert_eq!(other.status, 200, "an expired key is free: {}", other.text);
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), 1);
+}
+
+/// An answer may hold what another key of the workspace may not read (an upsert's meta, a 409's existing
+/// id): it is replayed only to the root key whose request made it. A key that may not run the operation
+/// gets the fresh request's 403; another key that may gets 422, and neither a replay.
+async fn a_replay_goes_only_to_the_root_key_that_made_it(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = server.create_identity(&admin, json!({"externalId": "target", "meta": {"secret": 1}})).await;
+    let other_admin = server.admin_key().await;
+    let callers = [
+        ("no permission", server.root_key(&[]).await, 403),
+        ("read only", server.root_key(&["identity.*.read_identity"]).await, 403),
+        ("another operation's permission", server.root_key(&["identity.*.delete_identity"]).await, 403),
+        ("another admin key", other_admin, 422),
+    ];
+    let writes = [
+        ("identities.createIdentity", r#"{"externalId":"fresh","meta":{"secret":2}}"#.to_owned()),
+        ("identities.upsertIdentity", r#"{"externalId":"target"}"#.to_owned()),
+        ("identities.updateIdentity", format!(r#"{{"identity":"{id}","meta":{{"secret":3}}}}"#)),
+        ("identities.deleteIdentity", format!(r#"{{"identity":"{id}"}}"#)),
+    ];
+    for (operation, body) in &writes {
+        let idempotency_key = format!("admin-{operation}");
+        let first = server.call_idempotent(operation, &admin, &idempotency_key, body).await;
+        assert_eq!(first.status, 200, "{operation}: {}", first.text);
+        for (caller, key, status) in &callers {
+            if operation.ends_with("deleteIdentity") && *caller == "another operation's permission" {
+                continue; // that key may delete: it is the "another admin key" case for this operation.
+            }
+            let retry = server.call_idempotent(operation, key, &idempotency_key, body).await;
+            assert!(retry.headers.get("idempotent-replayed").is_none(), "{operation} replayed to {caller}");
+            assert_eq!(retry.status, *status, "{operation} as {caller}: {}", retry.text);
+            assert!(!retry.text.contains("secret"), "{operation} as {caller}: {}", retry.text);
+        }
+    }
 }
