@@ -14,6 +14,13 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 /// that many costs at most a few MB; a 1 MiB meta of objects and strings holds far fewer.
 pub const MAX_VALUES: usize = 100_000;
 
+/// Whether `body` is long enough to hold more than [`MAX_VALUES`] values: every value but the last takes at
+/// least two bytes (itself and a comma), so a shorter body need not be counted, which spares the common,
+/// small request a second pass over its bytes.
+pub fn may_hold_too_many_values(body: &[u8]) -> bool {
+    body.len() >= 2 * MAX_VALUES
+}
+
 /// Whether `body` is JSON of at most `limit` values; `Err` names why not (not JSON, or too many values).
 pub fn check(body: &[u8], limit: usize) -> Result<(), Refusal> {
     let (left, overrun) = (Cell::new(limit), Cell::new(false));
@@ -119,6 +126,14 @@ mod tests {
         let wide = format!("[{}0]", "0,".repeat(10_000));
         assert!(matches!(check(wide.as_bytes(), 10_001), Err(Refusal::TooManyValues)));
         assert!(check(wide.as_bytes(), 10_002).is_ok(), "10,001 numbers and their array");
+    }
+
+    #[test]
+    fn the_shortest_body_with_too_many_values_is_counted() {
+        let shortest = format!("[{}0]", "0,".repeat(MAX_VALUES - 1));
+        assert!(matches!(check(shortest.as_bytes(), MAX_VALUES), Err(Refusal::TooManyValues)), "the array counts");
+        assert!(may_hold_too_many_values(shortest.as_bytes()));
+        assert!(!may_hold_too_many_values(&shortest.as_bytes()[..2 * MAX_VALUES - 1]));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -36,6 +37,10 @@ pub struct AppState {
     pub idempotency: IdempotencySettings,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
+    /// `Keep-Alive: timeout=…`, on every response. An idle connection is closed when the read timeout passes
+    /// (`http_server.rs`); telling clients a second less lets a pooling client (undici, Node's fetch) retire
+    /// it first instead of racing the close.
+    pub keep_alive: HeaderValue,
 }
 
 /// The requests being worked on (their bodies read, their answers not yet made), at most
@@ -59,7 +64,9 @@ impl InFlight {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, limits: Limits, idempotency: IdempotencySettings) -> Self {
         let metrics = Arc::new(Metrics::new(Arc::clone(&store)));
-        Self { store, limits, idempotency, metrics, in_flight: InFlight::new(limits.max_in_flight) }
+        let idle = limits.body_read_timeout.as_secs().saturating_sub(1).max(1);
+        let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a header value");
+        Self { store, limits, idempotency, metrics, in_flight: InFlight::new(limits.max_in_flight), keep_alive }
     }
 }
 

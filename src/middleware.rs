@@ -31,12 +31,7 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    // An idle connection is closed when the read timeout passes (`http_server.rs`); telling clients a little
-    // less lets a pooling client (undici, Node's fetch) retire it first instead of racing the close.
-    let idle = state.limits.body_read_timeout.as_secs().saturating_sub(1).max(1);
-    if let Ok(value) = HeaderValue::from_str(&format!("timeout={idle}")) {
-        response.headers_mut().insert("keep-alive", value);
-    }
+    response.headers_mut().insert("keep-alive", state.keep_alive.clone());
     let code = response.extensions().get::<ErrorCode>().copied();
     let replayed = response.headers().contains_key(REPLAYED_HEADER);
     let database_failure = response.extensions().get::<DatabaseFailure>().map(|failure| failure.0);
@@ -88,15 +83,15 @@ pub async fn read_body_first(State(limits): State<Limits>, request: Request, nex
     }
 }
 
-/// A body past the limit is still read, and thrown away, up to this many times the limit: a client that is
-/// still sending when the answer comes sees its connection reset instead of the 413.
+/// A body past the limit is still read, and thrown away, up to this many times the limit: answered while it
+/// is still sending, a client would see its connection reset instead of the 413.
 const DRAINED_PAST_THE_LIMIT: usize = 4;
 
 /// The most a body's buffer holds before its bytes arrive.
 const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
 /// The body, or `None` when it is larger than `limit`. Its declared length, when it has one, sizes the buffer
-/// once, and a body declared larger than the limit is not kept at all.
+/// (up to [`INITIAL_BODY_CAPACITY`]), and a body declared larger than the limit is not kept at all.
 async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Option<Bytes>, axum::Error> {
     use http_body_util::BodyExt;
     let keeps = declared.is_none_or(|declared| declared <= limit);
