@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, Ratelimit,
-    StoredJson, opens_with, stored_json,
+    Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, PAGE_BYTES,
+    Ratelimit, StoredJson, opens_with, stored_json,
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
@@ -62,14 +62,14 @@ pub(super) trait IdentityBackend {
         new: &NewIdentity,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
-    /// The rows of [`identity_page!`], each backend fetching them its fastest way: every identity with
-    /// whether it is on the page, in any order.
+    /// The rows of [`identity_page!`] (the page's limit and one more), each backend fetching them its
+    /// fastest way, in any order.
     fn list_identities(
         &self,
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
         before: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<(Identity, bool)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Identity>, StoreError>> + Send;
 }
 
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
@@ -88,35 +88,22 @@ macro_rules! live_identity_id {
 pub(super) const GET_IDENTITY: &str =
     concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
 
-/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order, with
-/// `on_page` saying which are on the page. `$2`, the cursor (an inclusive lower bound on the id), and `$3`, the
-/// search pattern, are optional; `$4` is the most rows to read (the page's limit and one more, which tells
-/// whether another page follows and where it starts); `$5` is [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES).
-///
+/// A list page's identities, as the subquery `i`: live identities of workspace `$1` in id order. `$2`, the
+/// cursor (an inclusive lower bound on the id), `$3`, the search pattern, and `$5`, an exclusive upper bound
+/// on the id (where a search stops looking: [`SCAN_END`]), are optional; `$4` is the limit.
 /// Without a cursor the bound is '', below every id, so that the cursor is always a range on
 /// `identities_live_by_workspace` and a page deep into a workspace costs what the first one does. Spelled
 /// `$2 IS NULL OR id >= $2`, it was a filter: both databases read the workspace from its first identity.
 ///
-/// `$6`, optional, is an exclusive upper bound on the id: where a search stops looking ([`SCAN_END`]).
-///
-/// An identity is on the page while the identities before it hold fewer than `$5` characters of meta and
-/// ratelimits; the first one past that comes back too, off the page, as the next page's start. The sizes are
-/// summed over the rows already limited, so the window never reads past them.
+/// Where a page ends by bytes ([`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES)) is worked out after the
+/// rows are read ([`page_of`]): summed in SQL with window functions, even over ids and lengths alone, it
+/// halved SQLite's list pages (5,175 to 2,609 and 3,017 a second in one run) and cost PostgreSQL a quarter.
 macro_rules! identity_page {
     () => {
-        "(SELECT id, external_id, meta, ratelimits, starts_at < $5 AS on_page FROM (\
-           SELECT id, external_id, meta, ratelimits, starts_at, \
-             LAG(starts_at, 1, 0) OVER (ORDER BY id) AS previous_starts_at FROM (\
-               SELECT id, external_id, meta, ratelimits, \
-                 SUM(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS starts_at FROM (\
-                   SELECT id, external_id, meta, ratelimits, LENGTH(meta) + LENGTH(ratelimits) AS size \
-                   FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
-                   AND id >= COALESCE($2, '') AND ($6 IS NULL OR id < $6) \
-                   AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
-                   ORDER BY id LIMIT $4\
-                 ) limited\
-             ) sized\
-         ) placed WHERE previous_starts_at < $5) i"
+        "(SELECT id, external_id, meta, ratelimits FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL \
+           AND id >= COALESCE($2, '') AND ($5 IS NULL OR id < $5) \
+           AND ($3 IS NULL OR LOWER(id) LIKE $3 ESCAPE '\\' OR LOWER(external_id) LIKE $3 ESCAPE '\\') \
+           ORDER BY id LIMIT $4) i"
     };
 }
 pub(super) use identity_page;
@@ -232,14 +219,25 @@ pub(super) fn ratelimits_json(ratelimits: &[Ratelimit]) -> Result<String, StoreE
     serde_json::to_string(ratelimits).map_err(|error| StoreError::InvalidData(format!("ratelimits: {error}")))
 }
 
-/// The page `rows` make: those on it in id order, at most `limit`, and the id of the first row after them.
-pub(super) fn page_of(mut rows: Vec<(Identity, bool)>, limit: i64) -> IdentityPage {
-    rows.sort_unstable_by(|(a, _), (b, _)| a.id.cmp(&b.id));
+/// The page `rows` make, in id order: at most `limit` identities, none of them starting past [`PAGE_BYTES`]
+/// of meta and ratelimits, and the id of the first row after them.
+pub(super) fn page_of(mut rows: Vec<Identity>, limit: i64) -> IdentityPage {
+    rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let on_page = rows.iter().take(limit).take_while(|(_, on_page)| *on_page).count();
-    let next_cursor = rows.get(on_page).map(|(first_of_next_page, _)| first_of_next_page.id.clone());
+    let page_bytes = usize::try_from(PAGE_BYTES).unwrap_or(usize::MAX);
+    let mut starts_at = 0_usize;
+    let on_page = rows
+        .iter()
+        .take(limit)
+        .take_while(|identity| {
+            let starts_before_the_bound = starts_at < page_bytes;
+            starts_at += identity.meta.get().len() + identity.ratelimits.get().len();
+            starts_before_the_bound
+        })
+        .count();
+    let next_cursor = rows.get(on_page).map(|first_of_next_page| first_of_next_page.id.clone());
     rows.truncate(on_page);
-    IdentityPage { identities: rows.into_iter().map(|(identity, _)| identity).collect(), next_cursor }
+    IdentityPage { identities: rows, next_cursor }
 }
 
 /// PostgreSQL text cannot hold NUL, and no stored id or externalId contains one: such a lookup matches

@@ -14,7 +14,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, integer};
+use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, PAGE_BYTES, integer};
 use crate::domain::permission::{IdentityAction, Needed, RootKey};
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
@@ -70,17 +70,22 @@ async fn granted_page(
     granted.sort_unstable();
     granted.dedup();
     let search = search.map(str::to_lowercase);
-    let mut found = Vec::new();
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let page_bytes = usize::try_from(PAGE_BYTES).unwrap_or(usize::MAX);
+    let (mut identities, mut bytes) = (Vec::new(), 0_usize);
     for id in granted.into_iter().filter(|id| query.cursor.as_deref().is_none_or(|cursor| *id >= cursor)) {
         // Only an id: a grant naming an externalId grants nothing (Unkey's grants name ids).
         let Some(identity) = state.store.get_identity(&root_key.workspace, id).await? else { continue };
         let matches = |text: &str| search.as_deref().is_none_or(|search| text.to_lowercase().contains(search));
-        if identity.id == id && (matches(&identity.id) || matches(&identity.external_id)) {
-            found.push(identity);
+        if identity.id != id || !(matches(&identity.id) || matches(&identity.external_id)) {
+            continue;
         }
+        // The same bounds as a page from the store: `limit` identities, and none starting past PAGE_BYTES.
+        if identities.len() == limit || bytes >= page_bytes {
+            return Ok(IdentityPage { identities, next_cursor: Some(identity.id) });
+        }
+        bytes += identity.meta.get().len() + identity.ratelimits.get().len();
+        identities.push(identity);
     }
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    let next_cursor = found.get(limit).map(|first_of_next_page| first_of_next_page.id.clone());
-    found.truncate(limit);
-    Ok(IdentityPage { identities: found, next_cursor })
+    Ok(IdentityPage { identities, next_cursor: None })
 }

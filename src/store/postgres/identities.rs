@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, PAGE_BYTES, replace_ratelimits};
+use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::backend::{CREATE_ATTEMPTS, now_ms, retry_transient};
@@ -38,18 +38,7 @@ const LIVE_IDENTITY_IDS: &str =
 
 /// A list page as rows. (Built as one JSON value instead, as SQLite does, it was 25% slower here:
 /// PostgreSQL's rows need no handoff between threads.)
-const LIST_IDENTITIES: &str =
-    concat!("SELECT i.id, i.external_id, i.meta, i.ratelimits, i.on_page FROM ", identity_page!());
-
-/// A row of [`LIST_IDENTITIES`]: an identity, and whether it is on the page.
-struct ListedRow(IdentityRow, bool);
-
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ListedRow {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row;
-        Ok(Self(IdentityRow::from_row(row)?, row.try_get(4)?))
-    }
-}
+const LIST_IDENTITIES: &str = concat!("SELECT i.id, i.external_id, i.meta, i.ratelimits FROM ", identity_page!());
 
 impl IdentityBackend for PostgresStore {
     async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
@@ -61,15 +50,14 @@ impl IdentityBackend for PostgresStore {
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
         before: Option<&str>,
-    ) -> Result<Vec<(Identity, bool)>, StoreError> {
-        let rows: Vec<ListedRow> = within_deadline(async {
+    ) -> Result<Vec<Identity>, StoreError> {
+        let rows: Vec<IdentityRow> = within_deadline(async {
             let mut connection = self.connections.acquire().await?;
             let rows = sqlx::query_as(LIST_IDENTITIES)
                 .bind(workspace.as_str())
                 .bind(query.cursor.as_deref())
                 .bind(query.search_pattern.as_deref())
                 .bind(query.limit.saturating_add(1))
-                .bind(PAGE_BYTES)
                 .bind(before)
                 .fetch_all(&mut *connection)
                 .await?;
@@ -77,7 +65,7 @@ impl IdentityBackend for PostgresStore {
             Ok(rows)
         })
         .await?;
-        rows.into_iter().map(|ListedRow(row, on_page)| Ok((row.into_identity()?, on_page))).collect()
+        rows.into_iter().map(IdentityRow::into_identity).collect()
     }
 }
 

@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 use sqlx::SqliteConnection;
 
-use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, PAGE_BYTES, replace_ratelimits};
+use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::backend::now_ms;
@@ -20,14 +20,14 @@ const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, externa
 const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
-/// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits, on_page]`, meta
+/// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`, meta
 /// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
 /// JSON parser's depth limit). sqlx hands each row from SQLite's thread to the caller's on its own, and
 /// those handoffs were most of a page's cost: as one row, pages of 100 went from about 4,000 to 6,500 a
 /// second. The aggregate names no order, since asking for one made SQLite sort again what it had read in
 /// order; the shared code puts the page in order.
 const LIST_IDENTITIES: &str = concat!(
-    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits), i.on_page)) FROM ",
+    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits))) FROM ",
     identity_page!()
 );
 
@@ -46,25 +46,24 @@ impl IdentityBackend for SqliteStore {
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
         before: Option<&str>,
-    ) -> Result<Vec<(Identity, bool)>, StoreError> {
+    ) -> Result<Vec<Identity>, StoreError> {
         let page: String = within_deadline(async {
             Ok(sqlx::query_scalar(LIST_IDENTITIES)
                 .bind(workspace.as_str())
                 .bind(query.cursor.as_deref())
                 .bind(query.search_pattern.as_deref())
                 .bind(query.limit.saturating_add(1))
-                .bind(PAGE_BYTES)
                 .bind(before)
                 .fetch_one(&mut *timed_acquire(&self.reader, &self.connection_waits).await?)
                 .await?)
         })
         .await?;
-        let page: Vec<(String, String, String, Box<RawValue>, u8)> =
+        let page: Vec<(String, String, String, Box<RawValue>)> =
             serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
         page.into_iter()
-            .map(|(id, external_id, meta, ratelimits, on_page)| {
+            .map(|(id, external_id, meta, ratelimits)| {
                 let ratelimits = checked_ratelimits(&id, ratelimits)?;
-                Ok((Identity { meta: stored_meta(&id, meta)?, id, external_id, ratelimits }, on_page != 0))
+                Ok(Identity { meta: stored_meta(&id, meta)?, id, external_id, ratelimits })
             })
             .collect()
     }
@@ -116,7 +115,6 @@ mod tests {
             .bind(Some("id_5"))
             .bind(None::<&str>)
             .bind(101_i64)
-            .bind(PAGE_BYTES)
             .bind(None::<&str>)
             .fetch_all(&store.reader)
             .await
