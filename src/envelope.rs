@@ -58,6 +58,13 @@ impl Envelope<()> {
     }
 }
 
+impl<T: Serialize> Envelope<T> {
+    /// The body as JSON text, the bytes [`IntoResponse`] sends.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("response bodies always serialize")
+    }
+}
+
 impl<T: Serialize> IntoResponse for Envelope<T> {
     fn into_response(self) -> Response {
         Json(self).into_response()

@@ -117,6 +117,11 @@ impl ErrorCode {
         format!("{base}/{}", self.path())
     }
 
+    /// Seconds after which a retry may succeed, for codes whose fix is to retry later (`Retry-After`).
+    fn retry_after(self) -> Option<&'static str> {
+        matches!(self, Self::Overloaded | Self::IdempotencyRequestInProgress).then_some("1")
+    }
+
     /// Unkey's SDKs reject a 400-family body without an `errors` array.
     fn carries_validation_errors(self) -> bool {
         matches!(self.status(), StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE)
@@ -178,6 +183,20 @@ impl ApiError {
             )
     }
 
+    pub fn idempotency_request_in_progress() -> Self {
+        Self::new(
+            ErrorCode::IdempotencyRequestInProgress,
+            "A request with this Idempotency-Key is still being processed. Retry after the time in Retry-After.",
+        )
+    }
+
+    pub fn idempotency_key_reused() -> Self {
+        Self::new(
+            ErrorCode::IdempotencyKeyReused,
+            "This Idempotency-Key was already used for a different request (another operation or body).",
+        )
+    }
+
     pub fn identity_not_found() -> Self {
         Self::new(ErrorCode::IdentityNotFound, "This identity does not exist.")
     }
@@ -210,6 +229,27 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+impl ApiError {
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            meta: ResponseMeta { request_id: current_request_id() },
+            error: ErrorDetails {
+                detail: &self.detail,
+                status: self.code.status().as_u16(),
+                title: self.code.title(),
+                type_url: self.code.type_url(),
+                errors: self.code.carries_validation_errors().then_some(self.errors.as_slice()),
+                extensions: self.extensions.as_deref(),
+            },
+        }
+    }
+
+    /// The body as JSON text, the bytes [`IntoResponse`] sends.
+    pub fn body_json(&self) -> String {
+        serde_json::to_string(&self.body()).expect("error bodies always serialize")
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -229,6 +269,7 @@ impl From<StoreError> for ApiError {
                     "The database has no room for this write; nothing was stored. Retry later.",
                 )
             },
+            StoreError::IdempotencyKeyBusy => Self::idempotency_request_in_progress(),
             other => Self::unexpected(other),
         }
     }
@@ -264,18 +305,12 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(code = self.code.path(), error = format!("{source:#}"), "request failed");
         }
-        let body = ErrorBody {
-            meta: ResponseMeta { request_id: current_request_id() },
-            error: ErrorDetails {
-                detail: &self.detail,
-                status: status.as_u16(),
-                title: self.code.title(),
-                type_url: self.code.type_url(),
-                errors: self.code.carries_validation_errors().then_some(self.errors.as_slice()),
-                extensions: self.extensions.as_deref(),
-            },
-        };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, Json(self.body())).into_response();
+        if let Some(seconds) = self.code.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(seconds));
+        }
         response.extensions_mut().insert(self.code);
         let store_error = self.source.as_ref().and_then(|source| source.downcast_ref::<StoreError>());
         if let Some(kind) = store_error.and_then(StoreError::failure_kind) {

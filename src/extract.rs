@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::domain::permission::{MissingPermission, RootKey};
 use crate::domain::root_key;
 use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::idempotency::IdempotencyKey;
 use crate::{json_shape, openapi};
 
 /// A JSON body that parsed and passed its route's schema in `openapi.json`, deserialized into `T`.
@@ -21,42 +22,70 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let path = request.uri().path().to_owned();
         require_json_content_type(request.headers())?;
-        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::body_too_large(state.limits.max_body_bytes)
-            } else {
-                ApiError::invalid_input(
-                    "The request body could not be read.",
-                    vec![ValidationError::new("body", rejection.body_text())],
-                )
-            }
-        })?;
-        // Counted before it is built: a tree costs many times its bytes (`json_shape.rs`).
-        let not_json = |error: serde_json::Error| {
+        let body = read_body(request, state).await?;
+        parse_valid_json(&path, &body).map(ValidJson)
+    }
+}
+
+/// A write's JSON body, as [`ValidJson`] reads it, and its `Idempotency-Key`, if it sent one.
+pub struct ValidWrite<T> {
+    pub body: T,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ValidWrite<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let path = request.uri().path().to_owned();
+        require_json_content_type(request.headers())?;
+        let headers = request.headers().clone();
+        let bytes = read_body(request, state).await?;
+        let body = parse_valid_json(&path, &bytes)?;
+        Ok(Self { body, idempotency_key: IdempotencyKey::of_request(&headers, &path, &bytes)? })
+    }
+}
+
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(state.limits.max_body_bytes)
+        } else {
             ApiError::invalid_input(
-                "The request body is invalid. The request body was not valid JSON.",
-                vec![ValidationError::new("body", error.to_string()).with_fix("Send a JSON object encoded as UTF-8.")],
+                "The request body could not be read.",
+                vec![ValidationError::new("body", rejection.body_text())],
             )
-        };
-        if json_shape::may_hold_too_many_values(&body) {
-            match json_shape::check(&body, json_shape::MAX_VALUES) {
-                Ok(()) => {}
-                Err(json_shape::Refusal::NotJson(error)) => return Err(not_json(error)),
-                Err(json_shape::Refusal::TooManyValues) => {
-                    return Err(ApiError::body_holds_too_many_values(json_shape::MAX_VALUES));
-                }
+        }
+    })
+}
+
+/// `body` parsed, checked against the schema of the route at `path`, and deserialized.
+fn parse_valid_json<T: DeserializeOwned>(path: &str, body: &Bytes) -> Result<T, ApiError> {
+    // Counted before it is built: a tree costs many times its bytes (`json_shape.rs`).
+    let not_json = |error: serde_json::Error| {
+        ApiError::invalid_input(
+            "The request body is invalid. The request body was not valid JSON.",
+            vec![ValidationError::new("body", error.to_string()).with_fix("Send a JSON object encoded as UTF-8.")],
+        )
+    };
+    if json_shape::may_hold_too_many_values(body) {
+        match json_shape::check(body, json_shape::MAX_VALUES) {
+            Ok(()) => {}
+            Err(json_shape::Refusal::NotJson(error)) => return Err(not_json(error)),
+            Err(json_shape::Refusal::TooManyValues) => {
+                return Err(ApiError::body_holds_too_many_values(json_shape::MAX_VALUES));
             }
         }
-        let value: Value = serde_json::from_slice(&body).map_err(not_json)?;
-        openapi::validate_request_body(&path, &value)?;
-        // The schema admits a few values serde cannot hold, such as 1.0 for an integer.
-        serde_json::from_value(value).map(ValidJson).map_err(|error| {
-            ApiError::invalid_input(
-                format!("POST request body for '{path}' failed to validate schema"),
-                vec![ValidationError::new("body", error.to_string())],
-            )
-        })
     }
+    let value: Value = serde_json::from_slice(body).map_err(not_json)?;
+    openapi::validate_request_body(path, &value)?;
+    // The schema admits a few values serde cannot hold, such as 1.0 for an integer.
+    serde_json::from_value(value).map_err(|error| {
+        ApiError::invalid_input(
+            format!("POST request body for '{path}' failed to validate schema"),
+            vec![ValidationError::new("body", error.to_string())],
+        )
+    })
 }
 
 fn require_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -1,36 +1,43 @@
-//! The `Idempotency-Key` layer for write operations (draft-ietf-httpapi-idempotency-key-header, with
-//! Stripe-style replay). Handlers know nothing of it.
+//! How a write handler runs its write and answers, with or without an `Idempotency-Key`
+//! (draft-ietf-httpapi-idempotency-key-header, with Stripe-style replay).
 //!
-//! The first request with a key claims it in the database, scoped to its workspace, runs, and its response
-//! is stored when the operation ran (see [`is_replayable`]). A retry with the same key and the same
-//! operation and body gets that response byte for byte with `Idempotent-Replayed: true`, and writes
-//! nothing. A retry that arrives while the first still runs waits for it up to a bound, then gets 409
-//! `request_in_progress` with `Retry-After`. The same key with another operation or body is 422
-//! `key_reused`. Records live in the database, so they hold across restarts and nodes.
+//! A handler validates, authenticates and authorizes as for any request, then hands its write to
+//! [`run_write`]. The write runs in a task of its own, so it runs to its end whatever becomes of the request
+//! (a timeout, a dropped connection): a retry then finds its answer. With a key, the write's answer is
+//! stored in the write's own transaction (`store/idempotency_keys.rs`), so a write is never stored without
+//! its answer, and a retry with the same key, root key, operation and body gets that answer byte for byte
+//! with `Idempotent-Replayed: true`. The same key with another request is 422 `key_reused`. A retry that
+//! arrives while the first still runs waits for it: woken in this process when it ends
+//! ([`KeyTurns`]), backing off across nodes, up to `in_flight_wait`, then 409 `request_in_progress`.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AppState;
-use crate::domain::idempotency::{StoredResponse, fingerprint, is_replayable, is_valid_key};
-use crate::domain::permission::Needed;
+use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is_valid_key};
 use crate::domain::workspace::WorkspaceId;
-use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::envelope::{Envelope, REQUEST_ID, current_request_id};
+use crate::error::{ApiError, ValidationError};
 use crate::extract::RootKeyHeader;
-use crate::routes::idempotent_write;
+use crate::store::{Recorded, Recording, StoreError};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-/// How often a retry looks again at a key whose first request is still running.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// A claim outlives the request timeout by this much, so only a crashed node's claim can expire unanswered.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Retries of one key waiting in this process at most; more are answered 409 at once.
+const MAX_WAITING_PER_KEY: usize = 64;
+/// The first and the longest pause of a retry whose key another node's write holds.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const LONGEST_BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy)]
 pub struct IdempotencySettings {
@@ -46,106 +53,128 @@ impl Default for IdempotencySettings {
     }
 }
 
-enum Claim {
-    Held,
-    Replay(StoredResponse),
+/// A write request's `Idempotency-Key`, with what makes a retry the same request.
+pub struct IdempotencyKey {
+    key: String,
+    path: String,
+    body: Bytes,
 }
 
-pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(header) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
-        return next.run(request).await;
-    };
-    let Some(needs) = idempotent_write(request.uri().path()) else {
-        return next.run(request).await;
-    };
-    let Some(key) = header.to_str().ok().filter(|key| is_valid_key(key)).map(str::to_owned) else {
-        return invalid_key().into_response();
-    };
-    // Keys are scoped to the workspace and the root key. Without a valid root key, or with one that may not
-    // run the operation, the handler answers exactly as it would without the header (400, 401 or 403), so
-    // nothing is claimed and nothing is replayed.
-    let auth = RootKeyHeader::from_headers(request.headers());
-    let root_key = match auth.authenticate(&state).await {
-        Ok(root_key) => root_key,
-        Err(unavailable) if unavailable.code.status().is_server_error() => return unavailable.into_response(),
-        Err(_refused) => return next.run(request).await,
-    };
-    if !needs.iter().all(|action| root_key.may(Needed::identity(*action, None))) {
-        return next.run(request).await;
+impl IdempotencyKey {
+    /// The request's key, if it sent one; 400 when the header is no valid key.
+    pub fn of_request(headers: &HeaderMap, path: &str, body: &Bytes) -> Result<Option<Self>, ApiError> {
+        let Some(header) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+            return Ok(None);
+        };
+        let key = header.to_str().ok().filter(|key| is_valid_key(key)).ok_or_else(invalid_key)?;
+        Ok(Some(Self { key: key.to_owned(), path: path.to_owned(), body: body.clone() }))
     }
-    let Some(key_hash) = auth.key_hash() else {
-        return next.run(request).await;
-    };
-    let (parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, state.limits.max_body_bytes).await else {
-        return ApiError::body_too_large(state.limits.max_body_bytes).into_response();
-    };
-    let fingerprint = fingerprint(&key_hash, parts.uri.path(), &body);
-    match claim(&state, &root_key.workspace, &key, &fingerprint).await {
-        Ok(Claim::Held) => {}
-        Ok(Claim::Replay(stored)) => return replay(stored),
-        Err(refusal) => return refusal,
-    }
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    settle(&state, &root_key.workspace, &key, response).await
 }
 
-/// Claims the key, or waits (bounded) for the request that holds it and returns what to replay.
-async fn claim(state: &AppState, workspace: &WorkspaceId, key: &str, fingerprint: &str) -> Result<Claim, Response> {
-    let lease_until = unix_ms_after(state.limits.request_timeout + LEASE_MARGIN);
-    let store = &*state.store;
+/// A store write of outcome `T`, given the key to record its answer under.
+pub type StoreWrite<T> = Pin<Box<dyn Future<Output = Result<Recorded<T>, StoreError>> + Send>>;
+
+/// Runs `write` to its end and answers with `answer` of its outcome. With an Idempotency-Key, the answer is
+/// recorded by the write itself, or the key's record answers instead.
+pub async fn run_write<T, Body, Write>(
+    state: &AppState,
+    auth: &RootKeyHeader,
+    workspace: &WorkspaceId,
+    idempotency_key: Option<IdempotencyKey>,
+    answer: impl Fn(&T) -> Result<Envelope<Body>, ApiError> + Send + Sync + 'static,
+    write: Write,
+) -> Response
+where
+    T: Send + 'static,
+    Body: Serialize,
+    Write: Fn(Option<Recording<T>>) -> StoreWrite<T>,
+{
+    let Some(idempotency_key) = idempotency_key else {
+        return respond(run_to_the_end(write(None), None).await, &answer);
+    };
+    let turn =
+        match state.idempotency_turns.take(workspace, &idempotency_key.key, state.idempotency.in_flight_wait).await {
+            Ok(turn) => Arc::new(turn),
+            Err(busy) => return busy.into_response(),
+        };
+    let answer = Arc::new(answer);
+    let recording = Recording {
+        fingerprint: fingerprint(&auth.key_hash().unwrap_or_default(), &idempotency_key.path, &idempotency_key.body),
+        key: idempotency_key.key,
+        keep_until: unix_ms_after(state.idempotency.retention),
+        answer: stored_answer(Arc::clone(&answer), current_request_id()),
+    };
     let give_up_at = Instant::now() + state.idempotency.in_flight_wait;
-    let mut holder =
-        store.claim_idempotency_key(workspace, key, fingerprint, lease_until).await.map_err(into_response)?;
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        let Some(record) = holder else {
-            return Ok(Claim::Held);
-        };
-        if record.fingerprint != fingerprint {
-            return Err(key_reused().into_response());
+        // A retry after a timeout finds its answer here, without queueing for the writer.
+        match state.store.find_idempotency_key(workspace, &recording.key).await {
+            Ok(Some(record)) => return respond_recorded(record.answer_for(&recording.fingerprint)),
+            Ok(None) => {}
+            Err(error) => return ApiError::from(error).into_response(),
         }
-        if let Some(response) = record.response {
-            return Ok(Claim::Replay(response));
-        }
-        if Instant::now() >= give_up_at {
-            return Err(([(header::RETRY_AFTER, "1")], in_progress()).into_response());
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-        holder = match store.find_idempotency_key(workspace, key).await.map_err(into_response)? {
-            Some(record) => Some(record),
-            // Released (its request failed) or expired: this request may run under the key now.
-            None => {
-                store.claim_idempotency_key(workspace, key, fingerprint, lease_until).await.map_err(into_response)?
+        match run_to_the_end(write(Some(recording.clone())), Some(Arc::clone(&turn))).await {
+            Err(StoreError::IdempotencyKeyBusy) if Instant::now() + backoff < give_up_at => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LONGEST_BACKOFF);
             }
-        };
+            outcome => return respond(outcome, &*answer),
+        }
     }
 }
 
-/// Stores a replayable response or releases the key, then hands the response on unchanged.
-async fn settle(state: &AppState, workspace: &WorkspaceId, key: &str, response: Response) -> Response {
-    let (parts, body) = response.into_parts();
-    let store = &*state.store;
-    let Ok(body) = to_bytes(body, usize::MAX).await else {
-        let _ = store.release_idempotency_key(workspace, key).await;
-        return ApiError::unexpected(anyhow::anyhow!("could not buffer the response body")).into_response();
-    };
-    let status = parts.status.as_u16();
-    let outcome = match String::from_utf8(body.to_vec()) {
-        Ok(text) if is_replayable(status) => {
-            let stored = StoredResponse { status, body: text };
-            store.complete_idempotency_key(workspace, key, &stored, unix_ms_after(state.idempotency.retention)).await
+/// Runs `write` in a task of its own, holding `turn` until it ends: a write that started runs to its end,
+/// and its answer is recorded, even when the request is given up (a timeout, a dropped connection).
+async fn run_to_the_end<T: Send + 'static>(
+    write: StoreWrite<T>,
+    turn: Option<Arc<Turn>>,
+) -> Result<Recorded<T>, StoreError> {
+    let task = tokio::spawn(async move {
+        let outcome = write.await;
+        if outcome.is_ok() {
+            // Test-only (the `failpoints` feature): the process dies after a commit, before it answers.
+            fail::fail_point!("write-committed", |_| std::process::abort());
         }
-        _ => store.release_idempotency_key(workspace, key).await,
-    };
-    if let Err(error) = outcome {
-        // The client still gets its answer; the key stays claimed until its lease expires.
-        tracing::error!(error = %error, "could not record the idempotent outcome");
+        drop(turn);
+        outcome
+    });
+    task.await.unwrap_or_else(|panic| Err(StoreError::InvalidData(format!("the write panicked: {panic}"))))
+}
+
+fn respond<T, Body: Serialize>(
+    outcome: Result<Recorded<T>, StoreError>,
+    answer: &impl Fn(&T) -> Result<Envelope<Body>, ApiError>,
+) -> Response {
+    match outcome {
+        Ok(Recorded::Ran(ran)) => answer(&ran).into_response(),
+        Ok(Recorded::Answered(recorded)) => respond_recorded(recorded),
+        Err(error) => ApiError::from(error).into_response(),
     }
-    Response::from_parts(parts, Body::from(body))
+}
+
+fn respond_recorded(recorded: RecordedAnswer) -> Response {
+    match recorded {
+        RecordedAnswer::Replay(stored) => replay(stored),
+        RecordedAnswer::KeyReused => ApiError::idempotency_key_reused().into_response(),
+    }
+}
+
+/// `answer` as the record keeps it: rendered inside the write's transaction, with the request's id, as
+/// the live answer is rendered after it, so that both are the same bytes.
+fn stored_answer<T, Body: Serialize>(
+    answer: Arc<impl Fn(&T) -> Result<Envelope<Body>, ApiError> + Send + Sync + 'static>,
+    request_id: String,
+) -> crate::store::Answer<T> {
+    Arc::new(move |outcome: &T| {
+        REQUEST_ID.sync_scope(request_id.clone(), || match answer(outcome) {
+            Ok(envelope) => StoredResponse { status: StatusCode::OK.as_u16(), body: envelope.to_json() },
+            Err(error) => StoredResponse { status: error.code.status().as_u16(), body: error.body_json() },
+        })
+    })
 }
 
 fn replay(stored: StoredResponse) -> Response {
-    let status = axum::http::StatusCode::from_u16(stored.status).unwrap_or(axum::http::StatusCode::OK);
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -159,10 +188,6 @@ fn unix_ms_after(duration: Duration) -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn into_response(error: crate::store::StoreError) -> Response {
-    ApiError::from(error).into_response()
-}
-
 fn invalid_key() -> ApiError {
     ApiError::invalid_input(
         "The Idempotency-Key header must be 1 to 255 visible ASCII characters.",
@@ -173,16 +198,62 @@ fn invalid_key() -> ApiError {
     )
 }
 
-fn key_reused() -> ApiError {
-    ApiError::new(
-        ErrorCode::IdempotencyKeyReused,
-        "This Idempotency-Key was already used for a different request (another operation or body).",
-    )
+/// Whose turn it is to run a write under each Idempotency-Key in this process: one request at a time, the
+/// others waiting (at most [`MAX_WAITING_PER_KEY`]) to be woken, in order, when it ends. A waiting request
+/// holds no connection.
+#[derive(Default)]
+pub struct KeyTurns {
+    keys: Mutex<HashMap<(WorkspaceId, String), KeyInUse>>,
 }
 
-fn in_progress() -> ApiError {
-    ApiError::new(
-        ErrorCode::IdempotencyRequestInProgress,
-        "A request with this Idempotency-Key is still being processed. Retry after the time in Retry-After.",
-    )
+struct KeyInUse {
+    turn: Arc<Semaphore>,
+    /// Requests holding or waiting for the turn.
+    users: usize,
+}
+
+/// A request's turn at a key; the next request's begins when it is dropped.
+pub struct Turn {
+    turns: Arc<KeyTurns>,
+    key: (WorkspaceId, String),
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl KeyTurns {
+    /// Waits, at most `wait`, for the turn at `key`; 409 `request_in_progress` when it does not come.
+    pub async fn take(self: &Arc<Self>, workspace: &WorkspaceId, key: &str, wait: Duration) -> Result<Turn, ApiError> {
+        let key = (workspace.clone(), key.to_owned());
+        let semaphore = {
+            let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+            let in_use =
+                keys.entry(key.clone()).or_insert_with(|| KeyInUse { turn: Arc::new(Semaphore::new(1)), users: 0 });
+            if in_use.users > MAX_WAITING_PER_KEY {
+                return Err(ApiError::idempotency_request_in_progress());
+            }
+            in_use.users += 1;
+            Arc::clone(&in_use.turn)
+        };
+        // From here the turn counts as a user, and gives up its place when dropped, whatever happens.
+        let mut turn = Turn { turns: Arc::clone(self), key, held: None };
+        match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
+            Ok(Ok(held)) => {
+                turn.held = Some(held);
+                Ok(turn)
+            }
+            _ => Err(ApiError::idempotency_request_in_progress()),
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut keys = self.turns.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(in_use) = keys.get_mut(&self.key) {
+            in_use.users -= 1;
+            if in_use.users == 0 {
+                keys.remove(&self.key);
+            }
+        }
+    }
 }

@@ -25,7 +25,7 @@ use axum::http::HeaderValue;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::idempotency::IdempotencySettings;
+use crate::idempotency::{IdempotencySettings, KeyTurns};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -35,6 +35,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
+    pub idempotency_turns: Arc<KeyTurns>,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
     /// `Keep-Alive: timeout=…`, on every response. An idle connection is closed when the read timeout passes
@@ -66,7 +67,15 @@ impl AppState {
         let metrics = Arc::new(Metrics::new(Arc::clone(&store)));
         let idle = limits.body_read_timeout.as_secs().saturating_sub(1).max(1);
         let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a header value");
-        Self { store, limits, idempotency, metrics, in_flight: InFlight::new(limits.max_in_flight), keep_alive }
+        Self {
+            store,
+            limits,
+            idempotency,
+            idempotency_turns: Arc::default(),
+            metrics,
+            in_flight: InFlight::new(limits.max_in_flight),
+            keep_alive,
+        }
     }
 }
 
@@ -101,13 +110,12 @@ pub fn app(state: AppState) -> Router {
 
 /// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
 /// reading the whole body (before the request counts as in flight, so a slow upload holds no slot), load
-/// shedding, timeout, body limit, Idempotency-Key replay; unknown paths and methods answer in the error
-/// envelope.
+/// shedding, timeout, body limit; unknown paths and methods answer in the error envelope. (Idempotency-Key
+/// is the write handlers' own: `idempotency.rs`.)
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .fallback(middleware::route_not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
         .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), middleware::shed_load))

@@ -15,6 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Reads FAILPOINTS in a test build; nothing otherwise.
+    let _fail_points = fail::FailScenario::setup();
     let _log_writer = init_logging(cli.log_format);
     let outcome = match cli.command {
         Command::Serve(args) => sigil::server::serve(args).await,

@@ -52,9 +52,8 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
 /// the server answers fast and stays up instead of queueing work it cannot finish in time.
 pub async fn shed_load(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
     let Ok(_permit) = in_flight.permits.try_acquire() else {
-        let error =
-            ApiError::new(ErrorCode::Overloaded, "The server is at capacity. Retry after the time in Retry-After.");
-        return ([(header::RETRY_AFTER, "1")], error).into_response();
+        return ApiError::new(ErrorCode::Overloaded, "The server is at capacity. Retry after the time in Retry-After.")
+            .into_response();
     };
     next.run(request).await
 }

@@ -109,15 +109,30 @@ pub async fn mint_root_key(
 
 const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
-/// Expired idempotency records are never replayed; this only keeps the table small.
+/// Expired idempotency records are never replayed; this only keeps the table small. Each batch is one
+/// bounded statement in the queue of writes, so a purge of millions of records lets writes pass between
+/// its batches instead of holding the writer.
 async fn purge_expired_idempotency_keys(store: Arc<dyn Store>) {
     let mut every = tokio::time::interval(PURGE_INTERVAL);
     loop {
         every.tick().await;
-        match store.purge_expired_idempotency_keys().await {
-            Ok(purged) => tracing::debug!(purged, "purged expired idempotency keys"),
-            Err(error) => tracing::warn!(error = %error, "could not purge expired idempotency keys"),
+        let mut purged = 0;
+        loop {
+            match store.purge_expired_idempotency_keys().await {
+                Ok(batch) => {
+                    purged += batch;
+                    if batch < store::IDEMPOTENCY_PURGE_BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not purge expired idempotency keys");
+                    break;
+                }
+            }
         }
+        tracing::debug!(purged, "purged expired idempotency keys");
     }
 }
 

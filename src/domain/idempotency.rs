@@ -25,12 +25,6 @@ pub fn fingerprint(root_key_hash: &str, path: &str, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Outcomes of a request that ran are kept and replayed. Anything else (a rejected body, a missing
-/// permission, a server failure) releases the key, so a corrected retry can run under it.
-pub fn is_replayable(status: u16) -> bool {
-    matches!(status, 200..=299 | 404 | 409)
-}
-
 /// An answered request, as stored for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -38,12 +32,27 @@ pub struct StoredResponse {
     pub body: String,
 }
 
-/// What holds an idempotency key.
+/// What holds an idempotency key: the answer of the request that ran under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     pub fingerprint: String,
-    /// `None` while the first request is still running.
-    pub response: Option<StoredResponse>,
+    pub response: StoredResponse,
+}
+
+/// What a key's record answers a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedAnswer {
+    /// The same request was answered under this key: its answer, to send again.
+    Replay(StoredResponse),
+    /// The key holds the answer of a different request (another operation, body or root key).
+    KeyReused,
+}
+
+impl IdempotencyRecord {
+    /// What this record answers a request with `fingerprint`.
+    pub fn answer_for(self, fingerprint: &str) -> RecordedAnswer {
+        if self.fingerprint == fingerprint { RecordedAnswer::Replay(self.response) } else { RecordedAnswer::KeyReused }
+    }
 }
 
 #[cfg(test)]
@@ -68,15 +77,5 @@ mod tests {
         assert_ne!(create, fingerprint("k1", "/v2/identities.upsertIdentity", b"{\"externalId\":\"a\"}"));
         assert_ne!(create, fingerprint("k1", "/v2/identities.createIdentity", b"{\"externalId\":\"b\"}"));
         assert_ne!(create, fingerprint("k2", "/v2/identities.createIdentity", b"{\"externalId\":\"a\"}"));
-    }
-
-    #[test]
-    fn only_outcomes_of_requests_that_ran_are_replayable() {
-        for status in [200, 404, 409] {
-            assert!(is_replayable(status));
-        }
-        for status in [400, 401, 403, 408, 413, 422, 500, 503] {
-            assert!(!is_replayable(status));
-        }
     }
 }

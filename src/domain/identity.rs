@@ -32,9 +32,9 @@ pub struct Identity {
 impl Identity {
     /// The identity as a key that may not read it sees it: its id and externalId, its meta and ratelimits
     /// left out as empty ones are.
-    pub fn names_only(self) -> Self {
+    pub fn names_only(&self) -> Self {
         let empty = |text: &str| RawValue::from_string(text.to_owned()).expect("literal JSON");
-        Self { meta: empty("{}"), ratelimits: empty("[]"), ..self }
+        Self { id: self.id.clone(), external_id: self.external_id.clone(), meta: empty("{}"), ratelimits: empty("[]") }
     }
 }
 
@@ -120,6 +120,19 @@ pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64,
             number.as_f64().filter(|float| float.fract() == 0.0 && float.abs() < 9.0e15).map(|float| float as i64)
         })
         .ok_or_else(|| serde::de::Error::custom(format!("{number} is not an integer")))
+}
+
+/// What a create did. A taken externalId is an outcome, not a failure: with an Idempotency-Key its 409 is
+/// recorded and replayed like any answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Creation {
+    Created {
+        id: String,
+    },
+    /// A live identity of the workspace holds the externalId.
+    AlreadyExists {
+        existing_id: String,
+    },
 }
 
 #[derive(Debug, Clone)]

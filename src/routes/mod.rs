@@ -8,7 +8,6 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::AppState;
-use crate::domain::permission::IdentityAction;
 
 const CREATE_IDENTITY: &str = "/v2/identities.createIdentity";
 const GET_IDENTITY: &str = "/v2/identities.getIdentity";
@@ -16,21 +15,6 @@ const LIST_IDENTITIES: &str = "/v2/identities.listIdentities";
 const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
 const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
 const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
-
-/// The writes: the routes that take an `Idempotency-Key` (`src/idempotency.rs`), and what a key needs to run
-/// each, so that a key that may not run one gets the 403 a fresh request gets, never a replay. Every other
-/// route ignores the header.
-const IDEMPOTENT_WRITES: [(&str, &[IdentityAction]); 4] = [
-    (CREATE_IDENTITY, &[IdentityAction::Create]),
-    (UPDATE_IDENTITY, &[IdentityAction::Update]),
-    (DELETE_IDENTITY, &[IdentityAction::Delete]),
-    (UPSERT_IDENTITY, &[IdentityAction::Create, IdentityAction::Update]),
-];
-
-/// What a key needs to run the write at `path`; `None` when `path` takes no `Idempotency-Key`.
-pub fn idempotent_write(path: &str) -> Option<&'static [IdentityAction]> {
-    IDEMPOTENT_WRITES.iter().find(|(write, _)| *write == path).map(|(_, needs)| *needs)
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,7 +28,7 @@ pub fn router() -> Router<AppState> {
         // Reads: a root key in `Authorization`, checked by the handler after the body, as Unkey does.
         .route(GET_IDENTITY, post(identities::get_identity))
         .route(LIST_IDENTITIES, post(identities::list_identities))
-        // Writes: a root key, and an optional `Idempotency-Key` (IDEMPOTENT_WRITES).
+        // Writes: a root key, and an optional `Idempotency-Key` (`idempotency.rs`).
         .route(CREATE_IDENTITY, post(identities::create_identity))
         .route(UPDATE_IDENTITY, post(identities::update_identity))
         .route(DELETE_IDENTITY, post(identities::delete_identity))

@@ -15,6 +15,10 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// A connection of this backend's database.
     type Connection: Send;
 
+    /// A query taking, for the rest of the transaction, the lock of Idempotency-Key `$2` in workspace `$1`
+    /// without waiting for it: `true` when it was taken. `None` where writes never run at once (SQLite).
+    const HOLD_IDEMPOTENCY_KEY: Option<&'static str>;
+
     /// Runs `work` on a connection for reads, within [`DATABASE_DEADLINE`].
     fn on_reader<T, Work>(&self, work: Work) -> impl Future<Output = Result<T, StoreError>> + Send
     where

@@ -76,6 +76,11 @@ impl<T> Written<T> {
     pub fn unchanged(outcome: T) -> Self {
         Self { outcome, changes: Vec::new() }
     }
+
+    /// The same changes, with the outcome made into another.
+    pub fn map<U>(self, outcome: impl FnOnce(T) -> U) -> Written<U> {
+        Written { outcome: outcome(self.outcome), changes: self.changes }
+    }
 }
 
 /// The version of the notices this node writes.

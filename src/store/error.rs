@@ -27,6 +27,10 @@ pub enum StoreError {
     /// The operation lost a race too many times in a row; retrying the request can succeed.
     #[error("contended: {0}")]
     Contended(&'static str),
+    /// Another node is running a write under the same Idempotency-Key; nothing was written. Retrying after
+    /// that write finished replays its answer.
+    #[error("another request with this idempotency key is running")]
+    IdempotencyKeyBusy,
     /// A stored value could not be read back (e.g. meta that is not JSON).
     #[error("stored data is invalid: {0}")]
     InvalidData(String),
@@ -102,7 +106,7 @@ impl StoreError {
             Self::Transient(_) => Some("transient"),
             Self::InvalidData(_) => Some("invalid_data"),
             Self::Database(_) => Some("other"),
-            Self::Conflict { .. } | Self::Contended(_) => None,
+            Self::Conflict { .. } | Self::Contended(_) | Self::IdempotencyKeyBusy => None,
         }
     }
 
@@ -122,6 +126,7 @@ impl StoreError {
             Self::Database(error) => Self::Database(same(error)),
             Self::Transient(error) => Self::Transient(same(error)),
             Self::Contended(reason) => Self::Contended(reason),
+            Self::IdempotencyKeyBusy => Self::IdempotencyKeyBusy,
             Self::InvalidData(reason) => Self::InvalidData(reason.clone()),
         }
     }

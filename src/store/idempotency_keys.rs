@@ -1,131 +1,220 @@
-//! Idempotency keys: the SQL both databases run for their records, and its one implementation
-//! ([`impl_idempotency_keys!`]).
+//! Idempotency keys: a write recorded under its `Idempotency-Key` in its own transaction, the SQL both
+//! databases run for it, and its one implementation ([`impl_idempotency_keys!`]).
+//!
+//! A write with a key first looks for the key's record in its transaction: found, the write does not run
+//! and the record answers (a replay, or 422 for another request's key). Not found, the write runs and
+//! its answer goes in beside it, so the write and its record commit together or not at all: there is no
+//! moment at which the write is stored and its key is not, and no claim to expire or take over. Two
+//! requests with one key never run at once: on SQLite every write passes the one writer in turn; on
+//! PostgreSQL the transaction first takes an advisory lock on the key, and one that finds it taken gives
+//! up at once ([`StoreError::IdempotencyKeyBusy`]) instead of holding a connection while it waits.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
+use crate::domain::idempotency::{IdempotencyRecord, RecordedAnswer, StoredResponse};
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+
+/// Records expired idempotency keys, at most this many per statement, so that a purge never holds the
+/// writer for long.
+pub const PURGE_BATCH: u64 = 1_000;
 
 /// The records of `Idempotency-Key`s, by workspace.
 #[async_trait]
 pub trait IdempotencyKeys: Send + Sync {
-    /// Claims an Idempotency-Key for a request with `fingerprint` until `lease_until` (unix ms). `None`: the
-    /// caller holds the key and must complete or release it. `Some`: the live record that holds it.
-    async fn claim_idempotency_key(
-        &self,
-        workspace: &WorkspaceId,
-        key: &str,
-        fingerprint: &str,
-        lease_until: i64,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
-
-    /// The live (unexpired) record of a key.
+    /// The live record of a key, read without the writer (a retry looks here before it queues a write).
     async fn find_idempotency_key(
         &self,
         workspace: &WorkspaceId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    /// Stores the response of the request that holds the key, to be replayed until `keep_until` (unix ms).
-    async fn complete_idempotency_key(
-        &self,
-        workspace: &WorkspaceId,
-        key: &str,
-        response: &StoredResponse,
-        keep_until: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Frees a claimed key whose request produced nothing worth replaying.
-    async fn release_idempotency_key(&self, workspace: &WorkspaceId, key: &str) -> Result<(), StoreError>;
-
-    /// Deletes expired idempotency records of every workspace (housekeeping, which returns no data); returns
-    /// how many.
+    /// Deletes at most [`PURGE_BATCH`] expired records of any workspace (housekeeping, which returns no
+    /// data), through the same queue as every write; returns how many.
     async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError>;
 }
 
-/// Claims a key that is free or whose record expired; returns no row when a live record holds it.
-pub(super) const CLAIM_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
-     (workspace_id, idempotency_key, fingerprint, status, response_body, created_at, expires_at) \
-     VALUES ($1, $2, $3, NULL, NULL, $4, $5) ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET \
-     fingerprint = excluded.fingerprint, status = NULL, response_body = NULL, created_at = excluded.created_at, \
-     expires_at = excluded.expires_at WHERE idempotency_keys.expires_at < excluded.created_at RETURNING workspace_id";
-pub(super) const FIND_IDEMPOTENCY_KEY: &str = "SELECT fingerprint, status, response_body FROM idempotency_keys \
-     WHERE workspace_id = $1 AND idempotency_key = $2 AND expires_at >= $3";
-pub(super) const COMPLETE_IDEMPOTENCY_KEY: &str = "UPDATE idempotency_keys SET status = $3, response_body = $4, \
-     expires_at = $5 WHERE workspace_id = $1 AND idempotency_key = $2 AND status IS NULL";
-pub(super) const RELEASE_IDEMPOTENCY_KEY: &str =
-    "DELETE FROM idempotency_keys WHERE workspace_id = $1 AND idempotency_key = $2 AND status IS NULL";
-pub(super) const PURGE_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys WHERE expires_at < $1";
+/// How a write's outcome is answered (its status and body), for its record. Called inside the write's
+/// transaction.
+pub type Answer<T> = Arc<dyn Fn(&T) -> StoredResponse + Send + Sync>;
 
-pub(super) fn idempotency_record(
-    (fingerprint, status, body): (String, Option<i32>, Option<String>),
-) -> IdempotencyRecord {
-    let response = match (status, body) {
-        (Some(status), Some(body)) => Some(StoredResponse { status: u16::try_from(status).unwrap_or(500), body }),
-        _ => None,
-    };
-    IdempotencyRecord { fingerprint, response }
+/// A write's `Idempotency-Key`, under which the write records its answer in its own transaction.
+pub struct Recording<T> {
+    pub key: String,
+    /// What makes a retry the same request (`domain::idempotency::fingerprint`).
+    pub fingerprint: String,
+    /// Until when (unix ms) the answer is replayed.
+    pub keep_until: i64,
+    pub answer: Answer<T>,
 }
 
-/// Implements [`IdempotencyKeys`] for a [`Backend`](super::backend::Backend).
+impl<T> Clone for Recording<T> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            keep_until: self.keep_until,
+            answer: Arc::clone(&self.answer),
+        }
+    }
+}
+
+/// What a write with an optional [`Recording`] did.
+#[derive(Debug)]
+pub enum Recorded<T> {
+    /// It ran; with a recording, its answer is stored with it.
+    Ran(T),
+    /// It did not run: the key's record answered.
+    Answered(RecordedAnswer),
+}
+
+/// The live record of key `$2` in workspace `$1`. (A record without a status is a claim an older Sigil
+/// left; it holds nothing to replay.)
+pub(super) const FIND_IDEMPOTENCY_KEY: &str = "SELECT fingerprint, status, response_body FROM idempotency_keys \
+     WHERE workspace_id = $1 AND idempotency_key = $2 AND expires_at >= $3 AND status IS NOT NULL";
+/// Stores an answer under a key that has no live record (an expired one, or an older Sigil's claim, is
+/// replaced). Affects no row when a live record holds the key.
+pub(super) const RECORD_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
+     (workspace_id, idempotency_key, fingerprint, status, response_body, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET \
+     fingerprint = excluded.fingerprint, status = excluded.status, response_body = excluded.response_body, \
+     created_at = excluded.created_at, expires_at = excluded.expires_at \
+     WHERE idempotency_keys.expires_at < excluded.created_at OR idempotency_keys.status IS NULL";
+pub(super) const PURGE_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys \
+     WHERE (workspace_id, idempotency_key) IN \
+     (SELECT workspace_id, idempotency_key FROM idempotency_keys WHERE expires_at < $1 LIMIT $2)";
+
+pub(super) fn idempotency_record((fingerprint, status, body): (String, i32, String)) -> IdempotencyRecord {
+    IdempotencyRecord { fingerprint, response: StoredResponse { status: u16::try_from(status).unwrap_or(500), body } }
+}
+
+/// Implements [`IdempotencyKeys`] for a [`Backend`](super::backend::Backend), and the two steps every write
+/// with a key takes in its transaction: [`answered_in`](Self::answered_in) before it runs and
+/// [`recorded_in`](Self::recorded_in) after.
 macro_rules! impl_idempotency_keys {
     ($store:ty) => {
         // A block of its own, so that the implementation names what it uses as this file does.
         const _: () = {
-            use $crate::domain::idempotency::{IdempotencyRecord, StoredResponse};
+            use $crate::domain::idempotency::{IdempotencyRecord, RecordedAnswer};
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
+            use $crate::store::backend::{Backend, WriteFuture, now_ms, write_op};
             use $crate::store::changes::Written;
             use $crate::store::idempotency_keys::*;
 
-            #[async_trait::async_trait]
-            impl IdempotencyKeys for $store {
-                async fn claim_idempotency_key(
+            impl $store {
+                /// Runs `write` in a transaction of its own, or as one statement when it is one (`one_statement`)
+                /// and has no key to record; with a `recording`, answers from the key's record or records the
+                /// write's answer beside it ([`answered_in`](Self::answered_in),
+                /// [`recorded_in`](Self::recorded_in)).
+                pub(super) async fn write_recorded<T, Write>(
                     &self,
                     workspace: &WorkspaceId,
-                    key: &str,
-                    fingerprint: &str,
-                    lease_until: i64,
-                ) -> Result<Option<IdempotencyRecord>, StoreError> {
-                    // A record can expire or be released between the claim and the read; then claim again.
-                    for _ in 0..CREATE_ATTEMPTS {
-                        let owned = (workspace.clone(), key.to_owned(), fingerprint.to_owned());
-                        let claimed: Option<String> = self
-                            .write_one_statement(move |connection| {
-                                let (workspace, key, fingerprint) = owned.clone();
-                                Box::pin(async move {
-                                    let claimed = sqlx::query_scalar(CLAIM_IDEMPOTENCY_KEY)
-                                        .bind(workspace.as_str())
-                                        .bind(key)
-                                        .bind(fingerprint)
-                                        .bind(now_ms())
-                                        .bind(lease_until)
-                                        .fetch_optional(&mut *connection)
-                                        .await?;
-                                    Ok(Written::unchanged(claimed))
-                                })
-                            })
-                            .await?;
-                        if claimed.is_some() {
-                            return Ok(None);
-                        }
-                        if let Some(record) = self.find_idempotency_key(workspace, key).await? {
-                            return Ok(Some(record));
-                        }
-                    }
-                    Err(StoreError::Contended("the idempotency key was claimed and released concurrently"))
+                    recording: Option<Recording<T>>,
+                    one_statement: bool,
+                    write: Write,
+                ) -> Result<Recorded<T>, StoreError>
+                where
+                    T: Send + 'static,
+                    Write: for<'c> Fn(&'c mut <Self as Backend>::Connection) -> WriteFuture<'c, Written<T>>
+                        + Send
+                        + Sync
+                        + 'static,
+                {
+                    let one_statement = one_statement && recording.is_none();
+                    let (workspace, write) = (workspace.clone(), std::sync::Arc::new(write));
+                    let recorded_write = write_op(move |connection: &mut <Self as Backend>::Connection| {
+                        let (workspace, recording, write) =
+                            (workspace.clone(), recording.clone(), std::sync::Arc::clone(&write));
+                        Box::pin(async move {
+                            if let Some(answered) =
+                                Self::answered_in(connection, &workspace, recording.as_ref()).await?
+                            {
+                                return Ok(Written::unchanged(Recorded::Answered(answered)));
+                            }
+                            let written = write(&mut *connection).await?;
+                            Self::recorded_in(connection, &workspace, recording.as_ref(), written).await
+                        })
+                    });
+                    let written = if one_statement {
+                        self.write_one_statement(recorded_write).await
+                    } else {
+                        self.write(recorded_write).await
+                    };
+                    written.inspect_err(|error| self.write_failed(error))
                 }
 
+                /// Before a write with `recording` runs in this transaction: holds its key (PostgreSQL), and
+                /// returns the record's answer when the key has one.
+                pub(super) async fn answered_in<T>(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    recording: Option<&Recording<T>>,
+                ) -> Result<Option<RecordedAnswer>, StoreError> {
+                    let Some(recording) = recording else {
+                        return Ok(None);
+                    };
+                    if let Some(hold) = <Self as Backend>::HOLD_IDEMPOTENCY_KEY {
+                        let held: bool = sqlx::query_scalar(hold)
+                            .bind(workspace.as_str())
+                            .bind(&recording.key)
+                            .fetch_one(&mut *connection)
+                            .await?;
+                        if !held {
+                            return Err(StoreError::IdempotencyKeyBusy);
+                        }
+                    }
+                    let row: Option<(String, i32, String)> = sqlx::query_as(FIND_IDEMPOTENCY_KEY)
+                        .bind(workspace.as_str())
+                        .bind(&recording.key)
+                        .bind(now_ms())
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    Ok(row.map(|row| idempotency_record(row).answer_for(&recording.fingerprint)))
+                }
+
+                /// After a write ran in this transaction: stores its answer under the key of `recording`, when
+                /// there is one.
+                pub(super) async fn recorded_in<T>(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    recording: Option<&Recording<T>>,
+                    written: Written<T>,
+                ) -> Result<Written<Recorded<T>>, StoreError> {
+                    let Some(recording) = recording else {
+                        return Ok(written.map(Recorded::Ran));
+                    };
+                    let answer = (recording.answer)(&written.outcome);
+                    let now = now_ms();
+                    let recorded = sqlx::query(RECORD_IDEMPOTENCY_KEY)
+                        .bind(workspace.as_str())
+                        .bind(&recording.key)
+                        .bind(&recording.fingerprint)
+                        .bind(i32::from(answer.status))
+                        .bind(answer.body)
+                        .bind(now)
+                        .bind(recording.keep_until.max(now))
+                        .execute(&mut *connection)
+                        .await?;
+                    if recorded.rows_affected() != 1 {
+                        return Err(StoreError::Contended("another request recorded this idempotency key first"));
+                    }
+                    Ok(written.map(Recorded::Ran))
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl IdempotencyKeys for $store {
                 async fn find_idempotency_key(
                     &self,
                     workspace: &WorkspaceId,
                     key: &str,
                 ) -> Result<Option<IdempotencyRecord>, StoreError> {
                     let (workspace, key) = (workspace.clone(), key.to_owned());
-                    let row: Option<(String, Option<i32>, Option<String>)> = self
-                        .on_writer(|connection| {
+                    let row: Option<(String, i32, String)> = self
+                        .on_reader(|connection| {
                             Box::pin(async move {
                                 Ok(sqlx::query_as(FIND_IDEMPOTENCY_KEY)
                                     .bind(workspace.as_str())
@@ -139,52 +228,15 @@ macro_rules! impl_idempotency_keys {
                     Ok(row.map(idempotency_record))
                 }
 
-                async fn complete_idempotency_key(
-                    &self,
-                    workspace: &WorkspaceId,
-                    key: &str,
-                    response: &StoredResponse,
-                    keep_until: i64,
-                ) -> Result<(), StoreError> {
-                    let owned = (workspace.clone(), key.to_owned(), response.clone());
-                    self.write_one_statement(move |connection| {
-                        let (workspace, key, response) = owned.clone();
-                        Box::pin(async move {
-                            sqlx::query(COMPLETE_IDEMPOTENCY_KEY)
-                                .bind(workspace.as_str())
-                                .bind(key)
-                                .bind(i32::from(response.status))
-                                .bind(response.body)
-                                .bind(keep_until)
-                                .execute(&mut *connection)
-                                .await?;
-                            Ok(Written::unchanged(()))
-                        })
-                    })
-                    .await
-                }
-
-                async fn release_idempotency_key(&self, workspace: &WorkspaceId, key: &str) -> Result<(), StoreError> {
-                    let owned = (workspace.clone(), key.to_owned());
-                    self.write_one_statement(move |connection| {
-                        let (workspace, key) = owned.clone();
-                        Box::pin(async move {
-                            sqlx::query(RELEASE_IDEMPOTENCY_KEY)
-                                .bind(workspace.as_str())
-                                .bind(key)
-                                .execute(&mut *connection)
-                                .await?;
-                            Ok(Written::unchanged(()))
-                        })
-                    })
-                    .await
-                }
-
                 async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
-                    self.on_writer(|connection| {
+                    self.write_one_statement(|connection| {
                         Box::pin(async move {
-                            let purged = sqlx::query(PURGE_IDEMPOTENCY_KEYS).bind(now_ms()).execute(connection).await?;
-                            Ok(purged.rows_affected())
+                            let purged = sqlx::query(PURGE_IDEMPOTENCY_KEYS)
+                                .bind(now_ms())
+                                .bind(i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX))
+                                .execute(connection)
+                                .await?;
+                            Ok(Written::unchanged(purged.rows_affected()))
                         })
                     })
                     .await

@@ -6,18 +6,24 @@
 use async_trait::async_trait;
 
 use crate::domain::identity::{
-    Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity, PAGE_BYTES,
-    Ratelimit, StoredJson, opens_with, stored_json,
+    Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity,
+    PAGE_BYTES, Ratelimit, StoredJson, opens_with, stored_json,
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+use crate::store::idempotency_keys::{Recorded, Recording};
 
 /// Identities, by workspace.
 #[async_trait]
 pub trait Identities: Send + Sync {
-    /// Inserts an identity and its ratelimits atomically and returns its id. The database's unique index
-    /// decides a collision: [`StoreError::Conflict`] names the live identity that holds the externalId.
-    async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError>;
+    /// Inserts an identity and its ratelimits atomically. The database's unique index decides a collision:
+    /// [`Creation::AlreadyExists`] names the live identity that holds the externalId.
+    async fn create_identity(
+        &self,
+        workspace: &WorkspaceId,
+        new: &NewIdentity,
+        recording: Option<Recording<Creation>>,
+    ) -> Result<Recorded<Creation>, StoreError>;
 
     /// Creates the identity, or updates the sent parts of the live one with this externalId; one statement
     /// decides, so concurrent upserts never conflict. `true` when this call created it.
@@ -25,7 +31,8 @@ pub trait Identities: Send + Sync {
         &self,
         workspace: &WorkspaceId,
         upsert: &IdentityUpsert,
-    ) -> Result<(Identity, bool), StoreError>;
+        recording: Option<Recording<(Identity, bool)>>,
+    ) -> Result<Recorded<(Identity, bool)>, StoreError>;
 
     /// The live identity whose id, or else whose externalId, is `identity`.
     async fn get_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<Option<Identity>, StoreError>;
@@ -46,16 +53,23 @@ pub trait Identities: Send + Sync {
         workspace: &WorkspaceId,
         identity: &str,
         changes: &IdentityChanges,
-    ) -> Result<Option<Identity>, StoreError>;
+        recording: Option<Recording<Option<Identity>>>,
+    ) -> Result<Recorded<Option<Identity>>, StoreError>;
 
     /// Soft-deletes the live identity; its externalId is free again at once. `false` when none matched.
-    async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError>;
+    async fn delete_identity(
+        &self,
+        workspace: &WorkspaceId,
+        identity: &str,
+        recording: Option<Recording<bool>>,
+    ) -> Result<Recorded<bool>, StoreError>;
 }
 
 /// The identity operations each backend does its own way.
 pub(super) trait IdentityBackend {
     /// Inserts the identity, its ratelimits with it, and returns once it committed; a live identity holding
-    /// the externalId is a conflict. (The shared code then applies what the create changed.)
+    /// the externalId is a conflict. (The shared code then applies what the create changed.) A create with
+    /// an Idempotency-Key does not come here: it is one transaction of the shared code's.
     fn create_identity(
         &self,
         workspace: &WorkspaceId,
@@ -84,6 +98,13 @@ macro_rules! live_identity_id {
          ) AS candidates ORDER BY rank LIMIT 1)"
     };
 }
+
+/// Inserts one identity; the conflict target is the partial unique index `identities_live_external_id`
+/// (same columns, any order).
+pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
+    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
 pub(super) const GET_IDENTITY: &str =
     concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
@@ -253,17 +274,52 @@ macro_rules! impl_identities {
         // A block of its own, so that the implementation names what it uses as this file does.
         const _: () = {
             use $crate::domain::identity::{
-                Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, NewIdentity,
+                Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, NewIdentity,
                 RatelimitInput, replace_ratelimits,
             };
             use $crate::domain::ids::new_id;
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, now_ms, write_op};
+            use $crate::store::backend::{Backend, now_ms};
             use $crate::store::changes::{Change, Written};
+            use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::identities::*;
 
             impl $store {
+                /// Inserts the identity, ratelimits and all, with one statement, or names the live identity
+                /// holding its externalId. Nothing fallible follows a successful insert.
+                async fn create_identity_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    new: &NewIdentity,
+                ) -> Result<Written<Creation>, StoreError> {
+                    let id = new_id("id");
+                    let inserted: Option<String> = sqlx::query_scalar(CREATE_IDENTITY)
+                        .bind(&id)
+                        .bind(workspace.as_str())
+                        .bind(&new.external_id)
+                        .bind(to_json(&new.meta)?)
+                        .bind(ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?)
+                        .bind(now_ms())
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    if inserted.is_some() {
+                        let created = Change::identity_created(workspace, &id, &new.external_id);
+                        return Ok(Written::new(Creation::Created { id }, vec![created]));
+                    }
+                    // On SQLite, the one writer: the holder cannot vanish before this read. On PostgreSQL, a
+                    // holder deleted in between makes the create contended, and the caller may retry.
+                    let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                        .bind(workspace.as_str())
+                        .bind(&new.external_id)
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    match holder {
+                        Some(existing_id) => Ok(Written::unchanged(Creation::AlreadyExists { existing_id })),
+                        None => Err(StoreError::Contended("the externalId was freed during the insert")),
+                    }
+                }
+
                 /// Makes the ratelimits of `identity`, whose row this transaction has written, exactly `sent`.
                 async fn set_ratelimits_in(
                     connection: &mut <Self as Backend>::Connection,
@@ -358,31 +414,44 @@ macro_rules! impl_identities {
                     &self,
                     workspace: &WorkspaceId,
                     new: &NewIdentity,
-                ) -> Result<String, StoreError> {
-                    let id = <Self as IdentityBackend>::create_identity(self, workspace, new)
-                        .await
-                        .inspect_err(|error| self.write_failed(error))?;
-                    self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
-                    Ok(id)
+                    recording: Option<Recording<Creation>>,
+                ) -> Result<Recorded<Creation>, StoreError> {
+                    if recording.is_some() {
+                        let owned = (workspace.clone(), new.clone());
+                        return self
+                            .write_recorded(workspace, recording, false, move |connection| {
+                                let (workspace, new) = owned.clone();
+                                Box::pin(async move { Self::create_identity_in(connection, &workspace, &new).await })
+                            })
+                            .await;
+                    }
+                    match <Self as IdentityBackend>::create_identity(self, workspace, new).await {
+                        Ok(id) => {
+                            self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
+                            Ok(Recorded::Ran(Creation::Created { id }))
+                        }
+                        Err(StoreError::Conflict { existing_id }) => {
+                            Ok(Recorded::Ran(Creation::AlreadyExists { existing_id }))
+                        }
+                        Err(error) => {
+                            self.write_failed(&error);
+                            Err(error)
+                        }
+                    }
                 }
 
                 async fn upsert_identity(
                     &self,
                     workspace: &WorkspaceId,
                     upsert: &IdentityUpsert,
-                ) -> Result<(Identity, bool), StoreError> {
-                    let one_statement = upsert.ratelimits.is_none();
+                    recording: Option<Recording<(Identity, bool)>>,
+                ) -> Result<Recorded<(Identity, bool)>, StoreError> {
                     let owned = (workspace.clone(), upsert.clone());
-                    let upsert_in = write_op(move |connection: &mut <Self as Backend>::Connection| {
+                    self.write_recorded(workspace, recording, upsert.ratelimits.is_none(), move |connection| {
                         let (workspace, upsert) = owned.clone();
                         Box::pin(async move { Self::upsert_identity_in(connection, &workspace, &upsert).await })
-                    });
-                    let upserted = if one_statement {
-                        self.write_one_statement(upsert_in).await
-                    } else {
-                        self.write(upsert_in).await
-                    };
-                    upserted.inspect_err(|error| self.write_failed(error))
+                    })
+                    .await
                 }
 
                 async fn get_identity(
@@ -453,37 +522,36 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     identity: &str,
                     changes: &IdentityChanges,
-                ) -> Result<Option<Identity>, StoreError> {
+                    recording: Option<Recording<Option<Identity>>>,
+                ) -> Result<Recorded<Option<Identity>>, StoreError> {
                     if !may_be_stored(identity) {
-                        return Ok(None);
+                        return Ok(Recorded::Ran(None));
                     }
-                    let one_statement = changes.ratelimits.is_none();
                     let owned = (workspace.clone(), identity.to_owned(), changes.clone());
-                    let update_in = write_op(move |connection: &mut <Self as Backend>::Connection| {
+                    self.write_recorded(workspace, recording, changes.ratelimits.is_none(), move |connection| {
                         let (workspace, identity, changes) = owned.clone();
                         Box::pin(
                             async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await },
                         )
-                    });
-                    let updated = if one_statement {
-                        self.write_one_statement(update_in).await
-                    } else {
-                        self.write(update_in).await
-                    };
-                    updated.inspect_err(|error| self.write_failed(error))
+                    })
+                    .await
                 }
 
-                async fn delete_identity(&self, workspace: &WorkspaceId, identity: &str) -> Result<bool, StoreError> {
+                async fn delete_identity(
+                    &self,
+                    workspace: &WorkspaceId,
+                    identity: &str,
+                    recording: Option<Recording<bool>>,
+                ) -> Result<Recorded<bool>, StoreError> {
                     if !may_be_stored(identity) {
-                        return Ok(false);
+                        return Ok(Recorded::Ran(false));
                     }
                     let owned = (workspace.clone(), identity.to_owned());
-                    self.write_one_statement(move |connection| {
+                    self.write_recorded(workspace, recording, true, move |connection| {
                         let (workspace, identity) = owned.clone();
                         Box::pin(async move { Self::delete_identity_in(connection, &workspace, &identity).await })
                     })
                     .await
-                    .inspect_err(|error| self.write_failed(error))
                 }
             }
         };

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 pub use backend::{DATABASE_DEADLINE, within_deadline, within_deadline_at};
 pub use error::StoreError;
-pub use idempotency_keys::IdempotencyKeys;
+pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH as IDEMPOTENCY_PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;
 pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
 pub use postgres::PostgresStore;

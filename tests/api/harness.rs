@@ -56,6 +56,32 @@ macro_rules! backend_tests {
     };
 }
 
+/// Generates, for each named `async fn(Backend)` (a test that starts what it needs itself), one
+/// `#[tokio::test]` per backend: `<module>::each_backend::sqlite::<name>` and `…::postgres::<name>`.
+#[macro_export]
+macro_rules! each_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod each_backend {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        super::super::$test($crate::harness::Backend::Sqlite).await;
+                    }
+                )+
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        super::super::$test($crate::harness::Backend::Postgres).await;
+                    }
+                )+
+            }
+        }
+    };
+}
+
 pub struct TestServer {
     pub base_url: String,
     pub store: Arc<dyn Store>,
@@ -106,6 +132,11 @@ impl TestServer {
         self.store.close().await;
         let database = self.database.take().expect("database");
         Self::serve(database, Options::default()).await
+    }
+
+    /// The URL of this server's database, for a second connection of the test's own.
+    pub fn database_url(&self) -> String {
+        self.database.as_ref().expect("database").url()
     }
 
     /// A root key in workspace `test` holding `permissions`.
@@ -253,7 +284,12 @@ impl SigilProcess {
 
     /// [`SigilProcess::start`] with more `serve` options.
     pub async fn start_with(database_url: &str, options: &[&str]) -> Self {
-        let (process, mut lines, base_url) = Self::spawn(database_url, options).await;
+        Self::start_with_env(database_url, options, &[]).await
+    }
+
+    /// [`SigilProcess::start_with`] with more environment variables (such as `FAILPOINTS`).
+    pub async fn start_with_env(database_url: &str, options: &[&str], env: &[(&str, &str)]) -> Self {
+        let (process, mut lines, base_url) = Self::spawn(database_url, options, env).await;
         // Keep draining the log so the node never blocks on a full pipe.
         let logs = Arc::new(Mutex::new(Vec::new()));
         let collected = logs.clone();
@@ -268,14 +304,19 @@ impl SigilProcess {
     /// Like [`SigilProcess::start`], but nobody reads the log after the line saying where it listens, as
     /// when whatever reads the log stalls.
     pub async fn start_with_unread_log(database_url: &str) -> Self {
-        let (process, lines, base_url) = Self::spawn(database_url, &[]).await;
+        let (process, lines, base_url) = Self::spawn(database_url, &[], &[]).await;
         Self { base_url, logs: Arc::default(), process, _unread_log: Some(lines) }
     }
 
-    async fn spawn(database_url: &str, options: &[&str]) -> (Child, Lines<BufReader<ChildStderr>>, String) {
+    async fn spawn(
+        database_url: &str,
+        options: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Child, Lines<BufReader<ChildStderr>>, String) {
         let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
             .args(options)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

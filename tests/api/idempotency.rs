@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::json;
-use sigil::domain::idempotency::fingerprint;
+use sigil::Limits;
 use sigil::idempotency::IdempotencySettings;
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 
-use crate::harness::{Backend, Options, TestServer};
+use crate::harness::{Backend, Options, SigilProcess, TestDatabase, TestServer};
 
 crate::backend_tests!(
     a_retry_replays_the_first_response_byte_for_byte_and_writes_nothing,
@@ -142,22 +143,165 @@ async fn every_write_operation_replays(server: TestServer) {
     assert_eq!(retry.status, 200, "a retried delete replays its 200 instead of answering 404");
 }
 
-#[tokio::test]
-async fn a_retry_while_the_first_request_runs_is_409_with_retry_after() {
+/// The database's write lock or a row's lock, held by a connection of the test's own, as by another
+/// program or a long transaction: SQLite's `BEGIN IMMEDIATE` from another connection, PostgreSQL's row
+/// lock on identity `id`.
+enum HeldLock {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl HeldLock {
+    async fn take(server: &TestServer, backend: Backend, identity_id: &str) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let mut connection = SqliteConnection::connect(&server.database_url()).await.expect("connect");
+                connection.execute("BEGIN IMMEDIATE").await.expect("write lock");
+                Self::Sqlite(connection)
+            }
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&server.database_url()).await.expect("connect");
+                connection.execute("BEGIN").await.expect("begin");
+                sqlx::query("SELECT id FROM identities WHERE id = $1 FOR UPDATE")
+                    .bind(identity_id)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("row lock");
+                Self::Postgres(connection)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut connection) => connection.execute("ROLLBACK").await.map(drop),
+            Self::Postgres(mut connection) => connection.execute("ROLLBACK").await.map(drop),
+        }
+        .expect("release the lock");
+    }
+}
+
+async fn server_with(backend: Backend, limits: Limits, idempotency: IdempotencySettings) -> Option<TestServer> {
+    TestServer::start_with(backend, Options { limits, idempotency, ..Options::default() }).await
+}
+
+/// A write still held by the database when its request times out goes on to its end and records its
+/// answer: the client's retry gets that answer, and the change is applied once.
+async fn a_write_that_outlives_its_request_is_replayed_to_the_retry(backend: Backend) {
+    let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+    let Some(server) = server_with(backend, limits, IdempotencySettings::default()).await else { return };
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "target", "meta": {"v": 0}})).await;
+    let lock = HeldLock::take(&server, backend, &id).await;
+    let update = r#"{"identity":"target","meta":{"v":1}}"#;
+    let first = server.call_idempotent("identities.updateIdentity", &key, "slow", update).await;
+    first.assert_error(408, "user/bad_request/request_timeout");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    lock.release().await;
+
+    let retry = server.call_idempotent("identities.updateIdentity", &key, "slow", update).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.headers["idempotent-replayed"], "true", "the write that timed out answered the retry");
+    assert_eq!(retry.body["data"]["meta"], json!({"v": 1}));
+    server.call("identities.updateIdentity", &key, json!({"identity": "target", "meta": {"v": 2}})).await;
+    let again = server.call_idempotent("identities.updateIdentity", &key, "slow", update).await;
+    assert_eq!(again.text, retry.text);
+    let stored = server.call("identities.getIdentity", &key, json!({"identity": "target"})).await;
+    assert_eq!(stored.body["data"]["meta"], json!({"v": 2}), "the update ran once, not again on a retry");
+}
+
+/// A retry that arrives while the first request still runs waits for it, and after `in_flight_wait` is
+/// answered 409 with Retry-After, having written nothing. Once the first ends, the retry replays.
+async fn a_retry_while_the_first_request_runs_is_409_with_retry_after(backend: Backend) {
     let idempotency =
-        IdempotencySettings { in_flight_wait: Duration::from_millis(100), ..IdempotencySettings::default() };
-    let server = TestServer::start_with(Backend::Sqlite, Options { idempotency, ..Options::default() }).await.unwrap();
+        IdempotencySettings { in_flight_wait: Duration::from_millis(200), ..IdempotencySettings::default() };
+    let Some(server) = server_with(backend, Limits::default(), idempotency).await else { return };
+    let server = std::sync::Arc::new(server);
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "target"})).await;
+    let lock = HeldLock::take(&server, backend, &id).await;
+    let update = r#"{"identity":"target","meta":{"v":1}}"#;
+    let first = tokio::spawn({
+        let (server, key) = (server.clone(), key.clone());
+        async move { server.call_idempotent("identities.updateIdentity", &key, "busy", update).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let retry = server.call_idempotent("identities.updateIdentity", &key, "busy", update).await;
+    retry.assert_error(409, "sigil/idempotency/request_in_progress");
+    assert_eq!(retry.headers["retry-after"], "1");
+    lock.release().await;
+    let first = first.await.expect("first request");
+    assert_eq!(first.status, 200, "{}", first.text);
+    let replay = server.call_idempotent("identities.updateIdentity", &key, "busy", update).await;
+    assert_eq!(replay.text, first.text);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+}
+
+/// Another node's write under the key (its advisory lock, held here by the test): this node's retry backs
+/// off without holding a connection, then answers 409; once the key is free it runs.
+#[tokio::test]
+async fn a_key_another_postgres_node_holds_is_409_then_runs() {
+    let idempotency =
+        IdempotencySettings { in_flight_wait: Duration::from_millis(300), ..IdempotencySettings::default() };
+    let Some(server) = server_with(Backend::Postgres, Limits::default(), idempotency).await else { return };
     let key = server.admin_key().await;
     let (workspace, _) = server.store.ensure_workspace(crate::harness::WORKSPACE).await.unwrap();
-    // Another node's request holds the key and has not answered yet.
-    let held = fingerprint(&sigil::domain::root_key::hash(&key), "/v2/identities.createIdentity", CREATE.as_bytes());
-    let lease = i64::MAX;
-    assert!(server.store.claim_idempotency_key(&workspace, "busy", &held, lease).await.unwrap().is_none());
+    let mut other_node = PgConnection::connect(&server.database_url()).await.expect("connect");
+    let held = format!("{}/busy", workspace.as_str());
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&held).execute(&mut other_node).await.unwrap();
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
     response.assert_error(409, "sigil/idempotency/request_in_progress");
-    assert_eq!(response.headers["retry-after"], "1");
-    assert!(server.list_all_ids(&key).await.is_empty());
+    assert!(server.list_all_ids(&key).await.is_empty(), "nothing was written");
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&held)
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+    let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
+    assert_eq!(response.status, 200, "{}", response.text);
 }
+
+/// Killed after the write committed and before it answered (the `write-committed` fail point aborts the
+/// process there), the server restarts and the retry replays: the record committed with the write.
+async fn a_retry_after_a_kill_between_commit_and_answer_replays(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else { return };
+    let url = database.url();
+    let key = crate::harness::admin_key(&url).await;
+    let doomed = SigilProcess::start_with_env(&url, &[], &[("FAILPOINTS", "write-committed=return")]).await;
+    let client = reqwest::Client::new();
+    let send = |base_url: String| {
+        client
+            .post(format!("{base_url}/v2/identities.createIdentity"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-7")
+            .body(CREATE)
+            .send()
+    };
+    assert!(send(doomed.base_url.clone()).await.is_err(), "the process died before it answered");
+    drop(doomed);
+
+    let restarted = SigilProcess::start(&url).await;
+    let retry = send(restarted.base_url.clone()).await.expect("the restarted server answers");
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true", "the write committed with its answer");
+    let listed = client
+        .post(format!("{}/v2/identities.listIdentities", restarted.base_url))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("list");
+    let listed: serde_json::Value = listed.json().await.expect("json");
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1), "{listed}");
+    restarted.kill().await;
+}
+
+crate::each_backend!(
+    a_write_that_outlives_its_request_is_replayed_to_the_retry,
+    a_retry_while_the_first_request_runs_is_409_with_retry_after,
+    a_retry_after_a_kill_between_commit_and_answer_replays,
+);
 
 #[tokio::test]
 async fn an_expired_key_runs_again_and_is_purged() {
@@ -205,4 +349,25 @@ async fn a_replay_goes_only_to_the_root_key_that_made_it(server: TestServer) {
             assert!(!retry.text.contains("secret"), "{operation} as {caller}: {}", retry.text);
         }
     }
+}
+
+/// A purge deletes at most one batch per statement, so that it never holds the writer for long.
+#[tokio::test]
+async fn expired_records_are_purged_in_bounded_batches() {
+    let server = TestServer::start(Backend::Sqlite).await.unwrap();
+    let batch = sigil::store::IDEMPOTENCY_PURGE_BATCH;
+    let mut connection = SqliteConnection::connect(&server.database_url()).await.expect("connect");
+    for n in 0..batch + batch / 2 {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (workspace_id, idempotency_key, fingerprint, status, response_body, \
+             created_at, expires_at) VALUES ('ws', $1, 'f', 200, '{}', 0, 1)",
+        )
+        .bind(format!("expired-{n}"))
+        .execute(&mut connection)
+        .await
+        .expect("insert");
+    }
+    assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), batch);
+    assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), batch / 2);
+    assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), 0);
 }

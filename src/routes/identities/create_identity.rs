@@ -6,16 +6,17 @@
 //! existing identity, `existingIdentityId` and `retrieve` (the request that fetches it).
 
 use axum::extract::State;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::AppState;
-use crate::domain::identity::{Meta, NewIdentity, RatelimitInput, check_meta_and_ratelimits};
+use crate::domain::identity::{Creation, Meta, NewIdentity, RatelimitInput, check_meta_and_ratelimits};
 use crate::domain::permission::{IdentityAction, Needed, RootKey};
 use crate::envelope::Envelope;
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{RootKeyHeader, ValidJson};
-use crate::store::StoreError;
+use crate::extract::{RootKeyHeader, ValidWrite};
+use crate::idempotency::run_write;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,17 +37,24 @@ pub struct CreatedIdentity {
 pub async fn create_identity(
     State(state): State<AppState>,
     auth: RootKeyHeader,
-    ValidJson(request): ValidJson<CreateIdentityRequest>,
-) -> Result<Envelope<CreatedIdentity>, ApiError> {
+    write: ValidWrite<CreateIdentityRequest>,
+) -> Result<Response, ApiError> {
+    let request = write.body;
     let root_key = auth.authenticate(&state).await?;
     root_key.authorize(Needed::identity(IdentityAction::Create, None))?;
     check_meta_and_ratelimits(Some(&request.meta), Some(&request.ratelimits))?;
     let new = NewIdentity { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
-    match state.store.create_identity(&root_key.workspace, &new).await {
-        Ok(identity_id) => Ok(Envelope::data(CreatedIdentity { identity_id })),
-        Err(StoreError::Conflict { existing_id }) => Err(already_exists(&root_key, &new.external_id, &existing_id)),
-        Err(other) => Err(other.into()),
-    }
+    let (store, workspace) = (state.store.clone(), root_key.workspace.clone());
+    let external_id = new.external_id.clone();
+    let answer = move |creation: &Creation| match creation {
+        Creation::Created { id } => Ok(Envelope::data(CreatedIdentity { identity_id: id.clone() })),
+        Creation::AlreadyExists { existing_id } => Err(already_exists(&root_key, &external_id, existing_id)),
+    };
+    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
+        let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());
+        Box::pin(async move { store.create_identity(&workspace, &new, recording).await })
+    })
+    .await)
 }
 
 fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> ApiError {

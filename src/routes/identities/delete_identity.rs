@@ -5,13 +5,15 @@
 //! The 200 body is only `{"meta":{"requestId"}}`.
 
 use axum::extract::State;
+use axum::response::Response;
 use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
-use crate::extract::{RootKeyHeader, ValidJson};
+use crate::extract::{RootKeyHeader, ValidWrite};
+use crate::idempotency::run_write;
 
 #[derive(Deserialize)]
 pub struct DeleteIdentityRequest {
@@ -21,12 +23,15 @@ pub struct DeleteIdentityRequest {
 pub async fn delete_identity(
     State(state): State<AppState>,
     auth: RootKeyHeader,
-    ValidJson(request): ValidJson<DeleteIdentityRequest>,
-) -> Result<Envelope<()>, ApiError> {
+    write: ValidWrite<DeleteIdentityRequest>,
+) -> Result<Response, ApiError> {
     let root_key = auth.authenticate(&state).await?;
     root_key.authorize(Needed::identity(IdentityAction::Delete, None))?;
-    if !state.store.delete_identity(&root_key.workspace, &request.identity).await? {
-        return Err(ApiError::identity_not_found());
-    }
-    Ok(Envelope::empty())
+    let (store, workspace, identity) = (state.store.clone(), root_key.workspace.clone(), write.body.identity);
+    let answer = |deleted: &bool| if *deleted { Ok(Envelope::empty()) } else { Err(ApiError::identity_not_found()) };
+    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
+        let (store, workspace, identity) = (store.clone(), workspace.clone(), identity.clone());
+        Box::pin(async move { store.delete_identity(&workspace, &identity, recording).await })
+    })
+    .await)
 }

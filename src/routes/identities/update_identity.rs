@@ -7,6 +7,7 @@
 //! id and externalId (meta and ratelimits left out, as Unkey leaves out empty ones).
 
 use axum::extract::State;
+use axum::response::Response;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -14,7 +15,8 @@ use crate::domain::identity::{Identity, IdentityChanges, Meta, RatelimitInput, c
 use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
-use crate::extract::{RootKeyHeader, ValidJson};
+use crate::extract::{RootKeyHeader, ValidWrite};
+use crate::idempotency::run_write;
 
 #[derive(Deserialize)]
 pub struct UpdateIdentityRequest {
@@ -26,20 +28,26 @@ pub struct UpdateIdentityRequest {
 pub async fn update_identity(
     State(state): State<AppState>,
     auth: RootKeyHeader,
-    ValidJson(request): ValidJson<UpdateIdentityRequest>,
-) -> Result<Envelope<Identity>, ApiError> {
+    write: ValidWrite<UpdateIdentityRequest>,
+) -> Result<Response, ApiError> {
+    let request = write.body;
     let root_key = auth.authenticate(&state).await?;
     root_key.authorize(Needed::identity(IdentityAction::Update, None))?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let changes = IdentityChanges { meta: request.meta, ratelimits: request.ratelimits };
-    let identity = state
-        .store
-        .update_identity(&root_key.workspace, &request.identity, &changes)
-        .await?
-        .ok_or_else(ApiError::identity_not_found)?;
-    if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
-        Ok(Envelope::data(identity))
-    } else {
-        Ok(Envelope::data(identity.names_only()))
-    }
+    let (store, workspace, identity) = (state.store.clone(), root_key.workspace.clone(), request.identity);
+    let answer = move |updated: &Option<Identity>| {
+        let identity = updated.as_ref().ok_or_else(ApiError::identity_not_found)?;
+        if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
+            Ok(Envelope::data(identity.clone()))
+        } else {
+            Ok(Envelope::data(identity.names_only()))
+        }
+    };
+    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
+        let (store, workspace, identity, changes) =
+            (store.clone(), workspace.clone(), identity.clone(), changes.clone());
+        Box::pin(async move { store.update_identity(&workspace, &identity, &changes, recording).await })
+    })
+    .await)
 }

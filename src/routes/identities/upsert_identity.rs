@@ -8,6 +8,7 @@
 //! an upsert of an existing externalId must not show what the caller may not read.
 
 use axum::extract::State;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -15,7 +16,8 @@ use crate::domain::identity::{Identity, IdentityUpsert, Meta, RatelimitInput, ch
 use crate::domain::permission::{IdentityAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
-use crate::extract::{RootKeyHeader, ValidJson};
+use crate::extract::{RootKeyHeader, ValidWrite};
+use crate::idempotency::run_write;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,18 +44,27 @@ pub enum UpsertedIdentity {
 pub async fn upsert_identity(
     State(state): State<AppState>,
     auth: RootKeyHeader,
-    ValidJson(request): ValidJson<UpsertIdentityRequest>,
-) -> Result<Envelope<UpsertedIdentity>, ApiError> {
+    write: ValidWrite<UpsertIdentityRequest>,
+) -> Result<Response, ApiError> {
+    let request = write.body;
     let root_key = auth.authenticate(&state).await?;
     root_key.authorize(Needed::identity(IdentityAction::Create, None))?;
     root_key.authorize(Needed::identity(IdentityAction::Update, None))?;
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let upsert =
         IdentityUpsert { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
-    let (identity, created) = state.store.upsert_identity(&root_key.workspace, &upsert).await?;
-    if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
-        Ok(Envelope::data(UpsertedIdentity::Readable { identity, created }))
-    } else {
-        Ok(Envelope::data(UpsertedIdentity::Unreadable { id: identity.id, created }))
-    }
+    let (store, workspace) = (state.store.clone(), root_key.workspace.clone());
+    let answer = move |(identity, created): &(Identity, bool)| {
+        let created = *created;
+        if root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))) {
+            Ok(Envelope::data(UpsertedIdentity::Readable { identity: identity.clone(), created }))
+        } else {
+            Ok(Envelope::data(UpsertedIdentity::Unreadable { id: identity.id.clone(), created }))
+        }
+    };
+    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
+        let (store, workspace, upsert) = (store.clone(), workspace.clone(), upsert.clone());
+        Box::pin(async move { store.upsert_identity(&workspace, &upsert, recording).await })
+    })
+    .await)
 }

@@ -2,23 +2,12 @@
 //! list page comes back as one row of JSON.
 
 use serde_json::value::RawValue;
-use sqlx::SqliteConnection;
 
-use crate::domain::identity::{Identity, IdentityPageQuery, NewIdentity, replace_ratelimits};
-use crate::domain::ids::new_id;
+use crate::domain::identity::{Creation, Identity, IdentityPageQuery, NewIdentity};
 use crate::domain::workspace::WorkspaceId;
-use crate::store::backend::now_ms;
-use crate::store::identities::{
-    IdentityBackend, checked_ratelimits, identity_page, ratelimits_json, stored_meta, to_json,
-};
+use crate::store::identities::{IdentityBackend, checked_ratelimits, identity_page, stored_meta};
 use crate::store::sqlite::{SqliteStore, timed_acquire};
 use crate::store::{StoreError, within_deadline};
-
-/// The conflict target is the partial unique index `identities_live_external_id` (same columns, any order).
-const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
-const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
-    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
 /// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`, meta
 /// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
@@ -36,7 +25,14 @@ impl IdentityBackend for SqliteStore {
         let (workspace, new) = (workspace.clone(), new.clone());
         self.writes
             .run_one_statement(move |connection| {
-                Box::pin(async move { create_identity_in(connection, &workspace, &new).await })
+                Box::pin(async move {
+                    // The shared code applies what the create changed once it answers. A conflict is a
+                    // refusal to the group, which goes on without it.
+                    match Self::create_identity_in(connection, &workspace, &new).await?.outcome {
+                        Creation::Created { id } => Ok(id),
+                        Creation::AlreadyExists { existing_id } => Err(StoreError::Conflict { existing_id }),
+                    }
+                })
             })
             .await
     }
@@ -66,38 +62,6 @@ impl IdentityBackend for SqliteStore {
                 Ok(Identity { meta: stored_meta(&id, meta)?, id, external_id, ratelimits })
             })
             .collect()
-    }
-}
-
-/// Inserts the identity, ratelimits and all, with one statement; a live identity holding the externalId is a
-/// conflict. Nothing fallible follows a successful insert.
-async fn create_identity_in(
-    connection: &mut SqliteConnection,
-    workspace: &WorkspaceId,
-    new: &NewIdentity,
-) -> Result<String, StoreError> {
-    let id = new_id("id");
-    let inserted: Option<String> = sqlx::query_scalar(CREATE_IDENTITY)
-        .bind(&id)
-        .bind(workspace.as_str())
-        .bind(&new.external_id)
-        .bind(to_json(&new.meta)?)
-        .bind(ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?)
-        .bind(now_ms())
-        .fetch_optional(&mut *connection)
-        .await?;
-    if inserted.is_some() {
-        return Ok(id);
-    }
-    // One writer: the identity holding the externalId cannot vanish before this read.
-    let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-        .bind(workspace.as_str())
-        .bind(&new.external_id)
-        .fetch_optional(&mut *connection)
-        .await?;
-    match holder {
-        Some(existing_id) => Err(StoreError::Conflict { existing_id }),
-        None => Err(StoreError::Contended("the externalId was freed during the insert")),
     }
 }
 

@@ -125,6 +125,9 @@ impl SqliteStore {
 impl Backend for SqliteStore {
     type Connection = SqliteConnection;
 
+    /// Every write passes the one writer in turn: two never run at once.
+    const HOLD_IDEMPOTENCY_KEY: Option<&'static str> = None;
+
     async fn write<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,
