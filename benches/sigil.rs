@@ -9,6 +9,9 @@
 //!   connections at the same concurrency);
 //! - HTTP floor: an axum endpoint in this process that parses the same JSON and returns a fixed body.
 //!
+//! Last, it drives creates just before and during a storm of 500 clients retrying one in-flight
+//! Idempotency-Key ([`RetryStorm`]), and reports the ratio of the two rates.
+//!
 //! Writes the results as JSON too (`--json`, default `target/bench/sigil.json`).
 
 use std::collections::BTreeMap;
@@ -103,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
         let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
         operations.push(result);
     }
+    // Unrelated creates, just before and during a storm of retries of one in-flight Idempotency-Key.
+    let creates = new_identities("before_storm");
+    operations.push(drive(&client, &server.base_url, Some(&key), &creates, args.concurrency, duration).await);
+    let storm = RetryStorm::start(&server.base_url, &key, &database, &seeded[0].0).await?;
+    let creates = Operation { name: CREATES_DURING_STORM, ..new_identities("during_storm") };
+    operations.push(drive(&client, &server.base_url, Some(&key), &creates, args.concurrency, duration).await);
+    let storm_answers = storm.stop().await;
     let server_peak_rss_mb = server.peak_rss_mb();
     server.stop().await;
     store.close().await;
@@ -117,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
             "getIdentity (by externalId) / HTTP floor".to_owned(),
             rate("getIdentity by externalId") / http_floor.requests_per_second,
         ),
+        ("createIdentity during a retry storm / just before it".to_owned(), rate(CREATES_DURING_STORM) / rate(CREATES)),
     ]);
+    println!("retry storm answers by status: {storm_answers:?}");
     let report = Report {
         backend: backend.to_owned(),
         concurrency: args.concurrency,
@@ -144,12 +156,7 @@ fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
     };
     let (by_id, by_external, updated, upserted) = (pick.clone(), pick.clone(), pick.clone(), pick);
     vec![
-        Operation {
-            name: "createIdentity",
-            path: "/v2/identities.createIdentity",
-            expected: 200,
-            body: Box::new(|w, n| json!({"externalId": format!("new_{w}_{n}"), "meta": {"plan": "pro"}})),
-        },
+        Operation { name: "createIdentity", ..new_identities("new") },
         Operation {
             name: "createIdentity conflict (409)",
             path: "/v2/identities.createIdentity",
@@ -191,6 +198,89 @@ fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
             }),
         },
     ]
+}
+
+const CREATES: &str = "createIdentity before a storm";
+const CREATES_DURING_STORM: &str = "createIdentity during a storm";
+
+/// Creates of new identities, their externalIds starting with `prefix`.
+fn new_identities(prefix: &'static str) -> Operation {
+    Operation {
+        name: CREATES,
+        path: "/v2/identities.createIdentity",
+        expected: 200,
+        body: Box::new(move |w, n| json!({"externalId": format!("{prefix}_{w}_{n}"), "meta": {"plan": "pro"}})),
+    }
+}
+
+/// 500 clients retrying one Idempotency-Key, as clients do after a timeout: each sends the same update and
+/// waits a second (the Retry-After of a 409) before it sends again. On PostgreSQL the first request stays in
+/// flight for the whole storm, held by a row lock taken here. SQLite has one writer, and such a lock would
+/// stop every write, so there the first request ends at once and the retries are replayed.
+struct RetryStorm {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<BTreeMap<u16, u64>>>,
+    row_lock: Option<sqlx::PgConnection>,
+}
+
+const STORM_CLIENTS: usize = 500;
+
+impl RetryStorm {
+    async fn start(base_url: &str, key: &str, database: &BenchDatabase, identity_id: &str) -> anyhow::Result<Self> {
+        let row_lock = if database.backend == "postgres" {
+            let mut connection = sqlx::PgConnection::connect(&database.url).await?;
+            connection.execute("BEGIN").await?;
+            sqlx::query("SELECT id FROM identities WHERE id = $1 FOR UPDATE")
+                .bind(identity_id)
+                .fetch_one(&mut connection)
+                .await?;
+            Some(connection)
+        } else {
+            None
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = client(STORM_CLIENTS);
+        let body = json!({"identity": identity_id, "meta": {"storm": true}}).to_string();
+        let clients = (0..STORM_CLIENTS)
+            .map(|_| {
+                let (stop, client, body) = (stop.clone(), client.clone(), body.clone());
+                let (url, key) = (format!("{base_url}/v2/identities.updateIdentity"), key.to_owned());
+                tokio::spawn(async move {
+                    let mut answers = BTreeMap::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = client
+                            .post(&url)
+                            .bearer_auth(&key)
+                            .header("content-type", "application/json")
+                            .header("idempotency-key", "storm")
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        let status = sent.map_or(0, |response| response.status().as_u16());
+                        *answers.entry(status).or_default() += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Ok(Self { stop, clients, row_lock })
+    }
+
+    /// Ends the storm; how its requests were answered, by status.
+    async fn stop(self) -> BTreeMap<u16, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut row_lock) = self.row_lock {
+            let _ = row_lock.execute("ROLLBACK").await;
+        }
+        let mut answers = BTreeMap::new();
+        for client in self.clients {
+            for (status, count) in client.await.unwrap_or_default() {
+                *answers.entry(status).or_default() += count;
+            }
+        }
+        answers
+    }
 }
 
 fn client(concurrency: usize) -> reqwest::Client {

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is_valid_key};
@@ -92,35 +93,56 @@ where
     let Some(idempotency_key) = idempotency_key else {
         return respond(run_to_the_end(write(None), None).await, &answer);
     };
-    let turn =
-        match state.idempotency_turns.take(workspace, &idempotency_key.key, state.idempotency.in_flight_wait).await {
-            Ok(turn) => Arc::new(turn),
-            Err(busy) => return busy.into_response(),
-        };
+    let give_up_at = Instant::now() + state.idempotency.in_flight_wait;
+    let fingerprint = fingerprint(&auth.key_hash().unwrap_or_default(), &idempotency_key.path, &idempotency_key.body);
+    // A retry after a timeout finds its answer here, without waiting for a turn or queueing for the writer.
+    match recorded_answer(state, workspace, &idempotency_key.key, &fingerprint).await {
+        Ok(Some(recorded)) => return respond_recorded(recorded),
+        Ok(None) => {}
+        Err(error) => return error.into_response(),
+    }
+    let turn = match state.idempotency_turns.take(workspace, &idempotency_key.key, give_up_at).await {
+        Ok(turn) => Arc::new(turn),
+        Err(busy) => return busy.into_response(),
+    };
     let answer = Arc::new(answer);
     let recording = Recording {
-        fingerprint: fingerprint(&auth.key_hash().unwrap_or_default(), &idempotency_key.path, &idempotency_key.body),
+        fingerprint,
         key: idempotency_key.key,
         keep_until: unix_ms_after(state.idempotency.retention),
         answer: stored_answer(Arc::clone(&answer), current_request_id()),
     };
-    let give_up_at = Instant::now() + state.idempotency.in_flight_wait;
     let mut backoff = FIRST_BACKOFF;
+    let mut look_again = turn.waited;
     loop {
-        // A retry after a timeout finds its answer here, without queueing for the writer.
-        match state.store.find_idempotency_key(workspace, &recording.key).await {
-            Ok(Some(record)) => return respond_recorded(record.answer_for(&recording.fingerprint)),
-            Ok(None) => {}
-            Err(error) => return ApiError::from(error).into_response(),
+        // The request whose turn came before this one may have just answered the key.
+        if look_again {
+            match recorded_answer(state, workspace, &recording.key, &recording.fingerprint).await {
+                Ok(Some(recorded)) => return respond_recorded(recorded),
+                Ok(None) => {}
+                Err(error) => return error.into_response(),
+            }
         }
         match run_to_the_end(write(Some(recording.clone())), Some(Arc::clone(&turn))).await {
             Err(StoreError::IdempotencyKeyBusy) if Instant::now() + backoff < give_up_at => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(LONGEST_BACKOFF);
+                look_again = true;
             }
             outcome => return respond(outcome, &*answer),
         }
     }
+}
+
+/// What the key's record answers this request, read without the writer.
+async fn recorded_answer(
+    state: &AppState,
+    workspace: &WorkspaceId,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<RecordedAnswer>, ApiError> {
+    let record = state.store.find_idempotency_key(workspace, key).await?;
+    Ok(record.map(|record| record.answer_for(fingerprint)))
 }
 
 /// Runs `write` in a task of its own, holding `turn` until it ends: a write that started runs to its end,
@@ -129,16 +151,19 @@ async fn run_to_the_end<T: Send + 'static>(
     write: StoreWrite<T>,
     turn: Option<Arc<Turn>>,
 ) -> Result<Recorded<T>, StoreError> {
-    let task = tokio::spawn(async move {
-        let outcome = write.await;
-        if outcome.is_ok() {
-            // Test-only (the `failpoints` feature): the process dies after a commit, before it answers.
-            fail::fail_point!("write-committed", |_| std::process::abort());
+    let task = tokio::spawn(
+        async move {
+            let outcome = write.await;
+            if outcome.is_ok() {
+                // Test-only (the `failpoints` feature): the process dies after a commit, before it answers.
+                fail::fail_point!("write-committed", |_| std::process::abort());
+            }
+            drop(turn);
+            outcome
         }
-        drop(turn);
-        outcome
-    });
-    task.await.unwrap_or_else(|panic| Err(StoreError::InvalidData(format!("the write panicked: {panic}"))))
+        .instrument(tracing::Span::current()),
+    );
+    task.await.unwrap_or_else(|failed| Err(StoreError::InvalidData(format!("the write's task failed: {failed}"))))
 }
 
 fn respond<T, Body: Serialize>(
@@ -217,11 +242,18 @@ pub struct Turn {
     turns: Arc<KeyTurns>,
     key: (WorkspaceId, String),
     held: Option<OwnedSemaphorePermit>,
+    /// Whether another request held the turn first.
+    waited: bool,
 }
 
 impl KeyTurns {
-    /// Waits, at most `wait`, for the turn at `key`; 409 `request_in_progress` when it does not come.
-    pub async fn take(self: &Arc<Self>, workspace: &WorkspaceId, key: &str, wait: Duration) -> Result<Turn, ApiError> {
+    /// Waits, until `give_up_at`, for the turn at `key`; 409 `request_in_progress` when it does not come.
+    pub async fn take(
+        self: &Arc<Self>,
+        workspace: &WorkspaceId,
+        key: &str,
+        give_up_at: Instant,
+    ) -> Result<Turn, ApiError> {
         let key = (workspace.clone(), key.to_owned());
         let semaphore = {
             let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -234,8 +266,13 @@ impl KeyTurns {
             Arc::clone(&in_use.turn)
         };
         // From here the turn counts as a user, and gives up its place when dropped, whatever happens.
-        let mut turn = Turn { turns: Arc::clone(self), key, held: None };
-        match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
+        let mut turn = Turn { turns: Arc::clone(self), key, held: None, waited: false };
+        if let Ok(held) = Arc::clone(&semaphore).try_acquire_owned() {
+            turn.held = Some(held);
+            return Ok(turn);
+        }
+        turn.waited = true;
+        match tokio::time::timeout_at(give_up_at.into(), semaphore.acquire_owned()).await {
             Ok(Ok(held)) => {
                 turn.held = Some(held);
                 Ok(turn)

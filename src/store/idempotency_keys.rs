@@ -70,24 +70,33 @@ pub enum Recorded<T> {
     Answered(RecordedAnswer),
 }
 
-/// The live record of key `$2` in workspace `$1`. (A record without a status is a claim an older Sigil
-/// left; it holds nothing to replay.)
+/// The live record of key `$2` in workspace `$1`. A record without a status is a claim an older Sigil
+/// holds while its request runs, during a rolling upgrade: the key is busy until it is answered or expires.
 pub(super) const FIND_IDEMPOTENCY_KEY: &str = "SELECT fingerprint, status, response_body FROM idempotency_keys \
-     WHERE workspace_id = $1 AND idempotency_key = $2 AND expires_at >= $3 AND status IS NOT NULL";
-/// Stores an answer under a key that has no live record (an expired one, or an older Sigil's claim, is
-/// replaced). Affects no row when a live record holds the key.
+     WHERE workspace_id = $1 AND idempotency_key = $2 AND expires_at >= $3";
+/// Stores an answer under a key that has no live record (an expired one is replaced). Affects no row when a
+/// live record holds the key.
 pub(super) const RECORD_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
      (workspace_id, idempotency_key, fingerprint, status, response_body, created_at, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET \
      fingerprint = excluded.fingerprint, status = excluded.status, response_body = excluded.response_body, \
      created_at = excluded.created_at, expires_at = excluded.expires_at \
-     WHERE idempotency_keys.expires_at < excluded.created_at OR idempotency_keys.status IS NULL";
+     WHERE idempotency_keys.expires_at < excluded.created_at";
+/// Expiry is checked again on the row itself: on PostgreSQL a record the subquery found expired may have
+/// been replaced by a live one before the delete reaches it, and only the outer condition is re-checked.
 pub(super) const PURGE_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys \
-     WHERE (workspace_id, idempotency_key) IN \
+     WHERE expires_at < $1 AND (workspace_id, idempotency_key) IN \
      (SELECT workspace_id, idempotency_key FROM idempotency_keys WHERE expires_at < $1 LIMIT $2)";
 
-pub(super) fn idempotency_record((fingerprint, status, body): (String, i32, String)) -> IdempotencyRecord {
-    IdempotencyRecord { fingerprint, response: StoredResponse { status: u16::try_from(status).unwrap_or(500), body } }
+/// A record as read, or `None` for an older Sigil's claim, which holds no answer yet.
+pub(super) fn idempotency_record(
+    (fingerprint, status, body): (String, Option<i32>, Option<String>),
+) -> Option<IdempotencyRecord> {
+    let (status, body) = (status?, body?);
+    Some(IdempotencyRecord {
+        fingerprint,
+        response: StoredResponse { status: u16::try_from(status).unwrap_or(500), body },
+    })
 }
 
 /// Implements [`IdempotencyKeys`] for a [`Backend`](super::backend::Backend), and the two steps every write
@@ -166,13 +175,17 @@ macro_rules! impl_idempotency_keys {
                             return Err(StoreError::IdempotencyKeyBusy);
                         }
                     }
-                    let row: Option<(String, i32, String)> = sqlx::query_as(FIND_IDEMPOTENCY_KEY)
+                    let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(FIND_IDEMPOTENCY_KEY)
                         .bind(workspace.as_str())
                         .bind(&recording.key)
                         .bind(now_ms())
                         .fetch_optional(&mut *connection)
                         .await?;
-                    Ok(row.map(|row| idempotency_record(row).answer_for(&recording.fingerprint)))
+                    match row.map(idempotency_record) {
+                        None => Ok(None),
+                        Some(Some(record)) => Ok(Some(record.answer_for(&recording.fingerprint))),
+                        Some(None) => Err(StoreError::IdempotencyKeyBusy),
+                    }
                 }
 
                 /// After a write ran in this transaction: stores its answer under the key of `recording`, when
@@ -213,7 +226,7 @@ macro_rules! impl_idempotency_keys {
                     key: &str,
                 ) -> Result<Option<IdempotencyRecord>, StoreError> {
                     let (workspace, key) = (workspace.clone(), key.to_owned());
-                    let row: Option<(String, i32, String)> = self
+                    let row: Option<(String, Option<i32>, Option<String>)> = self
                         .on_reader(|connection| {
                             Box::pin(async move {
                                 Ok(sqlx::query_as(FIND_IDEMPOTENCY_KEY)
@@ -225,7 +238,7 @@ macro_rules! impl_idempotency_keys {
                             })
                         })
                         .await?;
-                    Ok(row.map(idempotency_record))
+                    Ok(row.and_then(idempotency_record))
                 }
 
                 async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {

@@ -280,7 +280,7 @@ macro_rules! impl_identities {
             use $crate::domain::ids::new_id;
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, now_ms};
+            use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
             use $crate::store::changes::{Change, Written};
             use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::identities::*;
@@ -417,13 +417,24 @@ macro_rules! impl_identities {
                     recording: Option<Recording<Creation>>,
                 ) -> Result<Recorded<Creation>, StoreError> {
                     if recording.is_some() {
-                        let owned = (workspace.clone(), new.clone());
-                        return self
-                            .write_recorded(workspace, recording, false, move |connection| {
-                                let (workspace, new) = owned.clone();
-                                Box::pin(async move { Self::create_identity_in(connection, &workspace, &new).await })
-                            })
-                            .await;
+                        // The live identity it collided with may be deleted before it is read (PostgreSQL):
+                        // nothing was written, so the create is tried again.
+                        let mut attempts = 1;
+                        loop {
+                            let owned = (workspace.clone(), new.clone());
+                            let created = self
+                                .write_recorded(workspace, recording.clone(), false, move |connection| {
+                                    let (workspace, new) = owned.clone();
+                                    Box::pin(
+                                        async move { Self::create_identity_in(connection, &workspace, &new).await },
+                                    )
+                                })
+                                .await;
+                            match created {
+                                Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
+                                created => return created,
+                            }
+                        }
                     }
                     match <Self as IdentityBackend>::create_identity(self, workspace, new).await {
                         Ok(id) => {

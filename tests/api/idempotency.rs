@@ -247,16 +247,13 @@ async fn a_key_another_postgres_node_holds_is_409_then_runs() {
     let key = server.admin_key().await;
     let (workspace, _) = server.store.ensure_workspace(crate::harness::WORKSPACE).await.unwrap();
     let mut other_node = PgConnection::connect(&server.database_url()).await.expect("connect");
-    let held = format!("{}/busy", workspace.as_str());
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))").bind(&held).execute(&mut other_node).await.unwrap();
+    let lock = "SELECT pg_advisory_lock(hashtext($1), hashtext($2))";
+    sqlx::query(lock).bind(workspace.as_str()).bind("busy").execute(&mut other_node).await.unwrap();
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
     response.assert_error(409, "sigil/idempotency/request_in_progress");
     assert!(server.list_all_ids(&key).await.is_empty(), "nothing was written");
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(&held)
-        .execute(&mut other_node)
-        .await
-        .unwrap();
+    let unlock = "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))";
+    sqlx::query(unlock).bind(workspace.as_str()).bind("busy").execute(&mut other_node).await.unwrap();
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
     assert_eq!(response.status, 200, "{}", response.text);
 }
@@ -370,4 +367,31 @@ async fn expired_records_are_purged_in_bounded_batches() {
     assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), batch);
     assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), batch / 2);
     assert_eq!(server.store.purge_expired_idempotency_keys().await.unwrap(), 0);
+}
+
+/// During a rolling upgrade an older Sigil claims a key with a record without an answer while its request
+/// runs: the key stays busy until that claim is answered or expires, so the write never runs twice.
+#[tokio::test]
+async fn an_older_sigils_live_claim_keeps_the_key_busy() {
+    let idempotency =
+        IdempotencySettings { in_flight_wait: Duration::from_millis(150), ..IdempotencySettings::default() };
+    let server = server_with(Backend::Sqlite, Limits::default(), idempotency).await.unwrap();
+    let key = server.admin_key().await;
+    let (workspace, _) = server.store.ensure_workspace(crate::harness::WORKSPACE).await.unwrap();
+    let mut connection = SqliteConnection::connect(&server.database_url()).await.expect("connect");
+    let claim = |expires_at: i64| {
+        sqlx::query(
+            "INSERT OR REPLACE INTO idempotency_keys (workspace_id, idempotency_key, fingerprint, status, \
+             response_body, created_at, expires_at) VALUES ($1, 'claimed', 'older', NULL, NULL, 0, $2)",
+        )
+        .bind(workspace.as_str().to_owned())
+        .bind(expires_at)
+    };
+    claim(i64::MAX).execute(&mut connection).await.expect("live claim");
+    let busy = server.call_idempotent("identities.createIdentity", &key, "claimed", CREATE).await;
+    busy.assert_error(409, "sigil/idempotency/request_in_progress");
+    assert!(server.list_all_ids(&key).await.is_empty(), "nothing was written");
+    claim(1).execute(&mut connection).await.expect("expired claim");
+    let runs = server.call_idempotent("identities.createIdentity", &key, "claimed", CREATE).await;
+    assert_eq!(runs.status, 200, "{}", runs.text);
 }

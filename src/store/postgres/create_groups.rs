@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::domain::identity::NewIdentity;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::{DATABASE_DEADLINE, StoreError};
+use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 
 /// One create waiting for its group.
 pub(super) struct CreateRequest {
@@ -90,7 +90,12 @@ impl CreateGroups {
         let request = CreateRequest { workspace: workspace.clone(), new: new.clone() };
         // The committer is gone only while the store shuts down (or after a panic in a commit).
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.sender.send(Pending { request, queued_at: Instant::now(), reply }).await.map_err(|_| stopped())?;
+        let queued_at = Instant::now();
+        // A full queue is waited for within the create's deadline, as the wait for its group is.
+        within_deadline_at(queued_at + DATABASE_DEADLINE, async {
+            self.sender.send(Pending { request, queued_at, reply }).await.map_err(|_| stopped())
+        })
+        .await?;
         answer.await.map_err(|_| stopped())?
     }
 }

@@ -137,9 +137,10 @@ pub(super) fn bounded(options: PgConnectOptions) -> PgConnectOptions {
 impl Backend for PostgresStore {
     type Connection = PgConnection;
 
-    /// An advisory lock on a hash of the key: two keys sharing a hash (one chance in 2^64) only take turns.
+    /// An advisory lock on the hashes of workspace and key: two keys sharing both (one chance in 2^64) only
+    /// take turns.
     const HOLD_IDEMPOTENCY_KEY: Option<&'static str> =
-        Some("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))");
+        Some("SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))");
 
     /// Each write is a transaction of its own (PostgreSQL commits concurrent transactions in parallel),
     /// run again when PostgreSQL aborted it to resolve a race.

@@ -28,8 +28,7 @@ use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 
 /// Most writes one group takes at once.
 const MAX_GROUP: usize = 256;
-/// Writes waiting for a group at most; past it a write waits for room (the request's own timeout bounds
-/// that wait).
+/// Writes waiting for a group at most; past it a write waits for room, within its deadline.
 const MAX_QUEUED: usize = MAX_GROUP * 4;
 
 pub(super) struct GroupWriter {
@@ -79,9 +78,14 @@ impl GroupWriter {
         let (reply, answer) = oneshot::channel();
         // The committer is gone only while the store shuts down; a group that panicked drops its replies.
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        let queued =
-            Box::new(Queued { write: Some(write), savepoint, queued_at: Instant::now(), outcome: None, reply });
-        self.queue.send(queued).await.map_err(|_| stopped())?;
+        let queued_at = Instant::now();
+        let queued = Box::new(Queued { write: Some(write), savepoint, queued_at, outcome: None, reply });
+        // A full queue is waited for within the write's deadline too: the write runs in a task of its own
+        // (`idempotency::run_write`), which no request timeout ends.
+        within_deadline_at(queued_at + DATABASE_DEADLINE, async {
+            self.queue.send(queued).await.map_err(|_| stopped())
+        })
+        .await?;
         answer.await.map_err(|_| stopped())?
     }
 }
