@@ -118,7 +118,7 @@ impl ErrorCode {
     }
 
     /// Seconds after which a retry may succeed, for codes whose fix is to retry later (`Retry-After`).
-    fn retry_after(self) -> Option<&'static str> {
+    pub(crate) fn retry_after(self) -> Option<&'static str> {
         matches!(self, Self::Overloaded | Self::IdempotencyRequestInProgress).then_some("1")
     }
 

@@ -28,7 +28,6 @@ use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is
 use crate::domain::workspace::WorkspaceId;
 use crate::envelope::{Envelope, REQUEST_ID, current_request_id};
 use crate::error::{ApiError, ValidationError};
-use crate::extract::RootKeyHeader;
 use crate::store::{Recorded, Recording, StoreError};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -70,6 +69,31 @@ impl IdempotencyKey {
         let key = header.to_str().ok().filter(|key| is_valid_key(key)).ok_or_else(invalid_key)?;
         Ok(Some(Self { key: key.to_owned(), path: path.to_owned(), body: body.clone() }))
     }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// What a write handler answers (v2's envelope or v1's bare body), as a record keeps it for replay.
+pub trait WriteAnswer: IntoResponse {
+    fn stored(&self) -> StoredResponse;
+
+    /// How this API answers a failure that is not the write's own: a busy or reused key, a database failure.
+    fn failure(error: ApiError) -> Response;
+}
+
+impl<Body: Serialize> WriteAnswer for Result<Envelope<Body>, ApiError> {
+    fn stored(&self) -> StoredResponse {
+        match self {
+            Ok(envelope) => StoredResponse { status: StatusCode::OK.as_u16(), body: envelope.to_json() },
+            Err(error) => StoredResponse { status: error.code.status().as_u16(), body: error.body_json() },
+        }
+    }
+
+    fn failure(error: ApiError) -> Response {
+        error.into_response()
+    }
 }
 
 /// A store write of outcome `T`, given the key to record its answer under.
@@ -77,33 +101,33 @@ pub type StoreWrite<T> = Pin<Box<dyn Future<Output = Result<Recorded<T>, StoreEr
 
 /// Runs `write` to its end and answers with `answer` of its outcome. With an Idempotency-Key, the answer is
 /// recorded by the write itself, or the key's record answers instead.
-pub async fn run_write<T, Body, Write>(
+pub async fn run_write<T, Answer, Write>(
     state: &AppState,
-    auth: &RootKeyHeader,
+    root_key_hash: &str,
     workspace: &WorkspaceId,
     idempotency_key: Option<IdempotencyKey>,
-    answer: impl Fn(&T) -> Result<Envelope<Body>, ApiError> + Send + Sync + 'static,
+    answer: impl Fn(&T) -> Answer + Send + Sync + 'static,
     write: Write,
 ) -> Response
 where
     T: Send + 'static,
-    Body: Serialize,
+    Answer: WriteAnswer,
     Write: Fn(Option<Recording<T>>) -> StoreWrite<T>,
 {
     let Some(idempotency_key) = idempotency_key else {
         return respond(run_to_the_end(write(None), None).await, &answer);
     };
     let give_up_at = Instant::now() + state.idempotency.in_flight_wait;
-    let fingerprint = fingerprint(&auth.key_hash().unwrap_or_default(), &idempotency_key.path, &idempotency_key.body);
+    let fingerprint = fingerprint(root_key_hash, &idempotency_key.path, &idempotency_key.body);
     // A retry after a timeout finds its answer here, without waiting for a turn or queueing for the writer.
     match recorded_answer(state, workspace, &idempotency_key.key, &fingerprint).await {
-        Ok(Some(recorded)) => return respond_recorded(recorded),
+        Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded),
         Ok(None) => {}
-        Err(error) => return error.into_response(),
+        Err(error) => return Answer::failure(error),
     }
     let turn = match state.idempotency_turns.take(workspace, &idempotency_key.key, give_up_at).await {
         Ok(turn) => Arc::new(turn),
-        Err(busy) => return busy.into_response(),
+        Err(busy) => return Answer::failure(busy),
     };
     let answer = Arc::new(answer);
     let recording = Recording {
@@ -118,9 +142,9 @@ where
         // The request whose turn came before this one may have just answered the key.
         if look_again {
             match recorded_answer(state, workspace, &recording.key, &recording.fingerprint).await {
-                Ok(Some(recorded)) => return respond_recorded(recorded),
+                Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded),
                 Ok(None) => {}
-                Err(error) => return error.into_response(),
+                Err(error) => return Answer::failure(error),
             }
         }
         match run_to_the_end(write(Some(recording.clone())), Some(Arc::clone(&turn))).await {
@@ -166,36 +190,31 @@ async fn run_to_the_end<T: Send + 'static>(
     task.await.unwrap_or_else(|failed| Err(StoreError::InvalidData(format!("the write's task failed: {failed}"))))
 }
 
-fn respond<T, Body: Serialize>(
+fn respond<T, Answer: WriteAnswer>(
     outcome: Result<Recorded<T>, StoreError>,
-    answer: &impl Fn(&T) -> Result<Envelope<Body>, ApiError>,
+    answer: &impl Fn(&T) -> Answer,
 ) -> Response {
     match outcome {
         Ok(Recorded::Ran(ran)) => answer(&ran).into_response(),
-        Ok(Recorded::Answered(recorded)) => respond_recorded(recorded),
-        Err(error) => ApiError::from(error).into_response(),
+        Ok(Recorded::Answered(recorded)) => respond_recorded::<Answer>(recorded),
+        Err(error) => Answer::failure(ApiError::from(error)),
     }
 }
 
-fn respond_recorded(recorded: RecordedAnswer) -> Response {
+fn respond_recorded<Answer: WriteAnswer>(recorded: RecordedAnswer) -> Response {
     match recorded {
         RecordedAnswer::Replay(stored) => replay(stored),
-        RecordedAnswer::KeyReused => ApiError::idempotency_key_reused().into_response(),
+        RecordedAnswer::KeyReused => Answer::failure(ApiError::idempotency_key_reused()),
     }
 }
 
 /// `answer` as the record keeps it: rendered inside the write's transaction, with the request's id, as
 /// the live answer is rendered after it, so that both are the same bytes.
-fn stored_answer<T, Body: Serialize>(
-    answer: Arc<impl Fn(&T) -> Result<Envelope<Body>, ApiError> + Send + Sync + 'static>,
+fn stored_answer<T, Answer: WriteAnswer>(
+    answer: Arc<impl Fn(&T) -> Answer + Send + Sync + 'static>,
     request_id: String,
 ) -> crate::store::Answer<T> {
-    Arc::new(move |outcome: &T| {
-        REQUEST_ID.sync_scope(request_id.clone(), || match answer(outcome) {
-            Ok(envelope) => StoredResponse { status: StatusCode::OK.as_u16(), body: envelope.to_json() },
-            Err(error) => StoredResponse { status: error.code.status().as_u16(), body: error.body_json() },
-        })
-    })
+    Arc::new(move |outcome: &T| REQUEST_ID.sync_scope(request_id.clone(), || answer(outcome).stored()))
 }
 
 fn replay(stored: StoredResponse) -> Response {

@@ -12,6 +12,7 @@
 //! Minting is strict ([`Grant::parse_for`]): a grant that could never match is refused with the fix, rather
 //! than stored to grant nothing.
 
+use crate::domain::identity::Identity;
 use crate::domain::workspace::WorkspaceId;
 
 /// A type of resource that permissions name.
@@ -287,6 +288,13 @@ pub struct RootKey {
     grants: Vec<Grant>,
 }
 
+/// Why a key is not shown an identity it looked up.
+#[derive(Debug)]
+pub enum Unreadable {
+    NotFound,
+    Forbidden(MissingPermission),
+}
+
 /// The permissions of which the key held none; the 403 detail lists them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingPermission {
@@ -327,6 +335,25 @@ impl RootKey {
             }
             _ => None,
         })
+    }
+
+    /// What a lookup of identity `asked` (an id or an externalId) that `found` tells this key. Whether an
+    /// identity exists is told only to a key that may read every identity, or that one: any other key is
+    /// refused whether it exists or not (`NotFound` only for a missing identity it was granted by id, or to
+    /// a key that reads everything). A refusal names the per-identity grant only when `asked` was the
+    /// identity's id, so that it never tells the id behind an externalId.
+    pub fn reads(&self, asked: &str, found: Option<Identity>) -> Result<Identity, Unreadable> {
+        let read = Needed::identity(IdentityAction::Read, None);
+        let readable =
+            found.as_ref().is_some_and(|identity| self.may(Needed::identity(IdentityAction::Read, Some(&identity.id))));
+        if readable || (found.is_none() && self.may(read)) {
+            return found.ok_or(Unreadable::NotFound);
+        }
+        if found.is_none() && self.granted_ids(read).any(|granted| granted == asked) {
+            return Err(Unreadable::NotFound);
+        }
+        let named_by_id = found.filter(|identity| identity.id == asked).map(|identity| identity.id);
+        Err(Unreadable::Forbidden(self.missing(Needed::identity(IdentityAction::Read, named_by_id.as_deref()))))
     }
 
     /// The denial of `needed`, listing the grants that would do.

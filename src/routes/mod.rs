@@ -3,6 +3,7 @@
 pub mod identities;
 mod liveness;
 mod openapi_document;
+pub mod v1;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -33,4 +34,16 @@ pub fn router() -> Router<AppState> {
         .route(UPDATE_IDENTITY, post(identities::update_identity))
         .route(DELETE_IDENTITY, post(identities::delete_identity))
         .route(UPSERT_IDENTITY, post(identities::upsert_identity))
+        .merge(v1_router())
+}
+
+/// Unkey's deprecated v1 identities API (`routes/v1/`): reads are GETs with query strings.
+fn v1_router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/identities.createIdentity", post(v1::identities::create_identity))
+        .route("/v1/identities.getIdentity", get(v1::identities::get_identity))
+        .route("/v1/identities.listIdentities", get(v1::identities::list_identities))
+        .route("/v1/identities.updateIdentity", post(v1::identities::update_identity))
+        .route("/v1/identities.deleteIdentity", post(v1::identities::delete_identity))
+        .layer(axum::middleware::from_fn(v1::request_id_header))
 }

@@ -46,6 +46,9 @@ pub trait Identities: Send + Sync {
         query: &IdentityPageQuery,
     ) -> Result<IdentityPage, StoreError>;
 
+    /// How many live identities the workspace holds (v1's list tells it).
+    async fn count_identities(&self, workspace: &WorkspaceId) -> Result<i64, StoreError>;
+
     /// Replaces meta and/or ratelimits in one transaction. Ratelimits are matched by name and keep their ids.
     /// `None` when no live identity matches.
     async fn update_identity(
@@ -105,6 +108,9 @@ pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
+pub(super) const COUNT_IDENTITIES: &str =
+    "SELECT COUNT(*) FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL";
 
 pub(super) const GET_IDENTITY: &str =
     concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
@@ -526,6 +532,19 @@ macro_rules! impl_identities {
                     // Nothing more matched before where the search stopped looking: the next page looks on.
                     page.next_cursor = page.next_cursor.or(scan_end);
                     Ok(page)
+                }
+
+                async fn count_identities(&self, workspace: &WorkspaceId) -> Result<i64, StoreError> {
+                    let workspace = workspace.clone();
+                    self.on_reader(|connection| {
+                        Box::pin(async move {
+                            Ok(sqlx::query_scalar(COUNT_IDENTITIES)
+                                .bind(workspace.as_str())
+                                .fetch_one(connection)
+                                .await?)
+                        })
+                    })
+                    .await
                 }
 
                 async fn update_identity(

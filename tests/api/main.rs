@@ -19,4 +19,5 @@ mod read_after_write;
 mod reliability;
 mod root_key_commands;
 mod slow_clients;
+mod v1;
 mod wire_snapshots;

@@ -50,10 +50,17 @@ pub async fn create_identity(
         Creation::Created { id } => Ok(Envelope::data(CreatedIdentity { identity_id: id.clone() })),
         Creation::AlreadyExists { existing_id } => Err(already_exists(&root_key, &external_id, existing_id)),
     };
-    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
-        let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());
-        Box::pin(async move { store.create_identity(&workspace, &new, recording).await })
-    })
+    Ok(run_write(
+        &state,
+        &auth.key_hash().unwrap_or_default(),
+        &workspace,
+        write.idempotency_key,
+        answer,
+        |recording| {
+            let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());
+            Box::pin(async move { store.create_identity(&workspace, &new, recording).await })
+        },
+    )
     .await)
 }
 

@@ -29,9 +29,16 @@ pub async fn delete_identity(
     root_key.authorize(Needed::identity(IdentityAction::Delete, None))?;
     let (store, workspace, identity) = (state.store.clone(), root_key.workspace.clone(), write.body.identity);
     let answer = |deleted: &bool| if *deleted { Ok(Envelope::empty()) } else { Err(ApiError::identity_not_found()) };
-    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
-        let (store, workspace, identity) = (store.clone(), workspace.clone(), identity.clone());
-        Box::pin(async move { store.delete_identity(&workspace, &identity, recording).await })
-    })
+    Ok(run_write(
+        &state,
+        &auth.key_hash().unwrap_or_default(),
+        &workspace,
+        write.idempotency_key,
+        answer,
+        |recording| {
+            let (store, workspace, identity) = (store.clone(), workspace.clone(), identity.clone());
+            Box::pin(async move { store.delete_identity(&workspace, &identity, recording).await })
+        },
+    )
     .await)
 }

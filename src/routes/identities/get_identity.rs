@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::Identity;
-use crate::domain::permission::{IdentityAction, Needed};
+use crate::domain::permission::{IdentityAction, Needed, Unreadable};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
@@ -29,22 +29,14 @@ pub async fn get_identity(
 ) -> Result<Envelope<Identity>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
     let read = Needed::identity(IdentityAction::Read, None);
-    // Whether an identity exists is told only to a key that may read every identity, or that one: any other
-    // key gets the same 403 whether it exists or not.
+    // A key that may read no identity learns nothing, not even whether the lookup found one.
     if !root_key.may_for_some(read) {
         return Err(root_key.missing(read).into());
     }
     let found = state.store.get_identity(&root_key.workspace, &request.identity).await?;
-    let readable =
-        found.as_ref().is_some_and(|identity| root_key.may(Needed::identity(IdentityAction::Read, Some(&identity.id))));
-    if readable || (found.is_none() && root_key.may(read)) {
-        return found.map(Envelope::data).ok_or_else(ApiError::identity_not_found);
+    match root_key.reads(&request.identity, found) {
+        Ok(identity) => Ok(Envelope::data(identity)),
+        Err(Unreadable::NotFound) => Err(ApiError::identity_not_found()),
+        Err(Unreadable::Forbidden(missing)) => Err(missing.into()),
     }
-    if found.is_none() && root_key.granted_ids(read).any(|granted| granted == request.identity) {
-        return Err(ApiError::identity_not_found());
-    }
-    // The per-identity grant is named only by the id the caller sent: a 403 must not tell the id behind an
-    // externalId.
-    let named_by_id = found.filter(|identity| identity.id == request.identity).map(|identity| identity.id);
-    Err(root_key.missing(Needed::identity(IdentityAction::Read, named_by_id.as_deref())).into())
 }

@@ -44,10 +44,17 @@ pub async fn update_identity(
             Ok(Envelope::data(identity.names_only()))
         }
     };
-    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
-        let (store, workspace, identity, changes) =
-            (store.clone(), workspace.clone(), identity.clone(), changes.clone());
-        Box::pin(async move { store.update_identity(&workspace, &identity, &changes, recording).await })
-    })
+    Ok(run_write(
+        &state,
+        &auth.key_hash().unwrap_or_default(),
+        &workspace,
+        write.idempotency_key,
+        answer,
+        |recording| {
+            let (store, workspace, identity, changes) =
+                (store.clone(), workspace.clone(), identity.clone(), changes.clone());
+            Box::pin(async move { store.update_identity(&workspace, &identity, &changes, recording).await })
+        },
+    )
     .await)
 }

@@ -62,9 +62,16 @@ pub async fn upsert_identity(
             Ok(Envelope::data(UpsertedIdentity::Unreadable { id: identity.id.clone(), created }))
         }
     };
-    Ok(run_write(&state, &auth, &workspace, write.idempotency_key, answer, |recording| {
-        let (store, workspace, upsert) = (store.clone(), workspace.clone(), upsert.clone());
-        Box::pin(async move { store.upsert_identity(&workspace, &upsert, recording).await })
-    })
+    Ok(run_write(
+        &state,
+        &auth.key_hash().unwrap_or_default(),
+        &workspace,
+        write.idempotency_key,
+        answer,
+        |recording| {
+            let (store, workspace, upsert) = (store.clone(), workspace.clone(), upsert.clone());
+            Box::pin(async move { store.upsert_identity(&workspace, &upsert, recording).await })
+        },
+    )
     .await)
 }
