@@ -29,8 +29,16 @@ fi
 source "$HERE/../lib/fresh-server.sh"
 start_fresh_server "$BIN" sdk-check
 
+# Keys that may only read, or only create, for the permission errors.
+limited_key() {
+  "$BIN" root-key create --workspace default --database "sqlite://$SERVER_TMP/sigil.db" --permission "$1" | tail -n 1
+}
+READ_ONLY_KEY="$(limited_key 'identity.*.read_identity')"
+CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')"
+
 status=0
-SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" node check.mjs || status=$?
+SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$READ_ONLY_KEY" SIGIL_CREATE_ONLY_KEY="$CREATE_ONLY_KEY" \
+  node check.mjs || status=$?
 if [[ "$status" -ne 0 ]]; then
   show_server_logs
 fi

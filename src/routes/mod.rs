@@ -6,6 +6,10 @@ mod openapi_document;
 pub mod v1;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -16,6 +20,31 @@ const LIST_IDENTITIES: &str = "/v2/identities.listIdentities";
 const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
 const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
 const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
+
+/// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
+/// type an error (`NotFoundErrorResponse`, …) only when its Content-Type is the declared one, and raise a
+/// generic error otherwise. deleteIdentity declares `application/problem+json` for every error, every route
+/// declares it for 429, and every other error is `application/json`. (Unkey's own server sends
+/// `application/json` unless the request's Accept asks otherwise, so its deleteIdentity errors are untyped.)
+pub fn declared_error_media_type(path: &str, status: StatusCode) -> &'static str {
+    if path == DELETE_IDENTITY || status == StatusCode::TOO_MANY_REQUESTS {
+        "application/problem+json"
+    } else {
+        "application/json"
+    }
+}
+
+/// Gives every v2 error answer, whichever layer made it, its declared media type.
+pub async fn with_declared_error_media_type(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if path.starts_with("/v2/") && (status.is_client_error() || status.is_server_error()) {
+        let media_type = HeaderValue::from_static(declared_error_media_type(&path, status));
+        response.headers_mut().insert(header::CONTENT_TYPE, media_type);
+    }
+    response
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -11,7 +11,30 @@ crate::backend_tests!(
     liveness_and_the_openapi_document_are_served,
     a_database_out_of_reach_answers_503_on_every_operation,
     a_wrong_root_key_is_remembered_as_wrong,
+    errors_carry_the_media_type_unkeys_openapi_document_declares,
 );
+
+/// The official clients type an error only when its Content-Type is the declared one: problem+json for
+/// every deleteIdentity error, application/json for the other operations' errors and every success.
+async fn errors_carry_the_media_type_unkeys_openapi_document_declares(server: TestServer) {
+    let key = server.admin_key().await;
+    let media_type =
+        |response: &crate::harness::ApiResponse| response.headers["content-type"].to_str().unwrap().to_owned();
+    for operation in ["identities.getIdentity", "identities.updateIdentity", "identities.deleteIdentity"] {
+        let missing = server.call(operation, &key, json!({"identity": "nobody"})).await;
+        assert_eq!(missing.status, 404, "{operation}: {}", missing.body);
+        let unknown_key = server.call(operation, "not_a_key", json!({"identity": "nobody"})).await;
+        let declared =
+            if operation.ends_with("deleteIdentity") { "application/problem+json" } else { "application/json" };
+        for response in [&missing, &unknown_key] {
+            assert_eq!(media_type(response), declared, "{operation} {}", response.status);
+        }
+    }
+    let created = server.call("identities.createIdentity", &key, json!({"externalId": "u"})).await;
+    assert_eq!(media_type(&created), "application/json");
+    let deleted = server.call("identities.deleteIdentity", &key, json!({"identity": "u"})).await;
+    assert_eq!((deleted.status, media_type(&deleted).as_str()), (200, "application/json"));
+}
 
 async fn unknown_routes_and_methods_answer_in_the_envelope(server: TestServer) {
     let key = server.admin_key().await;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs Unkey's official Python client (unkey.py, see requirements.txt) against a fresh Sigil server.
+#
+# Usage: scripts/sdk-check-python/run.sh PATH_TO_SIGIL_BINARY
+#
+# Installs the client into a virtualenv of its own (.venv, once), starts `sigil serve` on a free local
+# port with a throw-away SQLite database, mints a read-only and a create-only key beside it, runs
+# check.py, and always stops the server afterwards. Exits with check.py's status.
+set -euo pipefail
+
+if [[ $# -ne 1 || ! -x "$1" ]]; then
+  echo "usage: $0 PATH_TO_SIGIL_BINARY" >&2
+  exit 2
+fi
+BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+fi
+
+# shellcheck source=../lib/fresh-server.sh
+source "$HERE/../lib/fresh-server.sh"
+start_fresh_server "$BIN" sdk-check-python
+
+limited_key() {
+  "$BIN" root-key create --workspace default --database "sqlite://$SERVER_TMP/sigil.db" --permission "$1" | tail -n 1
+}
+
+status=0
+SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$(limited_key 'identity.*.read_identity')" \
+  SIGIL_CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')" .venv/bin/python check.py || status=$?
+if [[ "$status" -ne 0 ]]; then
+  show_server_logs
+fi
+exit "$status"
