@@ -137,12 +137,14 @@ impl RootKeyHeader {
             ));
         };
         let token = bearer_token(header).ok_or_else(malformed_authorization)?;
-        state.store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
+        let root_key = state.store.find_root_key(&root_key::hash(token)).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::KeyNotFound,
                 "The provided root key is invalid. We could not find the requested key.",
             )
-        })
+        })?;
+        crate::middleware::log_caller(&root_key);
+        Ok(root_key)
     }
 }
 

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use tracing::Instrument;
 
 use crate::domain::ids::new_id;
+use crate::domain::permission::RootKey;
 use crate::envelope::REQUEST_ID;
 use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
@@ -25,7 +26,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = new_id("req");
     let operation = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        workspace = tracing::field::Empty,
+        root_key_id = tracing::field::Empty,
+        conflicting_field = tracing::field::Empty,
+        conflicting_value = tracing::field::Empty,
+        existing_identity_id = tracing::field::Empty,
+    );
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -46,6 +57,23 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
         );
     });
     response
+}
+
+/// Names, on the request's log line, the workspace and the root key (by its id, never the key or its hash)
+/// that the request authenticated as.
+pub fn log_caller(root_key: &RootKey) {
+    let span = tracing::Span::current();
+    span.record("workspace", root_key.workspace.as_str());
+    span.record("root_key_id", root_key.id.as_str());
+}
+
+/// Names, on the request's log line, what a create collided with: the field, its value and the identity that
+/// holds it.
+pub fn log_conflict(field: &str, value: &str, existing_identity_id: &str) {
+    let span = tracing::Span::current();
+    span.record("conflicting_field", field);
+    span.record("conflicting_value", value);
+    span.record("existing_identity_id", existing_identity_id);
 }
 
 /// Refuses a request at once, with 503 and `Retry-After`, when `in_flight` has no permit left: under a flood

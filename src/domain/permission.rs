@@ -284,6 +284,8 @@ fn path_covers(held: &[PathSegment], wanted: &str) -> bool {
 /// An authenticated caller: the workspace its root key belongs to and what the key may do there.
 #[derive(Debug, Clone)]
 pub struct RootKey {
+    /// The key's id (`key_…`), which logs name: never the key or its hash.
+    pub id: String,
     pub workspace: WorkspaceId,
     grants: Vec<Grant>,
 }
@@ -303,9 +305,9 @@ pub struct MissingPermission {
 
 impl RootKey {
     /// A key holding `stored` grants, compiled once here; a stored grant that cannot be read grants nothing.
-    pub fn new(workspace: WorkspaceId, stored: &[String]) -> Self {
+    pub fn new(id: String, workspace: WorkspaceId, stored: &[String]) -> Self {
         let grants = stored.iter().filter_map(|text| Grant::compile(text)).collect();
-        Self { workspace, grants }
+        Self { id, workspace, grants }
     }
 
     pub fn authorize(&self, needed: Needed) -> Result<(), MissingPermission> {
@@ -373,7 +375,7 @@ mod tests {
 
     fn key(permissions: &[&str]) -> RootKey {
         let permissions: Vec<String> = permissions.iter().map(|p| p.to_string()).collect();
-        RootKey::new(WorkspaceId::from_stored("ws_1".into()), &permissions)
+        RootKey::new("key_1".into(), WorkspaceId::from_stored("ws_1".into()), &permissions)
     }
 
     fn identity(action: IdentityAction) -> Needed<'static> {
@@ -419,7 +421,7 @@ mod tests {
     #[test]
     fn the_all_permissions_grant_allows_every_action() {
         let workspace = WorkspaceId::from_stored("ws_1".into());
-        let admin = RootKey::new(workspace.clone(), &[all_permissions(&workspace)]);
+        let admin = RootKey::new("key_1".into(), workspace.clone(), &[all_permissions(&workspace)]);
         for action in [IdentityAction::Create, IdentityAction::Read, IdentityAction::Update, IdentityAction::Delete] {
             assert!(admin.may(identity(action)));
         }

@@ -46,6 +46,14 @@ pub trait Identities: Send + Sync {
         query: &IdentityPageQuery,
     ) -> Result<IdentityPage, StoreError>;
 
+    /// A live identity whose externalId differs from `external_id` only in case (`lower()`: ASCII letters on
+    /// SQLite, every letter on PostgreSQL), for a 404's hint.
+    async fn find_external_id_in_other_case(
+        &self,
+        workspace: &WorkspaceId,
+        external_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError>;
+
     /// How many live identities the workspace holds (v1's list tells it).
     async fn count_identities(&self, workspace: &WorkspaceId) -> Result<i64, StoreError>;
 
@@ -108,6 +116,10 @@ pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+
+/// Served by `identities_live_external_id_folded`, whose expression this repeats exactly.
+pub(super) const EXTERNAL_ID_IN_OTHER_CASE: &str = "SELECT id, external_id FROM identities \
+     WHERE workspace_id = $1 AND lower(external_id) = lower($2) AND deleted_at IS NULL AND external_id <> $2 LIMIT 1";
 
 pub(super) const COUNT_IDENTITIES: &str =
     "SELECT COUNT(*) FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL";
@@ -532,6 +544,27 @@ macro_rules! impl_identities {
                     // Nothing more matched before where the search stopped looking: the next page looks on.
                     page.next_cursor = page.next_cursor.or(scan_end);
                     Ok(page)
+                }
+
+                async fn find_external_id_in_other_case(
+                    &self,
+                    workspace: &WorkspaceId,
+                    external_id: &str,
+                ) -> Result<Option<(String, String)>, StoreError> {
+                    if !may_be_stored(external_id) {
+                        return Ok(None);
+                    }
+                    let (workspace, external_id) = (workspace.clone(), external_id.to_owned());
+                    self.on_reader(|connection| {
+                        Box::pin(async move {
+                            Ok(sqlx::query_as(EXTERNAL_ID_IN_OTHER_CASE)
+                                .bind(workspace.as_str())
+                                .bind(external_id)
+                                .fetch_optional(connection)
+                                .await?)
+                        })
+                    })
+                    .await
                 }
 
                 async fn count_identities(&self, workspace: &WorkspaceId) -> Result<i64, StoreError> {

@@ -29,7 +29,7 @@ pub trait RootKeys: Send + Sync {
 
 pub(super) const INSERT_ROOT_KEY: &str =
     "INSERT INTO root_keys (id, workspace_id, key_hash, permissions, created_at) VALUES ($1, $2, $3, $4, $5)";
-pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT workspace_id, permissions FROM root_keys WHERE key_hash = $1";
+pub(super) const ROOT_KEY_BY_HASH: &str = "SELECT id, workspace_id, permissions FROM root_keys WHERE key_hash = $1";
 pub(super) const REVOKE_ROOT_KEY: &str = "DELETE FROM root_keys WHERE key_hash = $1 RETURNING id";
 
 pub(super) fn parse_permissions(stored: &str) -> Result<Vec<String>, StoreError> {
@@ -83,7 +83,7 @@ macro_rules! impl_root_keys {
                     }
                     let read = cache.map(|cache| cache.read_generation());
                     let hash = key_hash.to_owned();
-                    let row: Option<(String, String)> = self
+                    let row: Option<(String, String, String)> = self
                         .on_reader(|connection| {
                             Box::pin(async move {
                                 Ok(sqlx::query_as(ROOT_KEY_BY_HASH).bind(hash).fetch_optional(connection).await?)
@@ -91,8 +91,9 @@ macro_rules! impl_root_keys {
                         })
                         .await?;
                     let found = row
-                        .map(|(workspace, permissions)| {
+                        .map(|(id, workspace, permissions)| {
                             Ok::<_, StoreError>(RootKey::new(
+                                id,
                                 WorkspaceId::from_stored(workspace),
                                 &parse_permissions(&permissions)?,
                             ))

@@ -9,6 +9,7 @@ mod hostile_input;
 mod idempotency;
 mod identities;
 mod isolation;
+mod logs;
 mod memory_flood;
 mod metrics;
 mod migrations;

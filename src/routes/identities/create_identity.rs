@@ -65,6 +65,7 @@ pub async fn create_identity(
 }
 
 fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> ApiError {
+    crate::middleware::log_conflict("externalId", external_id, existing_id);
     let mut error = ApiError::new(
         ErrorCode::IdentityAlreadyExists,
         format!("Identity with externalId '{external_id}' already exists in this workspace."),

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::domain::identity::Identity;
-use crate::domain::permission::{IdentityAction, Needed, Unreadable};
+use crate::domain::permission::{IdentityAction, Needed, RootKey, Unreadable};
 use crate::envelope::Envelope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{RootKeyHeader, ValidJson};
 
 #[derive(Deserialize)]
@@ -36,7 +36,25 @@ pub async fn get_identity(
     let found = state.store.get_identity(&root_key.workspace, &request.identity).await?;
     match root_key.reads(&request.identity, found) {
         Ok(identity) => Ok(Envelope::data(identity)),
-        Err(Unreadable::NotFound) => Err(ApiError::identity_not_found()),
+        Err(Unreadable::NotFound) => Err(not_found(&state, &root_key, &request.identity).await?),
         Err(Unreadable::Forbidden(missing)) => Err(missing.into()),
     }
+}
+
+/// 404, saying so when a live identity's externalId differs from the one asked for only in case and the key
+/// may read that identity: externalIds are case-sensitive, and that is the most common cause of this 404.
+async fn not_found(state: &AppState, root_key: &RootKey, asked: &str) -> Result<ApiError, ApiError> {
+    let other_case = state.store.find_external_id_in_other_case(&root_key.workspace, asked).await?;
+    let readable = other_case.filter(|(id, _)| root_key.may(Needed::identity(IdentityAction::Read, Some(id))));
+    Ok(match readable {
+        None => ApiError::identity_not_found(),
+        Some((_, external_id)) => ApiError::new(
+            ErrorCode::IdentityNotFound,
+            format!(
+                "This identity does not exist. An identity with externalId '{external_id}' does: externalIds are \
+                 case-sensitive."
+            ),
+        )
+        .with_extension("otherCaseExternalId", serde_json::json!(external_id)),
+    })
 }

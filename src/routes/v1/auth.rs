@@ -23,7 +23,10 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<V1Cal
     }
     let key_hash = root_key::hash(key);
     match state.store.find_root_key(&key_hash).await {
-        Ok(Some(root_key)) => Ok(V1Caller { root_key, key_hash }),
+        Ok(Some(root_key)) => {
+            crate::middleware::log_caller(&root_key);
+            Ok(V1Caller { root_key, key_hash })
+        }
         Ok(None) => Err(V1Error::unauthorized("key not found")),
         Err(error) => Err(ApiError::from(error).into()),
     }

@@ -46,7 +46,10 @@ pub async fn create_identity(
     let external_id = new.external_id.clone();
     let answer = move |creation: &Creation| match creation {
         Creation::Created { id } => Ok(V1Json(CreatedIdentity { identity_id: id.clone() })),
-        Creation::AlreadyExists { .. } => Err(V1Error::identity_already_exists(&external_id)),
+        Creation::AlreadyExists { existing_id } => {
+            crate::middleware::log_conflict("externalId", &external_id, existing_id);
+            Err(V1Error::identity_already_exists(&external_id))
+        }
     };
     Ok(run_write(&state, &caller.key_hash, &workspace, idempotency_key, answer, |recording| {
         let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());

@@ -7,7 +7,29 @@ crate::backend_tests!(
     a_missing_identity_granted_by_id_is_404,
     a_deleted_identity_is_404,
     another_workspaces_identity_is_404,
+    a_404_names_an_external_id_that_differs_only_in_case,
 );
+
+/// Case sensitivity is the most common mistake behind this 404: the answer names the externalId that
+/// differs only in case, to a key that may read that identity, and to no other.
+async fn a_404_names_an_external_id_that_differs_only_in_case(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = server.create_identity(&admin, json!({"externalId": "user_123"})).await;
+    let response = server.call("identities.getIdentity", &admin, json!({"identity": "User_123"})).await;
+    response.assert_error(404, "unkey/data/identity_not_found");
+    assert_eq!(response.body["error"]["otherCaseExternalId"], "user_123", "{}", response.body);
+    assert!(response.detail().contains("'user_123'") && response.detail().contains("case-sensitive"));
+    let other = server.create_identity(&admin, json!({"externalId": "other"})).await;
+    let granted_other = server.root_key(&[&format!("identity.{other}.read_identity")]).await;
+    let granted_asked = server.root_key(&[&format!("identity.{id}.read_identity")]).await;
+    for key in [&granted_other, &granted_asked] {
+        let response = server.call("identities.getIdentity", key, json!({"identity": "User_123"})).await;
+        assert!(!response.text.contains("user_123"), "{}", response.body);
+    }
+    server.call("identities.deleteIdentity", &admin, json!({"identity": id})).await;
+    let gone = server.call("identities.getIdentity", &admin, json!({"identity": "User_123"})).await;
+    assert_eq!(gone.detail(), "This identity does not exist.", "a deleted identity gives no hint");
+}
 
 async fn a_missing_identity_is_404(server: TestServer) {
     let admin = server.admin_key().await;

@@ -1,0 +1,5 @@
+-- A getIdentity that finds no externalId looks for one that differs only in case, to say so in its 404:
+-- case sensitivity is the most common mistake behind that 404. Without this index the look would read every
+-- identity of the workspace, on every miss.
+CREATE INDEX identities_live_external_id_folded ON identities (workspace_id, lower(external_id))
+    WHERE deleted_at IS NULL;
