@@ -4,6 +4,7 @@
 mod chaos_proxy;
 mod database_outage;
 mod disk_full;
+mod error_pages;
 mod harness;
 mod hostile_input;
 mod idempotency;

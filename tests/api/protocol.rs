@@ -144,7 +144,7 @@ async fn every_error_type_has_a_served_documentation_page() {
         let page = reqwest::get(format!("{}/docs/errors/{path}", server.base_url)).await.unwrap();
         assert_eq!(page.status(), 200, "{path}");
         let html = page.text().await.unwrap();
-        for section in ["What happened", "Common causes", "How to fix"] {
+        for section in ["Example response", "What happened", "Common scenarios", "How to fix", "Common mistakes"] {
             assert!(html.contains(section), "{path} lacks {section}");
         }
     }
