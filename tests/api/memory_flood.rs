@@ -64,3 +64,48 @@ async fn a_flood_of_huge_unauthenticated_bodies_keeps_memory_bounded_and_reads_p
     eprintln!("peak RSS under the flood: {} MB", peak / 1024 / 1024);
     node.kill().await;
 }
+
+/// A list page of identities with meta near the 1 MiB cap reads only what the page carries (4 MiB of meta,
+/// `PAGE_BYTES`) in full: eight such pages at once, over and over, keep the process's peak RSS bounded.
+/// Read whole, each page of 100 cost some 200 MB.
+async fn list_pages_of_large_metas_keep_memory_bounded(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else { return };
+    let url = database.url();
+    let key = admin_key(&url).await;
+    let node = SigilProcess::start(&url).await;
+    let client = reqwest::Client::new();
+    let meta = json!({"blob": "x".repeat(1_000_000)});
+    for n in 0..100 {
+        let created = client
+            .post(format!("{}/v2/identities.createIdentity", node.base_url))
+            .bearer_auth(&key)
+            .json(&json!({"externalId": format!("large_{n:03}"), "meta": meta}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(created.status(), 200);
+    }
+    for _ in 0..3 {
+        let mut pages = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let request = client
+                .post(format!("{}/v2/identities.listIdentities", node.base_url))
+                .bearer_auth(&key)
+                .json(&json!({"limit": 100}));
+            pages.spawn(async move { request.send().await.expect("answers").json::<serde_json::Value>().await });
+        }
+        for page in pages.join_all().await {
+            let page = page.expect("a JSON page");
+            assert_eq!(page["data"].as_array().map(Vec::len), Some(5), "4 MiB of meta, then the cursor");
+            assert_eq!(page["pagination"]["hasMore"], true);
+        }
+    }
+    let peak = node.peak_rss_bytes();
+    assert!(peak < LIST_PEAK_RSS_BOUND, "peak RSS {} MB", peak / 1024 / 1024);
+    eprintln!("peak RSS with eight pages of large metas at once: {} MB", peak / 1024 / 1024);
+    node.kill().await;
+}
+
+const LIST_PEAK_RSS_BOUND: u64 = 250 * 1024 * 1024;
+
+crate::each_backend!(list_pages_of_large_metas_keep_memory_bounded);

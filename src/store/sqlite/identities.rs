@@ -3,20 +3,20 @@
 
 use serde_json::value::RawValue;
 
-use crate::domain::identity::{Creation, Identity, IdentityPageQuery, NewIdentity};
+use crate::domain::identity::{Creation, IdentityPageQuery, NewIdentity};
 use crate::domain::workspace::WorkspaceId;
-use crate::store::identities::{IdentityBackend, checked_ratelimits, identity_page, stored_meta};
+use crate::store::identities::{INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, checked_ratelimits, identity_page};
 use crate::store::sqlite::{SqliteStore, timed_acquire};
 use crate::store::{StoreError, within_deadline};
 
-/// A list page as one row: its identities as one JSON array of `[id, externalId, meta, ratelimits]`, meta
-/// as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass the
-/// JSON parser's depth limit). sqlx hands each row from SQLite's thread to the caller's on its own, and
-/// those handoffs were most of a page's cost: as one row, pages of 100 went from about 4,000 to 6,500 a
-/// second. The aggregate names no order, since asking for one made SQLite sort again what it had read in
-/// order; the shared code puts the page in order.
+/// A list page as one row: its rows as one JSON array of `[id, externalId, meta, ratelimits, payloadBytes]`,
+/// meta as the text it is stored as (inside the page, a meta nested as deep as a create accepts would pass
+/// the JSON parser's depth limit), meta and ratelimits null when they did not come with the row. sqlx hands
+/// each row from SQLite's thread to the caller's on its own, and those handoffs were most of a page's cost:
+/// as one row, pages of 100 went from about 4,000 to 6,500 a second. The aggregate names no order, since
+/// asking for one made SQLite sort again what it had read in order; the shared code puts the page in order.
 const LIST_IDENTITIES: &str = concat!(
-    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits))) FROM ",
+    "SELECT json_group_array(json_array(i.id, i.external_id, i.meta, json(i.ratelimits), i.payload_bytes)) FROM ",
     identity_page!()
 );
 
@@ -42,7 +42,7 @@ impl IdentityBackend for SqliteStore {
         workspace: &WorkspaceId,
         query: &IdentityPageQuery,
         before: Option<&str>,
-    ) -> Result<Vec<Identity>, StoreError> {
+    ) -> Result<Vec<ListedRow>, StoreError> {
         let page: String = within_deadline(async {
             Ok(sqlx::query_scalar(LIST_IDENTITIES)
                 .bind(workspace.as_str())
@@ -50,16 +50,21 @@ impl IdentityBackend for SqliteStore {
                 .bind(query.search_pattern.as_deref())
                 .bind(query.limit.saturating_add(1))
                 .bind(before)
+                .bind(INLINE_PAYLOAD_BYTES)
                 .fetch_one(&mut *timed_acquire(&self.reader, &self.connection_waits).await?)
                 .await?)
         })
         .await?;
-        let page: Vec<(String, String, String, Box<RawValue>)> =
+        type Row = (String, String, Option<String>, Option<Box<RawValue>>, i64);
+        let page: Vec<Row> =
             serde_json::from_str(&page).map_err(|error| StoreError::InvalidData(format!("list page: {error}")))?;
         page.into_iter()
-            .map(|(id, external_id, meta, ratelimits)| {
-                let ratelimits = checked_ratelimits(&id, ratelimits)?;
-                Ok(Identity { meta: stored_meta(&id, meta)?, id, external_id, ratelimits })
+            .map(|(id, external_id, meta, ratelimits, payload_bytes)| {
+                let payload = match (meta, ratelimits) {
+                    (Some(meta), Some(ratelimits)) => Some((meta, checked_ratelimits(&id, ratelimits)?)),
+                    _ => None,
+                };
+                Ok(ListedRow { id, external_id, payload, payload_bytes })
             })
             .collect()
     }
@@ -80,6 +85,7 @@ mod tests {
             .bind(None::<&str>)
             .bind(101_i64)
             .bind(None::<&str>)
+            .bind(INLINE_PAYLOAD_BYTES)
             .fetch_all(&store.reader)
             .await
             .expect("explain");
