@@ -110,8 +110,8 @@ pub fn app(state: AppState) -> Router {
 
 /// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
 /// reading the whole body (before the request counts as in flight, so a slow upload holds no slot), load
-/// shedding, timeout, body limit; every v2 error gets the media type Unkey's OpenAPI document declares for
-/// it (`routes::declared_error_media_type`); unknown paths and methods answer in the error envelope. (Idempotency-Key
+/// shedding, timeout, body limit; every answer is put in its API's shape (`routes::in_each_apis_own_shape`:
+/// v1's envelope on v1 routes, the declared media type of v2 errors); unknown paths and methods answer in the error envelope. (Idempotency-Key
 /// is the write handlers' own: `idempotency.rs`.)
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
@@ -122,7 +122,7 @@ pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), middleware::shed_load))
         .layer(axum::middleware::from_fn_with_state(state.limits, middleware::read_body_first))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(routes::with_declared_error_media_type))
+        .layer(axum::middleware::from_fn(routes::in_each_apis_own_shape))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)
 }

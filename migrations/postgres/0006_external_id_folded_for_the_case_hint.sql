@@ -3,3 +3,6 @@
 -- identity of the workspace, on every miss.
 CREATE INDEX identities_live_external_id_folded ON identities (workspace_id, lower(external_id))
     WHERE deleted_at IS NULL;
+-- Not CONCURRENTLY: nodes starting together wait for the migration under sqlx's advisory lock, and a
+-- concurrent build waits for their waiting statements in turn, which PostgreSQL ends as a deadlock (seen
+-- in the test suite). The build blocks writes to identities while it runs: upgrade at a quiet time.

@@ -34,11 +34,16 @@ pub fn declared_error_media_type(path: &str, status: StatusCode) -> &'static str
     }
 }
 
-/// Gives every v2 error answer, whichever layer made it, its declared media type.
-pub async fn with_declared_error_media_type(request: Request, next: Next) -> Response {
+/// Makes every answer one its API's clients read, whichever layer made it: a v1 answer names its request
+/// in `Unkey-Request-Id` and an error comes in v1's envelope (a 503 of the load shedder, a 413 of the body
+/// reader and the like are made in v2's); a v2 error gets its declared media type.
+pub async fn in_each_apis_own_shape(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     let status = response.status();
+    if path.starts_with("/v1/") {
+        return v1::in_v1_shape(response).await;
+    }
     if path.starts_with("/v2/") && (status.is_client_error() || status.is_server_error()) {
         let media_type = HeaderValue::from_static(declared_error_media_type(&path, status));
         response.headers_mut().insert(header::CONTENT_TYPE, media_type);
@@ -74,5 +79,4 @@ fn v1_router() -> Router<AppState> {
         .route("/v1/identities.listIdentities", get(v1::identities::list_identities))
         .route("/v1/identities.updateIdentity", post(v1::identities::update_identity))
         .route("/v1/identities.deleteIdentity", post(v1::identities::delete_identity))
-        .layer(axum::middleware::from_fn(v1::request_id_header))
 }

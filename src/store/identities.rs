@@ -46,8 +46,9 @@ pub trait Identities: Send + Sync {
         query: &IdentityPageQuery,
     ) -> Result<IdentityPage, StoreError>;
 
-    /// A live identity whose externalId differs from `external_id` only in case (`lower()`: ASCII letters on
-    /// SQLite, every letter on PostgreSQL), for a 404's hint.
+    /// A live identity whose externalId differs from `external_id` only in case (`lower()` of ASCII letters:
+    /// SQLite's folds no others, and PostgreSQL's folds only those under the "C" collation externalIds have),
+    /// for a 404's hint.
     async fn find_external_id_in_other_case(
         &self,
         workspace: &WorkspaceId,

@@ -28,12 +28,12 @@ impl V1Error {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new("BAD_REQUEST", StatusCode::BAD_REQUEST, message)
+        Self { counted_as: Some(ErrorCode::InvalidInput), ..Self::new("BAD_REQUEST", StatusCode::BAD_REQUEST, message) }
     }
 
     /// A missing or unknown key: 403, never 401, as Unkey's v1 answered.
     pub fn unauthorized(message: &str) -> Self {
-        Self::new("UNAUTHORIZED", StatusCode::FORBIDDEN, message)
+        Self { counted_as: Some(ErrorCode::KeyNotFound), ..Self::new("UNAUTHORIZED", StatusCode::FORBIDDEN, message) }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -10,6 +10,10 @@ use crate::domain::identity::RatelimitInput;
 use crate::json_shape;
 use crate::routes::v1::V1Error;
 
+/// Ratelimits one v1 request may set: v2's bound. (Unkey's v1 had none, and a request could make an
+/// identity, and every list page holding it, as large as the body limit.)
+const MAX_RATELIMITS: usize = 50;
+
 /// A request's fields: a JSON body's, or a query string's.
 pub struct Fields(Map<String, Value>);
 
@@ -56,6 +60,8 @@ impl Fields {
             Some(Value::String(text)) if text.encode_utf16().count() < min_chars => {
                 Err(issue(name, format!("String must contain at least {min_chars} character(s)")))
             }
+            // No stored text holds a NUL, and PostgreSQL's cannot.
+            Some(Value::String(text)) if text.contains('\0') => Err(issue(name, "String must not contain NUL")),
             Some(Value::String(text)) => Ok(Some(text.clone())),
             Some(other) => Err(expected(name, "string", other)),
         }
@@ -73,10 +79,24 @@ impl Fields {
         }
     }
 
-    /// `{name, limit ≥ 1, duration ≥ 1000}` items, as v1 sends them: never auto-applied.
+    /// Like [`string`](Self::string), at most `max_chars` long.
+    pub fn bounded_string(&self, name: &str, min_chars: usize, max_chars: usize) -> Result<Option<String>, V1Error> {
+        match self.string(name, min_chars)? {
+            Some(text) if text.encode_utf16().count() > max_chars => {
+                Err(issue(name, format!("String must contain at most {max_chars} character(s)")))
+            }
+            text => Ok(text),
+        }
+    }
+
+    /// At most [`MAX_RATELIMITS`] `{name, limit ≥ 1, duration ≥ 1000}` items, as v1 sends them: never
+    /// auto-applied.
     pub fn ratelimits(&self, name: &str) -> Result<Option<Vec<RatelimitInput>>, V1Error> {
         let items = match self.0.get(name) {
             None => return Ok(None),
+            Some(Value::Array(items)) if items.len() > MAX_RATELIMITS => {
+                return Err(issue(name, format!("Array must contain at most {MAX_RATELIMITS} element(s)")));
+            }
             Some(Value::Array(items)) => items,
             Some(other) => return Err(expected(name, "array", other)),
         };
@@ -133,14 +153,18 @@ impl Fields {
         let at = format!("{path}.{name}");
         match self.0.get(name) {
             None => Err(issue(&at, "Required")),
-            Some(Value::Number(number)) => match number.as_i64() {
-                Some(integer) if integer >= min => Ok(integer),
-                Some(_) => Err(issue(&at, format!("Number must be greater than or equal to {min}"))),
-                None if number.as_f64().is_some_and(|float| float.fract() != 0.0) => {
-                    Err(issue(&at, "Expected integer, received float"))
+            Some(Value::Number(number)) => {
+                // JSON numbers are JavaScript's: 1000.0 and 1e3 are the integer 1000.
+                let float = number.as_f64().unwrap_or(f64::NAN);
+                if float.fract() != 0.0 {
+                    return Err(issue(&at, "Expected integer, received float"));
                 }
-                None => Err(issue(&at, format!("Number must be less than or equal to {}", i64::MAX))),
-            },
+                match number.as_i64().or_else(|| (float.abs() < 9.2e18).then_some(float as i64)) {
+                    Some(integer) if integer >= min => Ok(integer),
+                    Some(_) => Err(issue(&at, format!("Number must be greater than or equal to {min}"))),
+                    None => Err(issue(&at, format!("Number must be less than or equal to {}", i64::MAX))),
+                }
+            }
             Some(other) => Err(expected(&at, "number", other)),
         }
     }

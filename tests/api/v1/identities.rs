@@ -28,7 +28,98 @@ crate::backend_tests!(
     delete_identity_200_then_404,
     delete_identity_400_without_identity_id,
     delete_identity_403_without_delete_permission,
+    delete_identity_replays_its_200_to_a_retry_with_its_key,
+    create_identity_400_for_what_unkey_answered_500_or_stored,
+    create_identity_takes_whole_numbers_written_as_floats,
+    get_identity_by_id_never_matches_an_external_id,
+    update_identity_keeps_auto_apply_on_a_ratelimit_it_names_again,
+    errors_of_the_outer_layers_come_in_v1s_envelope,
 );
+
+async fn delete_identity_replays_its_200_to_a_retry_with_its_key(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = create(&server, &key, "user_1").await;
+    let send = || {
+        server.send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/{DELETE}", server.base_url))
+                .bearer_auth(&key)
+                .header("idempotency-key", "delete-once")
+                .json(&json!({"identityId": id})),
+        )
+    };
+    let first = send().await;
+    assert_eq!((first.status, &first.body), (200, &json!({})));
+    let retry = send().await;
+    assert_eq!(retry.status, 200, "the identity is gone, and the retry is told what the delete answered");
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+}
+
+async fn create_identity_400_for_what_unkey_answered_500_or_stored(server: TestServer) {
+    let key = server.admin_key().await;
+    let limits: Vec<_> = (0..51).map(|n| json!({"name": format!("l{n}"), "limit": 1, "duration": 1000})).collect();
+    for (body, message) in [
+        (json!({"externalId": "x".repeat(257)}), "externalId: String must contain at most 256 character(s)"),
+        (json!({"externalId": "nul\u{0}here"}), "externalId: String must not contain NUL"),
+        (json!({"externalId": "abc", "ratelimits": limits}), "ratelimits: Array must contain at most 50 element(s)"),
+    ] {
+        let response = v1(&server, Method::POST, CREATE, Some(&key), &body).await;
+        assert_v1_error(&response, 400, "BAD_REQUEST", message);
+    }
+}
+
+async fn create_identity_takes_whole_numbers_written_as_floats(server: TestServer) {
+    let key = server.admin_key().await;
+    let body = json!({"externalId": "floats", "ratelimits": [{"name": "a", "limit": 10.0, "duration": 1e3}]});
+    let created = v1(&server, Method::POST, CREATE, Some(&key), &body).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let got = v1(&server, Method::GET, GET, Some(&key), &json!({"externalId": "floats"})).await;
+    assert_eq!(got.body["ratelimits"], json!([{"name": "a", "limit": 10, "duration": 1000}]));
+}
+
+async fn get_identity_by_id_never_matches_an_external_id(server: TestServer) {
+    let key = server.admin_key().await;
+    create(&server, &key, "id_looks_like_an_id").await;
+    let response = v1(&server, Method::GET, GET, Some(&key), &json!({"identityId": "id_looks_like_an_id"})).await;
+    assert_v1_error(&response, 404, "NOT_FOUND", "identity id_looks_like_an_id not found");
+}
+
+async fn update_identity_keeps_auto_apply_on_a_ratelimit_it_names_again(server: TestServer) {
+    let key = server.admin_key().await;
+    let limit = |name: &str| json!({"name": name, "limit": 1, "duration": 1000, "autoApply": true});
+    let body = json!({"externalId": "auto", "ratelimits": [limit("kept"), limit("dropped")]});
+    let id = server.create_identity(&key, body).await;
+    let update = json!({"identityId": id, "ratelimits": [
+        {"name": "kept", "limit": 2, "duration": 1000}, {"name": "new", "limit": 3, "duration": 1000}]});
+    assert_eq!(v1(&server, Method::POST, UPDATE, Some(&key), &update).await.status, 200);
+    let v2 = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+    let auto_apply: Vec<(String, bool)> = v2.body["data"]["ratelimits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|limit| (limit["name"].as_str().unwrap().to_owned(), limit["autoApply"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(auto_apply, [("kept".to_owned(), true), ("new".to_owned(), false)]);
+}
+
+/// Answers made before a v1 handler runs (a body over the limit, an unknown route) reach v1's client in v1's
+/// envelope, with `Unkey-Request-Id`, as the handlers' own do.
+async fn errors_of_the_outer_layers_come_in_v1s_envelope(server: TestServer) {
+    let too_large = server
+        .send(
+            reqwest::Client::new()
+                .post(format!("{}/v1/{CREATE}", server.base_url))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 5 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(too_large.status, 413, "{}", too_large.body);
+    assert_eq!(too_large.body["error"]["code"], "BAD_REQUEST");
+    assert_eq!(too_large.body["error"]["requestId"], too_large.headers["unkey-request-id"].to_str().unwrap());
+    let unknown = v1(&server, Method::POST, "identities.renameIdentity", None, &json!({})).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["error"]["code"], "NOT_FOUND", "{}", unknown.body);
+}
 
 const CREATE: &str = "identities.createIdentity";
 const GET: &str = "identities.getIdentity";

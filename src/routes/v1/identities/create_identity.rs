@@ -2,7 +2,8 @@
 //! identity, as v2's create does.
 //!
 //! Permission: `identity.*.create_identity`. Errors: 400 `BAD_REQUEST` (the first schema problem; meta over
-//! 64,000 characters), 403 `UNAUTHORIZED` / `INSUFFICIENT_PERMISSIONS`, 409 `CONFLICT` (the externalId is
+//! 64,000 characters; an externalId over 256 characters or holding a NUL, or over 50 ratelimits, which
+//! Unkey answered 500 or stored), 403 `UNAUTHORIZED` / `INSUFFICIENT_PERMISSIONS`, 409 `CONFLICT` (the externalId is
 //! taken; or two ratelimits share a name, where Unkey answered 500).
 
 use axum::body::Bytes;
@@ -20,6 +21,9 @@ use crate::routes::v1::identities::{check_meta_size, check_unique_names};
 use crate::routes::v1::input::Fields;
 use crate::routes::v1::{V1Error, V1Json};
 
+/// The size of Unkey's externalId column, `varchar(256)`: Unkey answered a longer one 500.
+const MAX_EXTERNAL_ID_CHARS: usize = 256;
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CreatedIdentity {
@@ -33,7 +37,9 @@ pub async fn create_identity(
     body: Bytes,
 ) -> Result<Response, V1Error> {
     let fields = Fields::of_body(&headers, &body)?;
-    let external_id = fields.required_string("externalId", 3)?;
+    let external_id = fields
+        .bounded_string("externalId", 3, MAX_EXTERNAL_ID_CHARS)?
+        .ok_or_else(|| V1Error::bad_request("externalId: Required"))?;
     let meta = fields.object("meta")?;
     let ratelimits = fields.ratelimits("ratelimits")?;
     let idempotency_key = IdempotencyKey::of_request(&headers, uri.path(), &body)?;
