@@ -91,6 +91,35 @@ impl IdentityAction {
     }
 }
 
+/// What the apis routes, and the key routes so far, do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAction {
+    CreateApi,
+    ReadApi,
+    DeleteApi,
+    CreateKey,
+}
+
+impl ApiAction {
+    fn slug(self) -> &'static str {
+        match self {
+            Self::CreateApi => "create_api",
+            Self::ReadApi => "read_api",
+            Self::DeleteApi => "delete_api",
+            Self::CreateKey => "create_key",
+        }
+    }
+
+    /// The URN path naming every resource the action is on. Sigil has no keyspaces of their own (an API is
+    /// its keyspace), so a URN naming one keyspace grants nothing here; `*` and `**` do.
+    fn urn_path(self) -> &'static str {
+        match self {
+            Self::CreateApi | Self::ReadApi | Self::DeleteApi => "apis/*",
+            Self::CreateKey => "keyspaces/*",
+        }
+    }
+}
+
 /// What an operation needs: any one grant covering it will do.
 #[derive(Debug, Clone, Copy)]
 pub struct Needed<'a> {
@@ -111,6 +140,17 @@ impl<'a> Needed<'a> {
             id: identity_id.filter(|_| action == IdentityAction::Read),
             action: action.slug(),
             urn_path: "projects/*/identities/*",
+        }
+    }
+
+    /// `api_id` names the API acted on; every action but creating an API accepts a grant for that one API
+    /// (`api.<apiId>.read_api`), as in Unkey.
+    pub fn api(action: ApiAction, api_id: Option<&'a str>) -> Self {
+        Self {
+            resource: Resource::Api,
+            id: api_id.filter(|_| action != ApiAction::CreateApi),
+            action: action.slug(),
+            urn_path: action.urn_path(),
         }
     }
 

@@ -13,6 +13,7 @@ impl ErrorCode {
             Self::KeyNotFound => key_not_found(),
             Self::InsufficientPermissions => insufficient_permissions(),
             Self::IdentityNotFound => identity_not_found(),
+            Self::ApiNotFound => api_not_found(),
             Self::IdentityAlreadyExists => identity_already_exists(),
             Self::IdempotencyKeyReused => idempotency_key_reused(),
             Self::IdempotencyRequestInProgress => idempotency_request_in_progress(),
@@ -482,6 +483,65 @@ with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
              `Idempotency-Key`, or treat 404 on delete as done.",
             "Expecting a 404 with a key that may not read the identity: such a key gets 403 whether it exists \
              or not.",
+        ],
+    }
+}
+
+fn api_not_found() -> ErrorDocs {
+    ErrorDocs {
+        summary: "No live API with that id in your workspace.",
+        example: ApiError::new(ErrorCode::ApiNotFound, "The requested API does not exist or has been deleted."),
+        what_happened: "The apiId names no live API of the root key's workspace: it never existed, it was \
+            deleted, or it belongs to another workspace. keys.createKey also answers this when the key may not \
+            create keys in that API, as Unkey does, so that a key without the permission cannot tell which APIs \
+            exist.",
+        common_scenarios: &[
+            "An apiId copied from another environment's workspace.",
+            "The API was deleted with apis.deleteApi; its keys remain but no longer verify.",
+            "A root key without api.*.create_key (or api.<apiId>.create_key) creating a key.",
+        ],
+        triggering_request: curl!("apis.getApi", r#"{"apiId":"api_does_not_exist"}"#),
+        how_to_fix: &[
+            Fix {
+                description: "Create the API, and use the apiId it answers.",
+                request: curl!("apis.createApi", r#"{"name":"production"}"#),
+            },
+            Fix {
+                description: "Check the API you meant still exists.",
+                request: curl!("apis.getApi", r#"{"apiId":"api_01JZ8X4B7QH2V9N3C5D6E8F0GA"}"#),
+            },
+        ],
+        code_examples: &[
+            CodeExample {
+                language: Language::TypeScript,
+                code: r#"import { Unkey } from "@unkey/api";
+import * as errors from "@unkey/api/models/errors";
+
+const unkey = new Unkey({ rootKey: process.env.SIGIL_ROOT_KEY!, serverURL: "{base}" });
+try {
+  await unkey.apis.getApi({ apiId: "api_does_not_exist" });
+} catch (error) {
+  if (error instanceof errors.NotFoundErrorResponse) {
+    const { data } = await unkey.apis.createApi({ name: "production" });
+    console.log("created", data.apiId);
+  } else throw error;
+}"#,
+            },
+            CodeExample {
+                language: Language::Python,
+                code: r#"import os
+from unkey.py import Unkey, errors
+
+with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
+    try:
+        unkey.apis.get_api(api_id="api_does_not_exist")
+    except errors.NotFoundErrorResponse:
+        print(unkey.apis.create_api(name="production").data.api_id)"#,
+            },
+        ],
+        common_mistakes: &[
+            "Using the API's name where its id is wanted: API names need not be unique.",
+            "Reading this 404 from createKey as \"the API is gone\" when the root key lacks create_key.",
         ],
     }
 }

@@ -1,6 +1,8 @@
 //! Every route of the API; one file per operation, named after its RPC.
 
+pub mod apis;
 pub mod identities;
+pub mod keys;
 mod liveness;
 mod openapi_document;
 pub mod v1;
@@ -20,6 +22,10 @@ const LIST_IDENTITIES: &str = "/v2/identities.listIdentities";
 const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
 const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
 const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
+const CREATE_API: &str = "/v2/apis.createApi";
+const GET_API: &str = "/v2/apis.getApi";
+const DELETE_API: &str = "/v2/apis.deleteApi";
+const CREATE_KEY: &str = "/v2/keys.createKey";
 
 /// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
 /// type an error (`NotFoundErrorResponse`, …) only when its Content-Type is the declared one, and raise a
@@ -68,6 +74,10 @@ pub fn router() -> Router<AppState> {
         .route(UPDATE_IDENTITY, post(identities::update_identity))
         .route(DELETE_IDENTITY, post(identities::delete_identity))
         .route(UPSERT_IDENTITY, post(identities::upsert_identity))
+        .route(CREATE_API, post(apis::create_api))
+        .route(GET_API, post(apis::get_api))
+        .route(DELETE_API, post(apis::delete_api))
+        .route(CREATE_KEY, post(keys::create_key))
         .merge(v1_router())
 }
 

@@ -1,13 +1,14 @@
 //! Storage: one trait per resource, one implementation per database. Handlers hold an `Arc<dyn Store>` and
 //! never know which database answers.
 //!
-//! A resource (`identities.rs`, `root_keys.rs`, `workspaces.rs`, `idempotency_keys.rs`) holds its trait, the
+//! A resource (`identities.rs`, `apis.rs`, `keys.rs`, `root_keys.rs`, `workspaces.rs`, `idempotency_keys.rs`) holds its trait, the
 //! SQL both databases run for it and the one implementation of that SQL, written against the [`Backend`]
 //! contract (`backend.rs`). A backend (`sqlite/`, `postgres/`) holds its connections, how it commits, and a
 //! file per resource for what it does its own way. Every method takes the caller's workspace first, so no query can cross
 //! workspaces; the exceptions are the root-key lookup (which is how a request learns its workspace) and the
 //! purge of expired idempotency records (housekeeping, which returns no data).
 
+mod apis;
 mod backend;
 mod caches;
 mod changes;
@@ -15,6 +16,7 @@ mod error;
 mod idempotency_keys;
 mod identities;
 mod identity_cache;
+mod keys;
 mod postgres;
 mod root_key_cache;
 mod root_keys;
@@ -26,11 +28,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use apis::Apis;
 pub use backend::{DATABASE_DEADLINE, within_deadline, within_deadline_at};
 pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH as IDEMPOTENCY_PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;
 pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
+pub use keys::{Keys, NewKey};
 pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
 pub use root_keys::RootKeys;
@@ -41,7 +45,7 @@ pub use workspaces::Workspaces;
 /// Everything Sigil keeps, one resource at a time (lldap's shape): each resource is a trait of its own, in a
 /// file of its own with the SQL both databases run for it, and a store is all of them over one database.
 #[async_trait]
-pub trait Store: Workspaces + RootKeys + Identities + IdempotencyKeys + Send + Sync {
+pub trait Store: Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyKeys + Send + Sync {
     /// What operators see of the store on `/metrics`: its identity cache, queues and connection waits.
     fn stats(&self) -> StoreStats;
 

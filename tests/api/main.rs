@@ -1,6 +1,7 @@
 //! The black-box API suite: real HTTP against a real server on a real database, every test on SQLite and
 //! on PostgreSQL. Folders mirror the routes; one module per status code (`cargo test status_409`).
 
+mod apis;
 mod chaos_proxy;
 mod database_outage;
 mod disk_full;
@@ -10,6 +11,7 @@ mod hostile_input;
 mod idempotency;
 mod identities;
 mod isolation;
+mod keys;
 mod logs;
 mod memory_flood;
 mod metrics;

@@ -13,6 +13,50 @@ use crate::harness::{Backend, SigilProcess, TestDatabase};
 
 const CONCURRENT_CREATES: usize = 500;
 
+/// Unkey's issue #4024 across nodes: keys for one new externalId, created at once on two nodes, all succeed
+/// and end linked to one identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_create_keys_for_one_new_external_id_with_one_identity() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
+    let store = sigil::store::open(&url).await.expect("open");
+    let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");
+    let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await.expect("key");
+    let client = reqwest::Client::new();
+    let api: Value = client
+        .post(format!("{}/v2/apis.createApi", first.base_url))
+        .bearer_auth(&key)
+        .json(&json!({"name": "production"}))
+        .send()
+        .await
+        .expect("node answers")
+        .json()
+        .await
+        .expect("JSON");
+    let api_id = api["data"]["apiId"].as_str().expect("apiId");
+    let creates = (0..CONCURRENT_CREATES).map(|n| {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let request = client
+            .post(format!("{}/v2/keys.createKey", node.base_url))
+            .bearer_auth(&key)
+            .json(&json!({"apiId": api_id, "externalId": "new_customer"}));
+        async move { request.send().await.expect("node answers").status().as_u16() }
+    });
+    let statuses = join_all(creates).await;
+    assert!(statuses.iter().all(|status| *status == 200), "statuses: {statuses:?}");
+    let mut database_connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let identities: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT identity_id FROM keys").fetch_all(&mut database_connection).await.unwrap();
+    assert_eq!(identities.len(), 1, "{identities:?}");
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM identities WHERE external_id = 'new_customer'")
+        .fetch_one(&mut database_connection)
+        .await
+        .unwrap();
+    assert_eq!(live, 1, "exactly one identity was created");
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_decide_a_contested_create_exactly_once() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };

@@ -24,12 +24,14 @@ use prometheus_client::metrics::histogram::Histogram;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
+use crate::store::apis::impl_apis;
 use crate::store::backend::{Backend, WriteFuture, retry_transient};
 use crate::store::caches::Caches;
 use crate::store::changes::{Change, Written};
 use crate::store::idempotency_keys::impl_idempotency_keys;
 use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
+use crate::store::keys::impl_keys;
 use crate::store::root_keys::impl_root_keys;
 use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
@@ -229,6 +231,8 @@ impl_workspaces!(PostgresStore);
 impl_root_keys!(PostgresStore);
 impl_identities!(PostgresStore);
 impl_idempotency_keys!(PostgresStore);
+impl_apis!(PostgresStore);
+impl_keys!(PostgresStore);
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {

@@ -22,12 +22,14 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection};
 
+use crate::store::apis::impl_apis;
 use crate::store::backend::{Backend, WriteFuture};
 use crate::store::caches::Caches;
 use crate::store::changes::{Change, Written};
 use crate::store::idempotency_keys::impl_idempotency_keys;
 use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
+use crate::store::keys::impl_keys;
 use crate::store::root_keys::impl_root_keys;
 use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
@@ -184,6 +186,8 @@ impl_workspaces!(SqliteStore);
 impl_root_keys!(SqliteStore);
 impl_identities!(SqliteStore);
 impl_idempotency_keys!(SqliteStore);
+impl_apis!(SqliteStore);
+impl_keys!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

@@ -1,0 +1,3 @@
+//! The `keys.*` operations: every status each can answer.
+
+mod create_key;
