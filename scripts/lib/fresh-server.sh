@@ -6,6 +6,20 @@
 SERVER_PID=""
 SERVER_TMP=""
 
+# `sigil_binary "$@"` sets BIN to the absolute path of the one argument, a sigil binary, or exits 2.
+sigil_binary() {
+  if [[ $# -ne 1 || ! -x "$1" ]]; then
+    echo "usage: $0 PATH_TO_SIGIL_BINARY" >&2
+    exit 2
+  fi
+  BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+}
+
+# `limited_key PERMISSION`: a root key of the fresh server's workspace holding only PERMISSION.
+limited_key() {
+  "$BIN" root-key create --workspace default --database "sqlite://$SERVER_TMP/sigil.db" --permission "$1" | tail -n 1
+}
+
 stop_fresh_server() {
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true

@@ -8,13 +8,10 @@
 # check.py, and always stops the server afterwards. Exits with check.py's status.
 set -euo pipefail
 
-if [[ $# -ne 1 || ! -x "$1" ]]; then
-  echo "usage: $0 PATH_TO_SIGIL_BINARY" >&2
-  exit 2
-fi
-BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/fresh-server.sh
+source "$HERE/../lib/fresh-server.sh"
+sigil_binary "$@"
 cd "$HERE"
 
 if [[ ! -x .venv/bin/python ]]; then
@@ -22,13 +19,7 @@ if [[ ! -x .venv/bin/python ]]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
 
-# shellcheck source=../lib/fresh-server.sh
-source "$HERE/../lib/fresh-server.sh"
 start_fresh_server "$BIN" sdk-check-python
-
-limited_key() {
-  "$BIN" root-key create --workspace default --database "sqlite://$SERVER_TMP/sigil.db" --permission "$1" | tail -n 1
-}
 
 status=0
 SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$(limited_key 'identity.*.read_identity')" \

@@ -8,25 +8,16 @@
 # stops the server afterwards. Exits with check.cjs's status.
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 PATH_TO_SIGIL_BINARY" >&2
-  exit 2
-fi
-if [[ ! -x "$1" ]]; then
-  echo "run.sh: '$1' is not an executable file" >&2
-  exit 2
-fi
-BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/fresh-server.sh
+source "$HERE/../lib/fresh-server.sh"
+sigil_binary "$@"
 cd "$HERE"
 
 if [[ ! -d node_modules ]]; then
   npm ci --no-audit --no-fund
 fi
 
-# shellcheck source=../lib/fresh-server.sh
-source "$HERE/../lib/fresh-server.sh"
 start_fresh_server "$BIN" sdk-check-v1
 
 status=0
