@@ -38,6 +38,8 @@ pub enum ErrorCode {
     IdentityNotFound,
     /// A live identity in the workspace already has this externalId.
     IdentityAlreadyExists,
+    /// No live key with that id in the caller's workspace.
+    ApiKeyNotFound,
     /// No live API with that id in the caller's workspace (or, on key routes, one the key may not use).
     ApiNotFound,
     /// An Idempotency-Key was reused for a different operation or body.
@@ -66,7 +68,9 @@ impl ErrorCode {
             Self::InvalidInput | Self::Malformed => StatusCode::BAD_REQUEST,
             Self::KeyNotFound => StatusCode::UNAUTHORIZED,
             Self::InsufficientPermissions => StatusCode::FORBIDDEN,
-            Self::IdentityNotFound | Self::ApiNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::IdentityNotFound | Self::ApiNotFound | Self::ApiKeyNotFound | Self::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => StatusCode::CONFLICT,
@@ -82,7 +86,7 @@ impl ErrorCode {
             Self::InvalidInput | Self::Malformed => "Bad Request",
             Self::KeyNotFound => "Unauthorized",
             Self::InsufficientPermissions => "Insufficient Permissions",
-            Self::IdentityNotFound | Self::ApiNotFound | Self::RouteNotFound => "Not Found",
+            Self::IdentityNotFound | Self::ApiNotFound | Self::ApiKeyNotFound | Self::RouteNotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::RequestTimeout => "Request Timeout",
             Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => "Conflict",
@@ -102,6 +106,7 @@ impl ErrorCode {
             Self::InsufficientPermissions => "unkey/authorization/insufficient_permissions",
             Self::IdentityNotFound => "unkey/data/identity_not_found",
             Self::ApiNotFound => "unkey/data/api_not_found",
+            Self::ApiKeyNotFound => "unkey/data/key_not_found",
             Self::IdentityAlreadyExists => "unkey/data/identity_already_exists",
             Self::IdempotencyKeyReused => "sigil/idempotency/key_reused",
             Self::IdempotencyRequestInProgress => "sigil/idempotency/request_in_progress",

@@ -98,6 +98,8 @@ pub enum ApiAction {
     ReadApi,
     DeleteApi,
     CreateKey,
+    ReadKey,
+    DeleteKey,
 }
 
 impl ApiAction {
@@ -107,6 +109,8 @@ impl ApiAction {
             Self::ReadApi => "read_api",
             Self::DeleteApi => "delete_api",
             Self::CreateKey => "create_key",
+            Self::ReadKey => "read_key",
+            Self::DeleteKey => "delete_key",
         }
     }
 
@@ -116,6 +120,7 @@ impl ApiAction {
         match self {
             Self::CreateApi | Self::ReadApi | Self::DeleteApi => "apis/*",
             Self::CreateKey => "keyspaces/*",
+            Self::ReadKey | Self::DeleteKey => "keyspaces/*/keys/*",
         }
     }
 }

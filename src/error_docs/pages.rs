@@ -14,6 +14,7 @@ impl ErrorCode {
             Self::InsufficientPermissions => insufficient_permissions(),
             Self::IdentityNotFound => identity_not_found(),
             Self::ApiNotFound => api_not_found(),
+            Self::ApiKeyNotFound => key_not_found_in_apis(),
             Self::IdentityAlreadyExists => identity_already_exists(),
             Self::IdempotencyKeyReused => idempotency_key_reused(),
             Self::IdempotencyRequestInProgress => idempotency_request_in_progress(),
@@ -542,6 +543,65 @@ with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
         common_mistakes: &[
             "Using the API's name where its id is wanted: API names need not be unique.",
             "Reading this 404 from createKey as \"the API is gone\" when the root key lacks create_key.",
+        ],
+    }
+}
+
+fn key_not_found_in_apis() -> ErrorDocs {
+    ErrorDocs {
+        summary: "No live key with that id in your workspace.",
+        example: ApiError::new(ErrorCode::ApiKeyNotFound, "We could not find the requested key."),
+        what_happened: "The keyId names no live key of the root key's workspace: it never existed, it was \
+            deleted (softly or permanently), its API was deleted, or it belongs to another workspace. Sigil \
+            answers all of these alike, so that the answer tells nothing of other workspaces.",
+        common_scenarios: &[
+            "The key was deleted with keys.deleteKey, or its API with apis.deleteApi.",
+            "A keyId from another environment's workspace.",
+            "The key's own value sent where its id is wanted: ids start with key_.",
+        ],
+        triggering_request: curl!("keys.getKey", r#"{"keyId":"key_does_not_exist"}"#),
+        how_to_fix: &[
+            Fix {
+                description: "Create a new key in the API, and keep the keyId it answers.",
+                request: curl!(
+                    "keys.createKey",
+                    r#"{"apiId":"api_01JZ8X4B7QH2V9N3C5D6E8F0GA","externalId":"user_123"}"#
+                ),
+            },
+            Fix {
+                description: "Look the key up by the id createKey answered.",
+                request: curl!("keys.getKey", r#"{"keyId":"key_01JZ8X4B7QH2V9N3C5D6E8F0GA"}"#),
+            },
+        ],
+        code_examples: &[
+            CodeExample {
+                language: Language::TypeScript,
+                code: r#"import { Unkey } from "@unkey/api";
+import * as errors from "@unkey/api/models/errors";
+
+const unkey = new Unkey({ rootKey: process.env.SIGIL_ROOT_KEY!, serverURL: "{base}" });
+try {
+  await unkey.keys.getKey({ keyId: "key_does_not_exist" });
+} catch (error) {
+  if (error instanceof errors.NotFoundErrorResponse) console.log("no such key");
+  else throw error;
+}"#,
+            },
+            CodeExample {
+                language: Language::Python,
+                code: r#"import os
+from unkey.py import Unkey, errors
+
+with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
+    try:
+        unkey.keys.get_key(key_id="key_does_not_exist")
+    except errors.NotFoundErrorResponse:
+        print("no such key")"#,
+            },
+        ],
+        common_mistakes: &[
+            "Treating a deleted key's 404 as a failure of the delete: a second delete answers 404 too.",
+            "Sending the key itself as keyId.",
         ],
     }
 }

@@ -26,6 +26,8 @@ const CREATE_API: &str = "/v2/apis.createApi";
 const GET_API: &str = "/v2/apis.getApi";
 const DELETE_API: &str = "/v2/apis.deleteApi";
 const CREATE_KEY: &str = "/v2/keys.createKey";
+const GET_KEY: &str = "/v2/keys.getKey";
+const DELETE_KEY: &str = "/v2/keys.deleteKey";
 
 /// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
 /// type an error (`NotFoundErrorResponse`, …) only when its Content-Type is the declared one, and raise a
@@ -78,6 +80,8 @@ pub fn router() -> Router<AppState> {
         .route(GET_API, post(apis::get_api))
         .route(DELETE_API, post(apis::delete_api))
         .route(CREATE_KEY, post(keys::create_key))
+        .route(GET_KEY, post(keys::get_key))
+        .route(DELETE_KEY, post(keys::delete_key))
         .merge(v1_router())
 }
 

@@ -3,8 +3,10 @@
 
 use async_trait::async_trait;
 
+use crate::domain::identity::Identity;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+use crate::store::idempotency_keys::{Recorded, Recording};
 
 /// A key to store: everything but the key itself, of which only the hash is kept.
 #[derive(Debug, Clone)]
@@ -25,9 +27,40 @@ pub struct NewKey {
     pub ratelimits: String,
 }
 
+/// A live key of a live API, as getKey shows it (everything but the key itself, which is not kept).
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub id: String,
+    pub api_id: String,
+    pub start: String,
+    pub name: Option<String>,
+    pub meta: Option<String>,
+    pub expires: Option<i64>,
+    pub enabled: bool,
+    pub credits: Option<String>,
+    pub ratelimits: String,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
+    /// The key's identity while it is live: a deleted identity's keys show none.
+    pub identity: Option<Identity>,
+}
+
 /// Keys, by workspace.
 #[async_trait]
 pub trait Keys: Send + Sync {
+    /// The live key with this id, in a live API.
+    async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
+
+    /// Deletes the live key: softly (it no longer verifies, and its hash stays taken), or, when
+    /// `permanent`, its row. `false` when none matched. Its identity is not touched.
+    async fn delete_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_id: &str,
+        permanent: bool,
+        recording: Option<Recording<bool>>,
+    ) -> Result<Recorded<bool>, StoreError>;
+
     /// Stores the key and returns its id. With an externalId, the key is linked to the live identity
     /// holding it, which is created (empty meta, no ratelimits) in the same transaction when there is none:
     /// any number of concurrent creates of keys for one new externalId end linked to one identity, and none
@@ -38,6 +71,64 @@ pub trait Keys: Send + Sync {
 pub(super) const INSERT_KEY: &str = "INSERT INTO keys (id, workspace_id, api_id, hash, start, name, meta, \
      identity_id, expires, enabled, credits, ratelimits, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// A live key of a live API, with its live identity, if any.
+pub(super) const LIVE_KEY: &str = "SELECT k.id, k.api_id, k.start, k.name, k.meta, k.expires, k.enabled, k.credits, \
+     k.ratelimits, k.created_at, k.updated_at, i.id, i.external_id, i.meta, i.ratelimits FROM keys k \
+     JOIN apis a ON a.id = k.api_id AND a.deleted_at IS NULL \
+     LEFT JOIN identities i ON i.id = k.identity_id AND i.deleted_at IS NULL \
+     WHERE k.workspace_id = $1 AND k.id = $2 AND k.deleted_at IS NULL";
+/// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing.
+pub(super) const SOFT_DELETE_KEY: &str =
+    "UPDATE keys SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id";
+pub(super) const DELETE_KEY_ROW: &str =
+    "DELETE FROM keys WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id";
+
+/// A [`LIVE_KEY`] row.
+pub(super) type LiveKeyRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(super) fn stored_key(row: LiveKeyRow) -> Result<StoredKey, StoreError> {
+    let (id, api_id, start, name, meta, expires, enabled, credits, ratelimits, created_at, updated_at, ..) =
+        row.clone();
+    let identity = match (row.11, row.12, row.13, row.14) {
+        (Some(identity_id), Some(external_id), Some(identity_meta), Some(identity_ratelimits)) => {
+            let meta = crate::store::identities::stored_meta(&identity_id, identity_meta)?;
+            let ratelimits = crate::store::identities::stored_ratelimits(&identity_id, identity_ratelimits)?;
+            Some(Identity { id: identity_id, external_id, meta, ratelimits })
+        }
+        _ => None,
+    };
+    Ok(StoredKey {
+        id,
+        api_id,
+        start,
+        name,
+        meta,
+        expires,
+        enabled,
+        credits,
+        ratelimits,
+        created_at,
+        updated_at,
+        identity,
+    })
+}
 
 /// Implements [`Keys`] for a [`Backend`](super::backend::Backend) that also implements `Identities`.
 macro_rules! impl_keys {
@@ -50,10 +141,54 @@ macro_rules! impl_keys {
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
             use $crate::store::changes::Written;
+            use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::keys::*;
 
             #[async_trait::async_trait]
             impl Keys for $store {
+                async fn get_key(
+                    &self,
+                    workspace: &WorkspaceId,
+                    key_id: &str,
+                ) -> Result<Option<StoredKey>, StoreError> {
+                    let (workspace, key_id) = (workspace.clone(), key_id.to_owned());
+                    let row: Option<LiveKeyRow> = self
+                        .on_reader(|connection| {
+                            Box::pin(async move {
+                                Ok(sqlx::query_as(LIVE_KEY)
+                                    .bind(workspace.as_str())
+                                    .bind(key_id)
+                                    .fetch_optional(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    row.map(stored_key).transpose()
+                }
+
+                async fn delete_key(
+                    &self,
+                    workspace: &WorkspaceId,
+                    key_id: &str,
+                    permanent: bool,
+                    recording: Option<Recording<bool>>,
+                ) -> Result<Recorded<bool>, StoreError> {
+                    let owned = (workspace.clone(), key_id.to_owned());
+                    self.write_recorded(workspace, recording, true, move |connection| {
+                        let (workspace, key_id) = owned.clone();
+                        Box::pin(async move {
+                            let delete = if permanent {
+                                sqlx::query_scalar(DELETE_KEY_ROW).bind(workspace.as_str()).bind(key_id)
+                            } else {
+                                sqlx::query_scalar(SOFT_DELETE_KEY).bind(workspace.as_str()).bind(key_id).bind(now_ms())
+                            };
+                            let deleted: Option<String> = delete.fetch_optional(&mut *connection).await?;
+                            Ok(Written::unchanged(deleted.is_some()))
+                        })
+                    })
+                    .await
+                }
+
                 async fn create_key(&self, workspace: &WorkspaceId, key: &NewKey) -> Result<String, StoreError> {
                     // The identity the key named may be deleted between its insert's no-op and its read
                     // (PostgreSQL): nothing was written, so the transaction is run again.

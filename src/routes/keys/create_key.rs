@@ -20,6 +20,7 @@ use crate::envelope::Envelope;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::extract::{RootKeyHeader, ValidWrite};
 use crate::idempotency::run_write;
+use crate::routes::keys::not_supported;
 use crate::store::NewKey;
 
 #[derive(Deserialize)]
@@ -150,10 +151,6 @@ fn check_credits(credits: Option<&Credits>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-fn not_supported(location: &str, message: &str) -> ApiError {
-    ApiError::invalid_input(message, vec![ValidationError::new(location, message)])
 }
 
 /// A value as the store keeps it: JSON text.

@@ -115,7 +115,10 @@ impl From<ApiError> for V1Error {
             ErrorCode::InvalidInput | ErrorCode::Malformed | ErrorCode::RequestBodyTooLarge => "BAD_REQUEST",
             ErrorCode::KeyNotFound => "UNAUTHORIZED",
             ErrorCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
-            ErrorCode::IdentityNotFound | ErrorCode::ApiNotFound | ErrorCode::RouteNotFound => "NOT_FOUND",
+            ErrorCode::IdentityNotFound
+            | ErrorCode::ApiNotFound
+            | ErrorCode::ApiKeyNotFound
+            | ErrorCode::RouteNotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::IdentityAlreadyExists
             | ErrorCode::IdempotencyKeyReused
