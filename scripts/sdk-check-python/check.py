@@ -1,5 +1,5 @@
 """Drives Unkey's official Python client (unkey.py, pinned in requirements.txt) against a running Sigil
-server: the five identity operations, and every error status each can answer, each raised as the client's
+server: the five identity operations and every error status each can answer, and the APIs and keys routes, each raised as the client's
 typed error class. The client types an error only when its status and Content-Type are the ones Unkey's
 OpenAPI document declares; anything else raises the generic APIError, which fails here.
 
@@ -101,6 +101,33 @@ for operation in ["get_identity", "update_identity", "delete_identity"]:
     step(f"{operation} missing -> 404 NotFoundErrorResponse",
          lambda operation=operation: expect(errors.NotFoundErrorResponse, 404,
                                             lambda: getattr(admin.identities, operation)(**operations[operation][0])))
+
+# APIs and keys.
+def create_api_and_key():
+    state["api_id"] = admin.apis.create_api(name="py-check").data.api_id
+    created = admin.keys.create_key(api_id=state["api_id"], prefix="py", external_id="py_key_owner",
+                                    meta={"plan": "pro"}, credits={"remaining": 10})
+    state["key_id"] = created.data.key_id
+    assert created.data.key.startswith("py_"), created
+
+
+def get_key():
+    got = admin.keys.get_key(key_id=state["key_id"])
+    assert got.data.identity.external_id == "py_key_owner" and got.data.credits.remaining == 10, got
+
+
+step("apis.create_api and keys.create_key", create_api_and_key)
+step("keys.get_key", get_key)
+step("apis.get_api unknown key -> 401 UnauthorizedErrorResponse",
+     lambda: expect(errors.UnauthorizedErrorResponse, 401, lambda: stranger.apis.get_api(api_id=state["api_id"])))
+step("keys.get_key without read_key -> 403 ForbiddenErrorResponse",
+     lambda: expect(errors.ForbiddenErrorResponse, 403, lambda: create_only.keys.get_key(key_id=state["key_id"])))
+step("keys.create_key in a missing API -> 404 NotFoundErrorResponse",
+     lambda: expect(errors.NotFoundErrorResponse, 404, lambda: admin.keys.create_key(api_id="api_missing_one")))
+step("keys.delete_key", lambda: admin.keys.delete_key(key_id=state["key_id"]))
+step("keys.get_key deleted -> 404 NotFoundErrorResponse",
+     lambda: expect(errors.NotFoundErrorResponse, 404, lambda: admin.keys.get_key(key_id=state["key_id"])))
+step("apis.delete_api", lambda: admin.apis.delete_api(api_id=state["api_id"]))
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(0 if failed == 0 else 1)

@@ -1,8 +1,9 @@
 // Compatibility check: drives a running Sigil server through the official
 // Unkey TypeScript SDK (@unkey/api, pinned in package.json) for all five
-// identity operations. Every response goes through the SDK's own zod schemas,
-// so a shape mismatch surfaces as a ResponseValidationError (or a generic
-// APIError when status/content-type don't match what the SDK declares).
+// identity operations and the APIs and keys routes Sigil serves. Every
+// response goes through the SDK's own zod schemas, so a shape mismatch
+// surfaces as a ResponseValidationError (or a generic APIError when
+// status/content-type don't match what the SDK declares).
 //
 // Env: SIGIL_URL (e.g. http://127.0.0.1:7090), SIGIL_ROOT_KEY.
 // Output: one "ok  <step>" line per passing step, failure details otherwise,
@@ -326,6 +327,72 @@ await step("deleteIdentity second (cleanup, by externalId)", async () => {
   assert(idB, "prerequisite failed: no id for the second identity");
   const res = await unkey.identities.deleteIdentity({ identity: externalB });
   assertMeta(res);
+});
+
+// --- APIs and keys ---------------------------------------------------------
+
+let apiId;
+let keyId;
+await step("apis.createApi", async () => {
+  const res = await unkey.apis.createApi({ name: "sdk-check" });
+  assertMeta(res);
+  apiId = res.data.apiId;
+  assert(apiId.startsWith("api_"), `apiId ${apiId}`);
+});
+await step("apis.getApi", async () => {
+  const res = await unkey.apis.getApi({ apiId });
+  assertEqual(res.data, { id: apiId, name: "sdk-check" }, "data");
+});
+await step("keys.createKey with a new externalId", async () => {
+  const res = await unkey.keys.createKey({
+    apiId,
+    prefix: "sdk",
+    name: "sdk-check",
+    externalId: "sdk_key_owner",
+    meta: { plan: "pro" },
+    credits: { remaining: 10 },
+    ratelimits: [{ name: "requests", limit: 10, duration: 1000, autoApply: true }],
+  });
+  assertMeta(res);
+  keyId = res.data.keyId;
+  assert(keyId.startsWith("key_") && res.data.key.startsWith("sdk_"), JSON.stringify(res.data));
+});
+await step("keys.getKey", async () => {
+  const res = await unkey.keys.getKey({ keyId });
+  assertEqual(res.data.keyId, keyId, "data.keyId");
+  assertEqual(res.data.identity?.externalId, "sdk_key_owner", "data.identity.externalId");
+  assertEqual(res.data.credits?.remaining, 10, "data.credits.remaining");
+  assertEqual(res.data.meta, { plan: "pro" }, "data.meta");
+});
+await step("apis.getApi unknown key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.apis.getApi({ apiId }), errors.UnauthorizedErrorResponse, 401);
+});
+await step("apis.createApi without permission -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => readOnly.apis.createApi({ name: "denied" }), errors.ForbiddenErrorResponse, 403);
+});
+await step("keys.getKey without read_key -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => createOnly.keys.getKey({ keyId }), errors.ForbiddenErrorResponse, 403);
+});
+await step("keys.createKey in a missing API -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.createKey({ apiId: "api_missing_one" }), errors.NotFoundErrorResponse, 404);
+});
+await step("keys.createKey with a short byteLength -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.createKey({ apiId, byteLength: 8 }), errors.BadRequestErrorResponse, 400);
+});
+await step("keys.deleteKey", async () => {
+  assertMeta(await unkey.keys.deleteKey({ keyId }));
+});
+await step("keys.getKey deleted -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.getKey({ keyId }), errors.NotFoundErrorResponse, 404);
+});
+await step("keys.deleteKey again -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.deleteKey({ keyId }), errors.NotFoundErrorResponse, 404);
+});
+await step("apis.deleteApi", async () => {
+  assertMeta(await unkey.apis.deleteApi({ apiId }));
+});
+await step("apis.getApi deleted -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.getApi({ apiId }), errors.NotFoundErrorResponse, 404);
 });
 
 console.log(`${passed} passed, ${failed} failed`);
