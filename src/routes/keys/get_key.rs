@@ -2,7 +2,7 @@
 //! kept).
 //!
 //! The key is looked up first, then the permission: `api.*.read_key` or `api.<apiId>.read_key`, a plain 403
-//! as in Unkey. Errors: 400 (also `decrypt: true`: Sigil has no recoverable keys), 401, 403, 404
+//! as in Unkey. Errors: 400 (also `decrypt: true`, which the schema refuses: Sigil has no recoverable keys), 401, 403, 404
 //! `key_not_found` (missing, deleted, its API deleted, or another workspace's: one detail for all, where
 //! Unkey's differed for another workspace's key and so told that it exists), 413.
 
@@ -16,15 +16,14 @@ use crate::domain::permission::{ApiAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
-use crate::routes::keys::{key_not_found, not_supported};
+use crate::routes::keys::key_not_found;
 use crate::store::StoredKey;
 
+/// `decrypt` may only be false (the schema's rule): Sigil keeps no recoverable keys.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GetKeyRequest {
     key_id: String,
-    #[serde(default)]
-    decrypt: bool,
 }
 
 /// Unkey's `KeyResponseData`: empty parts are left out.
@@ -81,9 +80,6 @@ pub async fn get_key(
     auth: RootKeyHeader,
     ValidJson(request): ValidJson<GetKeyRequest>,
 ) -> Result<Envelope<KeyResponseData>, ApiError> {
-    if request.decrypt {
-        return Err(not_supported("/decrypt", "Sigil keeps no recoverable keys, so there is nothing to decrypt."));
-    }
     let root_key = auth.authenticate(&state).await?;
     let key = state.store.get_key(&root_key.workspace, &request.key_id).await?.ok_or_else(key_not_found)?;
     root_key.authorize(Needed::api(ApiAction::ReadKey, Some(&key.api_id)))?;
