@@ -78,11 +78,14 @@ pub(super) const LIVE_KEY: &str = "SELECT k.id, k.api_id, k.start, k.name, k.met
      JOIN apis a ON a.id = k.api_id AND a.deleted_at IS NULL \
      LEFT JOIN identities i ON i.id = k.identity_id AND i.deleted_at IS NULL \
      WHERE k.workspace_id = $1 AND k.id = $2 AND k.deleted_at IS NULL";
-/// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing.
-pub(super) const SOFT_DELETE_KEY: &str =
-    "UPDATE keys SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id";
-pub(super) const DELETE_KEY_ROW: &str =
-    "DELETE FROM keys WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL RETURNING id";
+/// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing; a key of a
+/// deleted API is no live key, as [`LIVE_KEY`] has it.
+pub(super) const SOFT_DELETE_KEY: &str = "UPDATE keys SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 \
+     AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
+     RETURNING id";
+pub(super) const DELETE_KEY_ROW: &str = "DELETE FROM keys WHERE workspace_id = $1 AND id = $2 \
+     AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
+     RETURNING id";
 
 /// A [`LIVE_KEY`] row.
 pub(super) type LiveKeyRow = (

@@ -90,6 +90,7 @@ pub async fn create_key(
     }
     check_unsupported(&request)?;
     check_credits(request.credits.as_ref())?;
+    let credits = request.credits.map(without_a_daily_refill_day);
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let made = make_key(request.prefix.as_deref(), request.byte_length.unwrap_or(DEFAULT_BYTE_LENGTH))
         .map_err(|error| ApiError::unexpected(anyhow::anyhow!("the operating system gave no random bytes: {error}")))?;
@@ -102,7 +103,7 @@ pub async fn create_key(
         external_id: request.external_id,
         expires: request.expires,
         enabled: request.enabled.unwrap_or(true),
-        credits: request.credits.as_ref().map(json_text),
+        credits: credits.as_ref().map(json_text),
         ratelimits: json_text(&replace_ratelimits(&[], &request.ratelimits.unwrap_or_default())),
     };
     let store = state.store.clone();
@@ -151,6 +152,14 @@ fn check_credits(credits: Option<&Credits>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Unkey ignores a refill day on a daily refill (a refill day is what makes a refill monthly).
+fn without_a_daily_refill_day(mut credits: Credits) -> Credits {
+    if let Some(refill) = credits.refill.as_mut().filter(|refill| refill.interval == "daily") {
+        refill.refill_day = None;
+    }
+    credits
 }
 
 /// A value as the store keeps it: JSON text.

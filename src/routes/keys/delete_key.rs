@@ -32,13 +32,25 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     let root_key = auth.authenticate(&state).await?;
     let (workspace, request) = (root_key.workspace.clone(), write.body);
-    // A key gone since the request this one retries is answered by the key's record, if it has one.
-    if let Some(key) = state.store.get_key(&workspace, &request.key_id).await? {
-        root_key.authorize(Needed::api(ApiAction::DeleteKey, Some(&key.api_id)))?;
-    } else if write.idempotency_key.is_none() {
-        return Err(key_not_found());
-    } else {
-        root_key.authorize(Needed::api(ApiAction::DeleteKey, None))?;
+    match state.store.get_key(&workspace, &request.key_id).await? {
+        Some(key) => root_key.authorize(Needed::api(ApiAction::DeleteKey, Some(&key.api_id)))?,
+        // Gone, perhaps deleted by the request this one retries: its key's record answers it, to a root key
+        // that may delete keys at all (a replay goes only to the root key that made the first request).
+        None => {
+            let recorded = match &write.idempotency_key {
+                Some(idempotency_key) => {
+                    state.store.find_idempotency_key(&workspace, idempotency_key.key()).await?.is_some()
+                }
+                None => false,
+            };
+            if !recorded {
+                return Err(key_not_found());
+            }
+            let delete = Needed::api(ApiAction::DeleteKey, None);
+            if !root_key.may_for_some(delete) {
+                return Err(root_key.missing(delete).into());
+            }
+        }
     }
     let store = state.store.clone();
     let answer =

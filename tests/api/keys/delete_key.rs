@@ -3,12 +3,52 @@ use serde_json::json;
 use crate::harness::TestServer;
 use crate::keys::get_key::api_and_key;
 
+/// The ids of the key rows stored, deleted or not, read from the database itself.
+async fn stored_ids(server: &TestServer) -> Vec<String> {
+    use sqlx::Connection;
+    let url = server.database_url();
+    let query = "SELECT id FROM keys ORDER BY id";
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+        sqlx::query_scalar(query).fetch_all(&mut connection).await.expect("keys")
+    } else {
+        let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query_scalar(query).fetch_all(&mut connection).await.expect("keys")
+    }
+}
+
 crate::backend_tests!(
     delete_key_200_softly_then_404,
     delete_key_200_permanently_removes_its_row,
     delete_key_403_without_delete_key_for_its_api,
     delete_key_keeps_its_identity,
+    delete_key_replays_to_a_retry_with_a_grant_for_its_api,
+    delete_key_404_for_a_key_of_a_deleted_api_with_or_without_an_idempotency_key,
 );
+
+async fn delete_key_replays_to_a_retry_with_a_grant_for_its_api(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (api_id, key_id, _) = api_and_key(&server, &admin, json!({})).await;
+    let granted = server.root_key(&[&format!("api.{api_id}.delete_key")]).await;
+    let body = format!(r#"{{"keyId":"{key_id}","permanent":true}}"#);
+    let first = server.call_idempotent("keys.deleteKey", &granted, "delete-key", &body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let retry = server.call_idempotent("keys.deleteKey", &granted, "delete-key", &body).await;
+    assert_eq!((retry.status, retry.text.as_str()), (200, first.text.as_str()), "{}", retry.body);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    let unrecorded = server.call_idempotent("keys.deleteKey", &granted, "another-key", &body).await;
+    unrecorded.assert_error(404, "unkey/data/key_not_found");
+}
+
+async fn delete_key_404_for_a_key_of_a_deleted_api_with_or_without_an_idempotency_key(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (api_id, key_id, _) = api_and_key(&server, &admin, json!({})).await;
+    server.call("apis.deleteApi", &admin, json!({"apiId": api_id})).await;
+    let plain = server.call("keys.deleteKey", &admin, json!({"keyId": key_id})).await;
+    plain.assert_error(404, "unkey/data/key_not_found");
+    let keyed = server.call_idempotent("keys.deleteKey", &admin, "k", &json!({"keyId": key_id}).to_string()).await;
+    keyed.assert_error(404, "unkey/data/key_not_found");
+}
 
 async fn delete_key_200_softly_then_404(server: TestServer) {
     let admin = server.admin_key().await;
@@ -25,6 +65,9 @@ async fn delete_key_200_permanently_removes_its_row(server: TestServer) {
     let deleted = server.call("keys.deleteKey", &admin, json!({"keyId": key_id, "permanent": true})).await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
     server.call("keys.getKey", &admin, json!({"keyId": key_id})).await.assert_error(404, "unkey/data/key_not_found");
+    let (_, soft, _) = api_and_key(&server, &admin, json!({})).await;
+    server.call("keys.deleteKey", &admin, json!({"keyId": soft})).await;
+    assert_eq!(stored_ids(&server).await, [soft], "the permanent delete removed its row; the soft one kept it");
 }
 
 async fn delete_key_403_without_delete_key_for_its_api(server: TestServer) {
