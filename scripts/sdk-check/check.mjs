@@ -333,6 +333,7 @@ await step("deleteIdentity second (cleanup, by externalId)", async () => {
 
 let apiId;
 let keyId;
+let plaintext;
 await step("apis.createApi", async () => {
   const res = await unkey.apis.createApi({ name: "sdk-check" });
   assertMeta(res);
@@ -355,7 +356,8 @@ await step("keys.createKey with a new externalId", async () => {
   });
   assertMeta(res);
   keyId = res.data.keyId;
-  assert(keyId.startsWith("key_") && res.data.key.startsWith("sdk_"), JSON.stringify(res.data));
+  plaintext = res.data.key;
+  assert(keyId.startsWith("key_") && plaintext.startsWith("sdk_"), JSON.stringify(res.data));
 });
 await step("keys.getKey", async () => {
   const res = await unkey.keys.getKey({ keyId });
@@ -363,6 +365,13 @@ await step("keys.getKey", async () => {
   assertEqual(res.data.identity?.externalId, "sdk_key_owner", "data.identity.externalId");
   assertEqual(res.data.credits?.remaining, 10, "data.credits.remaining");
   assertEqual(res.data.meta, { plan: "pro" }, "data.meta");
+});
+await step("keys.whoami", async () => {
+  const res = await unkey.keys.whoami({ key: plaintext });
+  assertEqual(res.data.keyId, keyId, "data.keyId");
+});
+await step("keys.whoami unknown value -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.whoami({ key: "sdk_not_a_key" }), errors.NotFoundErrorResponse, 404);
 });
 await step("apis.getApi unknown key -> 401 UnauthorizedErrorResponse", async () => {
   await expectTypedError(() => stranger.apis.getApi({ apiId }), errors.UnauthorizedErrorResponse, 401);

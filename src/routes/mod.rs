@@ -28,6 +28,7 @@ const DELETE_API: &str = "/v2/apis.deleteApi";
 const CREATE_KEY: &str = "/v2/keys.createKey";
 const GET_KEY: &str = "/v2/keys.getKey";
 const DELETE_KEY: &str = "/v2/keys.deleteKey";
+const WHOAMI: &str = "/v2/keys.whoami";
 
 /// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
 /// type an error (`NotFoundErrorResponse`, …) only when its Content-Type is the declared one, and raise a
@@ -82,6 +83,7 @@ pub fn router() -> Router<AppState> {
         .route(CREATE_KEY, post(keys::create_key))
         .route(GET_KEY, post(keys::get_key))
         .route(DELETE_KEY, post(keys::delete_key))
+        .route(WHOAMI, post(keys::whoami))
         .merge(v1_router())
 }
 

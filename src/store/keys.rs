@@ -51,6 +51,9 @@ pub trait Keys: Send + Sync {
     /// The live key with this id, in a live API.
     async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
+    /// The live key, in a live API, whose hash is `hash` ([`crate::domain::key::hash`]).
+    async fn get_key_by_hash(&self, workspace: &WorkspaceId, hash: &str) -> Result<Option<StoredKey>, StoreError>;
+
     /// Deletes the live key: softly (it no longer verifies, and its hash stays taken), or, when
     /// `permanent`, its row. `false` when none matched. Its identity is not touched.
     async fn delete_key(
@@ -72,12 +75,23 @@ pub(super) const INSERT_KEY: &str = "INSERT INTO keys (id, workspace_id, api_id,
      identity_id, expires, enabled, credits, ratelimits, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// A live key of a live API, with its live identity, if any.
-pub(super) const LIVE_KEY: &str = "SELECT k.id, k.api_id, k.start, k.name, k.meta, k.expires, k.enabled, k.credits, \
-     k.ratelimits, k.created_at, k.updated_at, i.id, i.external_id, i.meta, i.ratelimits FROM keys k \
-     JOIN apis a ON a.id = k.api_id AND a.deleted_at IS NULL \
-     LEFT JOIN identities i ON i.id = k.identity_id AND i.deleted_at IS NULL \
-     WHERE k.workspace_id = $1 AND k.id = $2 AND k.deleted_at IS NULL";
+/// The live key of a live API that `$condition` picks (workspace `$1`), with its live identity, if any.
+macro_rules! live_key {
+    ($condition:literal) => {
+        concat!(
+            "SELECT k.id, k.api_id, k.start, k.name, k.meta, k.expires, k.enabled, k.credits, k.ratelimits, \
+             k.created_at, k.updated_at, i.id, i.external_id, i.meta, i.ratelimits FROM keys k \
+             JOIN apis a ON a.id = k.api_id AND a.deleted_at IS NULL \
+             LEFT JOIN identities i ON i.id = k.identity_id AND i.deleted_at IS NULL \
+             WHERE k.workspace_id = $1 AND k.deleted_at IS NULL AND ",
+            $condition
+        )
+    };
+}
+pub(super) const LIVE_KEY: &str = live_key!("k.id = $2");
+/// Served by the unique index on the hash.
+pub(super) const LIVE_KEY_BY_HASH: &str = live_key!("k.hash = $2");
+
 /// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing; a key of a
 /// deleted API is no live key, as [`LIVE_KEY`] has it.
 pub(super) const SOFT_DELETE_KEY: &str = "UPDATE keys SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 \
@@ -147,6 +161,30 @@ macro_rules! impl_keys {
             use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::keys::*;
 
+            impl $store {
+                /// The live key that `query` (a [`LIVE_KEY`] form) picks by `picked`.
+                async fn live_key(
+                    &self,
+                    query: &'static str,
+                    workspace: &WorkspaceId,
+                    picked: &str,
+                ) -> Result<Option<StoredKey>, StoreError> {
+                    let (workspace, picked) = (workspace.clone(), picked.to_owned());
+                    let row: Option<LiveKeyRow> = self
+                        .on_reader(|connection| {
+                            Box::pin(async move {
+                                Ok(sqlx::query_as(query)
+                                    .bind(workspace.as_str())
+                                    .bind(picked)
+                                    .fetch_optional(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    row.map(stored_key).transpose()
+                }
+            }
+
             #[async_trait::async_trait]
             impl Keys for $store {
                 async fn get_key(
@@ -154,19 +192,15 @@ macro_rules! impl_keys {
                     workspace: &WorkspaceId,
                     key_id: &str,
                 ) -> Result<Option<StoredKey>, StoreError> {
-                    let (workspace, key_id) = (workspace.clone(), key_id.to_owned());
-                    let row: Option<LiveKeyRow> = self
-                        .on_reader(|connection| {
-                            Box::pin(async move {
-                                Ok(sqlx::query_as(LIVE_KEY)
-                                    .bind(workspace.as_str())
-                                    .bind(key_id)
-                                    .fetch_optional(connection)
-                                    .await?)
-                            })
-                        })
-                        .await?;
-                    row.map(stored_key).transpose()
+                    self.live_key(LIVE_KEY, workspace, key_id).await
+                }
+
+                async fn get_key_by_hash(
+                    &self,
+                    workspace: &WorkspaceId,
+                    hash: &str,
+                ) -> Result<Option<StoredKey>, StoreError> {
+                    self.live_key(LIVE_KEY_BY_HASH, workspace, hash).await
                 }
 
                 async fn delete_key(

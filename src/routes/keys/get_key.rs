@@ -51,7 +51,7 @@ pub struct KeyResponseData {
 }
 
 impl KeyResponseData {
-    fn of(key: StoredKey) -> Result<Self, ApiError> {
+    pub fn of(key: StoredKey) -> Result<Self, ApiError> {
         let json = |text: String| RawValue::from_string(text).map_err(ApiError::unexpected);
         let ratelimits = json(key.ratelimits)?;
         Ok(Self {

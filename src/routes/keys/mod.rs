@@ -3,10 +3,12 @@
 mod create_key;
 mod delete_key;
 mod get_key;
+mod whoami;
 
 pub use create_key::create_key;
 pub use delete_key::delete_key;
 pub use get_key::get_key;
+pub use whoami::whoami;
 
 use crate::error::{ApiError, ErrorCode, ValidationError};
 

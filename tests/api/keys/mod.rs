@@ -3,3 +3,4 @@
 mod create_key;
 mod delete_key;
 mod get_key;
+mod whoami;
