@@ -366,6 +366,17 @@ await step("keys.getKey", async () => {
   assertEqual(res.data.credits?.remaining, 10, "data.credits.remaining");
   assertEqual(res.data.meta, { plan: "pro" }, "data.meta");
 });
+await step("apis.listKeys, iterating pages", async () => {
+  await unkey.keys.createKey({ apiId });
+  const pages = [];
+  for await (const page of await unkey.apis.listKeys({ apiId, limit: 1 })) {
+    pages.push(page.result);
+    assert(pages.length <= 5, "more than 5 pages for 2 keys: pagination does not terminate");
+  }
+  const ids = pages.flatMap((page) => page.data.map((key) => key.keyId));
+  assertEqual(ids.length, 2, "keys listed");
+  assert(ids.includes(keyId), `${keyId} listed`);
+});
 await step("keys.whoami", async () => {
   const res = await unkey.keys.whoami({ key: plaintext });
   assertEqual(res.data.keyId, keyId, "data.keyId");

@@ -25,6 +25,7 @@ const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
 const CREATE_API: &str = "/v2/apis.createApi";
 const GET_API: &str = "/v2/apis.getApi";
 const DELETE_API: &str = "/v2/apis.deleteApi";
+const LIST_KEYS: &str = "/v2/apis.listKeys";
 const CREATE_KEY: &str = "/v2/keys.createKey";
 const GET_KEY: &str = "/v2/keys.getKey";
 const DELETE_KEY: &str = "/v2/keys.deleteKey";
@@ -80,6 +81,7 @@ pub fn router() -> Router<AppState> {
         .route(CREATE_API, post(apis::create_api))
         .route(GET_API, post(apis::get_api))
         .route(DELETE_API, post(apis::delete_api))
+        .route(LIST_KEYS, post(apis::list_keys))
         .route(CREATE_KEY, post(keys::create_key))
         .route(GET_KEY, post(keys::get_key))
         .route(DELETE_KEY, post(keys::delete_key))

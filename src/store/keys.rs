@@ -51,6 +51,17 @@ pub trait Keys: Send + Sync {
     /// The live key with this id, in a live API.
     async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
+    /// Live keys of a live API in id order: at most `limit`, from `cursor` on (inclusive), of the identity
+    /// `identity_id` alone when it is given.
+    async fn list_keys(
+        &self,
+        workspace: &WorkspaceId,
+        api_id: &str,
+        cursor: Option<&str>,
+        identity_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredKey>, StoreError>;
+
     /// The live key, in a live API, whose hash is `hash` ([`crate::domain::key::hash`]).
     async fn get_key_by_hash(&self, workspace: &WorkspaceId, hash: &str) -> Result<Option<StoredKey>, StoreError>;
 
@@ -91,6 +102,11 @@ macro_rules! live_key {
 pub(super) const LIVE_KEY: &str = live_key!("k.id = $2");
 /// Served by the unique index on the hash.
 pub(super) const LIVE_KEY_BY_HASH: &str = live_key!("k.hash = $2");
+/// A page of API `$2`'s live keys in id order, from id `$3` on (inclusive), of identity `$4` alone when it is
+/// given, at most `$5` of them; served by `keys_by_api`.
+pub(super) const LIVE_KEYS_OF_API: &str = live_key!(
+    "k.api_id = $2 AND k.id >= COALESCE($3, '') AND ($4 IS NULL OR k.identity_id = $4) ORDER BY k.id LIMIT $5"
+);
 
 /// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing; a key of a
 /// deleted API is no live key, as [`LIVE_KEY`] has it.
@@ -193,6 +209,38 @@ macro_rules! impl_keys {
                     key_id: &str,
                 ) -> Result<Option<StoredKey>, StoreError> {
                     self.live_key(LIVE_KEY, workspace, key_id).await
+                }
+
+                async fn list_keys(
+                    &self,
+                    workspace: &WorkspaceId,
+                    api_id: &str,
+                    cursor: Option<&str>,
+                    identity_id: Option<&str>,
+                    limit: i64,
+                ) -> Result<Vec<StoredKey>, StoreError> {
+                    let owned = (
+                        workspace.clone(),
+                        api_id.to_owned(),
+                        cursor.map(str::to_owned),
+                        identity_id.map(str::to_owned),
+                    );
+                    let rows: Vec<LiveKeyRow> = self
+                        .on_reader(|connection| {
+                            let (workspace, api_id, cursor, identity_id) = owned;
+                            Box::pin(async move {
+                                Ok(sqlx::query_as(LIVE_KEYS_OF_API)
+                                    .bind(workspace.as_str())
+                                    .bind(api_id)
+                                    .bind(cursor)
+                                    .bind(identity_id)
+                                    .bind(limit)
+                                    .fetch_all(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    rows.into_iter().map(stored_key).collect()
                 }
 
                 async fn get_key_by_hash(

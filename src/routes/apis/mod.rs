@@ -3,10 +3,12 @@
 mod create_api;
 mod delete_api;
 mod get_api;
+mod list_keys;
 
 pub use create_api::create_api;
 pub use delete_api::delete_api;
 pub use get_api::get_api;
+pub use list_keys::list_keys;
 
 use serde::Deserialize;
 

@@ -7,7 +7,7 @@ mod whoami;
 
 pub use create_key::create_key;
 pub use delete_key::delete_key;
-pub use get_key::get_key;
+pub use get_key::{KeyResponseData, get_key};
 pub use whoami::whoami;
 
 use crate::error::{ApiError, ErrorCode, ValidationError};

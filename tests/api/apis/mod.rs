@@ -3,3 +3,4 @@
 mod create_api;
 mod delete_api;
 mod get_api;
+mod list_keys;

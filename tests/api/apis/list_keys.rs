@@ -1,0 +1,81 @@
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+crate::backend_tests!(
+    list_keys_200_pages_through_an_apis_live_keys_in_id_order,
+    list_keys_200_filters_by_external_id,
+    list_keys_404_for_a_missing_api_and_without_read_key_and_read_api,
+);
+
+async fn create_api(server: &TestServer, key: &str) -> String {
+    let created = server.call("apis.createApi", key, json!({"name": "production"})).await;
+    created.body["data"]["apiId"].as_str().expect("apiId").to_owned()
+}
+
+async fn create_key(server: &TestServer, root_key: &str, body: serde_json::Value) -> String {
+    let created = server.call("keys.createKey", root_key, body).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    created.body["data"]["keyId"].as_str().expect("keyId").to_owned()
+}
+
+async fn list_keys_200_pages_through_an_apis_live_keys_in_id_order(server: TestServer) {
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    let other_api = create_api(&server, &admin).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create_key(&server, &admin, json!({"apiId": api_id})).await);
+    }
+    create_key(&server, &admin, json!({"apiId": other_api})).await;
+    let deleted = ids.pop().expect("a key");
+    server.call("keys.deleteKey", &admin, json!({"keyId": deleted})).await;
+    let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let mut body = json!({"apiId": api_id, "limit": 2});
+        if let Some(cursor) = &cursor {
+            body["cursor"] = json!(cursor);
+        }
+        let page = server.call("apis.listKeys", &admin, body).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(page.body["data"].as_array().unwrap().iter().map(|key| key["keyId"].as_str().unwrap().to_owned()));
+        match page.body["pagination"]["cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert_eq!(page.body["pagination"]["hasMore"], false);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, ids, "each live key of the API once, in id order");
+}
+
+async fn list_keys_200_filters_by_external_id(server: TestServer) {
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    let theirs = create_key(&server, &admin, json!({"apiId": api_id, "externalId": "user_1"})).await;
+    create_key(&server, &admin, json!({"apiId": api_id, "externalId": "user_2"})).await;
+    let page = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "externalId": "user_1"})).await;
+    assert_eq!(page.body["data"].as_array().unwrap().len(), 1, "{}", page.body);
+    assert_eq!(page.body["data"][0]["keyId"], theirs.as_str());
+    assert_eq!(page.body["data"][0]["identity"]["externalId"], "user_1");
+    let nobody = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "externalId": "nobody"})).await;
+    assert_eq!(nobody.status, 200);
+    assert_eq!(nobody.body["data"], json!([]));
+    assert_eq!(nobody.body["pagination"]["hasMore"], false);
+}
+
+async fn list_keys_404_for_a_missing_api_and_without_read_key_and_read_api(server: TestServer) {
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    let missing = server.call("apis.listKeys", &admin, json!({"apiId": "api_missing_one"})).await;
+    missing.assert_error(404, "unkey/data/api_not_found");
+    for grants in [vec![format!("api.{api_id}.read_key")], vec![format!("api.{api_id}.read_api")]] {
+        let grants: Vec<&str> = grants.iter().map(String::as_str).collect();
+        let half = server.root_key(&grants).await;
+        let response = server.call("apis.listKeys", &half, json!({"apiId": api_id})).await;
+        response.assert_error(404, "unkey/data/api_not_found");
+    }
+    let both = server.root_key(&[&format!("api.{api_id}.read_key"), &format!("api.{api_id}.read_api")]).await;
+    assert_eq!(server.call("apis.listKeys", &both, json!({"apiId": api_id})).await.status, 200);
+}
