@@ -5,6 +5,7 @@ pub mod identities;
 pub mod keys;
 mod liveness;
 mod openapi_document;
+mod readiness;
 pub mod v1;
 
 use axum::Router;
@@ -66,6 +67,7 @@ pub fn router() -> Router<AppState> {
         // Open to anyone: keep /metrics on a private network.
         .route("/", get(liveness::liveness))
         .route("/v2/liveness", get(liveness::liveness))
+        .route("/v2/readiness", get(readiness::readiness))
         .route("/openapi.json", get(openapi_document::openapi_document))
         .route("/metrics", get(crate::metrics::metrics_endpoint))
         .route("/docs/errors", get(crate::error_docs::index))

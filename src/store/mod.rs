@@ -49,6 +49,9 @@ pub trait Store: Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyK
     /// What operators see of the store on `/metrics`: its identity cache, queues and connection waits.
     fn stats(&self) -> StoreStats;
 
+    /// Whether the database answers a query now (`/v2/readiness`).
+    async fn ready(&self) -> Result<(), StoreError>;
+
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);
 }

@@ -25,7 +25,7 @@ const SILENT_FOR: Duration = Duration::from_secs(8);
 const RECOVERS_WITHIN: Duration = Duration::from_secs(10);
 
 /// The database of `url` behind a proxy: (the URL through the proxy, the proxy).
-async fn behind_a_proxy(url: &str) -> (String, ChaosProxy) {
+pub async fn behind_a_proxy(url: &str) -> (String, ChaosProxy) {
     let authority_starts = url.find('@').expect("postgres://USER@HOST:PORT/DB") + 1;
     let authority_ends = authority_starts + url[authority_starts..].find('/').expect("a database name");
     let proxy = ChaosProxy::start(&url[authority_starts..authority_ends]).await;

@@ -20,6 +20,7 @@ mod multi_node;
 mod protocol;
 mod races;
 mod read_after_write;
+mod readiness;
 mod reliability;
 mod root_key_commands;
 mod slow_clients;

@@ -251,4 +251,11 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.close_pools().await;
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.on_reader(|connection| {
+            Box::pin(async move { Ok(sqlx::query("SELECT 1").execute(connection).await.map(drop)?) })
+        })
+        .await
+    }
 }

@@ -202,6 +202,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.close_pools().await;
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.on_reader(|connection| {
+            Box::pin(async move { Ok(sqlx::query("SELECT 1").execute(connection).await.map(drop)?) })
+        })
+        .await
+    }
 }
 
 /// A connection of `pool`, noting in `waits` how long it took to get.
