@@ -137,9 +137,24 @@ pub(super) type LiveKeyRow = (
 );
 
 pub(super) fn stored_key(row: LiveKeyRow) -> Result<StoredKey, StoreError> {
-    let (id, api_id, start, name, meta, expires, enabled, credits, ratelimits, created_at, updated_at, ..) =
-        row.clone();
-    let identity = match (row.11, row.12, row.13, row.14) {
+    let (
+        id,
+        api_id,
+        start,
+        name,
+        meta,
+        expires,
+        enabled,
+        credits,
+        ratelimits,
+        created_at,
+        updated_at,
+        identity_id,
+        external_id,
+        identity_meta,
+        identity_ratelimits,
+    ) = row;
+    let identity = match (identity_id, external_id, identity_meta, identity_ratelimits) {
         (Some(identity_id), Some(external_id), Some(identity_meta), Some(identity_ratelimits)) => {
             let meta = crate::store::identities::stored_meta(&identity_id, identity_meta)?;
             let ratelimits = crate::store::identities::stored_ratelimits(&identity_id, identity_ratelimits)?;

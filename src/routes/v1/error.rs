@@ -77,9 +77,14 @@ struct ErrorDetails<'a> {
     request_id: String,
 }
 
+/// Marks a response already in v1's envelope, so that [`super::in_v1_shape`] leaves it as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct InV1Shape;
+
 impl IntoResponse for V1Error {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        response.extensions_mut().insert(InV1Shape);
         if let Some(code) = self.counted_as {
             if let Some(seconds) = code.retry_after() {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
 
+use error::InV1Shape;
 pub use error::{V1Error, V1Json};
 
 /// The largest error body read back to be put in v1's envelope; Sigil's own are far smaller.
@@ -25,14 +26,14 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// envelope (load shedding, timeouts, body limits, unknown routes), in v1's envelope instead.
 pub async fn in_v1_shape(response: Response) -> Response {
     let status = response.status();
-    let v2_error = response.extensions().get::<ErrorCode>().copied();
+    let in_v1_shape = response.extensions().get::<InV1Shape>().is_some();
+    let v2_error = response.extensions().get::<ErrorCode>().copied().filter(|_| !in_v1_shape);
     let mut response = match v2_error {
         Some(code) if status.is_client_error() || status.is_server_error() => {
             let (parts, body) = response.into_parts();
             let bytes = to_bytes(body, MAX_ERROR_BODY).await.unwrap_or_default();
             match v2_detail(&bytes) {
                 Some(detail) => V1Error::from(ApiError::new(code, detail)).into_response(),
-                // Already in v1's envelope: a v1 handler's error.
                 None => Response::from_parts(parts, Body::from(bytes)),
             }
         }

@@ -1,8 +1,9 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, PgConnection};
 
 use crate::harness::TestServer;
+use crate::keys::stored_keys;
 
 crate::backend_tests!(
     create_key_200_shows_the_key_once_and_stores_only_its_hash,
@@ -16,19 +17,6 @@ crate::backend_tests!(
 async fn create_api(server: &TestServer, key: &str) -> String {
     let created = server.call("apis.createApi", key, json!({"name": "production"})).await;
     created.body["data"]["apiId"].as_str().expect("apiId").to_owned()
-}
-
-/// The key ids and identity ids of the keys stored, read from the database itself.
-async fn stored_keys(server: &TestServer) -> Vec<(String, Option<String>, String)> {
-    let url = server.database_url();
-    let query = "SELECT id, identity_id, hash FROM keys ORDER BY id";
-    if url.starts_with("sqlite:") {
-        let mut connection = SqliteConnection::connect(&url).await.expect("connect");
-        sqlx::query_as(query).fetch_all(&mut connection).await.expect("keys")
-    } else {
-        let mut connection = PgConnection::connect(&url).await.expect("connect");
-        sqlx::query_as(query).fetch_all(&mut connection).await.expect("keys")
-    }
 }
 
 async fn create_key_200_shows_the_key_once_and_stores_only_its_hash(server: TestServer) {

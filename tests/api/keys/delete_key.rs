@@ -2,20 +2,7 @@ use serde_json::json;
 
 use crate::harness::TestServer;
 use crate::keys::get_key::api_and_key;
-
-/// The ids of the key rows stored, deleted or not, read from the database itself.
-async fn stored_ids(server: &TestServer) -> Vec<String> {
-    use sqlx::Connection;
-    let url = server.database_url();
-    let query = "SELECT id FROM keys ORDER BY id";
-    if url.starts_with("sqlite:") {
-        let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("connect");
-        sqlx::query_scalar(query).fetch_all(&mut connection).await.expect("keys")
-    } else {
-        let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
-        sqlx::query_scalar(query).fetch_all(&mut connection).await.expect("keys")
-    }
-}
+use crate::keys::stored_keys;
 
 crate::backend_tests!(
     delete_key_200_softly_then_404,
@@ -67,7 +54,11 @@ async fn delete_key_200_permanently_removes_its_row(server: TestServer) {
     server.call("keys.getKey", &admin, json!({"keyId": key_id})).await.assert_error(404, "unkey/data/key_not_found");
     let (_, soft, _) = api_and_key(&server, &admin, json!({})).await;
     server.call("keys.deleteKey", &admin, json!({"keyId": soft})).await;
-    assert_eq!(stored_ids(&server).await, [soft], "the permanent delete removed its row; the soft one kept it");
+    assert_eq!(
+        stored_keys(&server).await.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>(),
+        [soft],
+        "the permanent delete removed its row; the soft one kept it"
+    );
 }
 
 async fn delete_key_403_without_delete_key_for_its_api(server: TestServer) {
