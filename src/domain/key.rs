@@ -3,7 +3,10 @@
 
 use base64::Engine;
 use rand::TryRngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::domain::identity::{Ratelimit, RatelimitInput, replace_ratelimits};
 
 /// Random bytes in a key when the request names no length, as in Unkey.
 pub const DEFAULT_BYTE_LENGTH: usize = 16;
@@ -37,6 +40,151 @@ pub fn hash(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(key.as_bytes()))
 }
 
+/// A key's credits as requested and as stored: `remaining` null is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credits {
+    pub remaining: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Refill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refill {
+    pub interval: String,
+    pub amount: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill_day: Option<i64>,
+}
+
+impl Refill {
+    /// Unkey ignores a refill day on a daily refill (a refill day is what makes a refill monthly).
+    pub fn normalized(mut self) -> Self {
+        if self.interval == "daily" {
+            self.refill_day = None;
+        }
+        self
+    }
+}
+
+/// A part of an update that may be left out (unchanged), null (cleared) or given.
+pub type Patch<T> = Option<Option<T>>;
+
+/// What keys.updateKey and keys.updateCredits change in a key's own fields; absent parts stay as they are.
+/// The identity link is the store's part ([`KeyChanges::external_id`]), since it may create an identity.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    pub name: Patch<String>,
+    /// JSON text of an object.
+    pub meta: Patch<String>,
+    /// A name links the key to the live identity holding it (created when there is none); null unlinks.
+    pub external_id: Patch<String>,
+    pub expires: Patch<i64>,
+    pub enabled: Option<bool>,
+    pub credits: Option<CreditsChange>,
+    /// Replaces the key's set: a name still sent keeps its ratelimit's id.
+    pub ratelimits: Option<Vec<RatelimitInput>>,
+}
+
+/// How a key's credits change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditsChange {
+    /// updateKey's `credits`: null (`None`) makes the key unlimited; otherwise `remaining` null does too,
+    /// and either part left out stays as it is.
+    Patch(Option<CreditsPatch>),
+    /// updateCredits `set`: a number keeps the refill; null makes the key unlimited and drops the refill.
+    Set(Option<i64>),
+    Increment(i64),
+    /// Floors at 0, as Unkey's.
+    Decrement(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditsPatch {
+    pub remaining: Patch<i64>,
+    pub refill: Patch<Refill>,
+}
+
+/// A key's own fields as stored, before and after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFields {
+    pub name: Option<String>,
+    pub meta: Option<String>,
+    pub expires: Option<i64>,
+    pub enabled: bool,
+    pub credits: Option<Credits>,
+    pub ratelimits: Vec<Ratelimit>,
+}
+
+/// Why a key's credits cannot change as asked; nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditsRefusal {
+    /// Increment or decrement of a key without a limit (Unkey's rule and message).
+    Unlimited,
+    /// A refill on a key whose `remaining` is unlimited: nothing to refill (createKey's rule).
+    RefillWithoutRemaining,
+}
+
+impl KeyChanges {
+    /// The fields once these changes apply to `current`.
+    pub fn apply(&self, current: KeyFields) -> Result<KeyFields, CreditsRefusal> {
+        let credits = match &self.credits {
+            None => current.credits,
+            Some(change) => change.apply(current.credits)?,
+        };
+        let ratelimits = match &self.ratelimits {
+            None => current.ratelimits,
+            Some(sent) => replace_ratelimits(&current.ratelimits, sent),
+        };
+        Ok(KeyFields {
+            name: patched(current.name, &self.name),
+            meta: patched(current.meta, &self.meta),
+            expires: patched(current.expires, &self.expires),
+            enabled: self.enabled.unwrap_or(current.enabled),
+            credits,
+            ratelimits,
+        })
+    }
+}
+
+fn patched<T: Clone>(current: Option<T>, patch: &Patch<T>) -> Option<T> {
+    match patch {
+        None => current,
+        Some(value) => value.clone(),
+    }
+}
+
+impl CreditsChange {
+    /// The credits once this change applies to `current` (`None`: the key has no credits at all).
+    pub fn apply(&self, current: Option<Credits>) -> Result<Option<Credits>, CreditsRefusal> {
+        let remaining = current.as_ref().and_then(|credits| credits.remaining);
+        let refill = current.and_then(|credits| credits.refill);
+        let (remaining, refill) = match self {
+            Self::Patch(None) | Self::Set(None) => (None, None),
+            Self::Patch(Some(patch)) => match patch.remaining {
+                Some(None) => (None, None),
+                Some(Some(value)) => (Some(value), patched(refill, &patch.refill)),
+                None => (remaining, patched(refill, &patch.refill)),
+            },
+            Self::Set(Some(value)) => (Some(*value), refill),
+            Self::Increment(value) => {
+                (Some(remaining.ok_or(CreditsRefusal::Unlimited)?.saturating_add(*value)), refill)
+            }
+            Self::Decrement(value) => {
+                (Some(remaining.ok_or(CreditsRefusal::Unlimited)?.saturating_sub(*value).max(0)), refill)
+            }
+        };
+        match (remaining, refill) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(CreditsRefusal::RefillWithoutRemaining),
+            (Some(remaining), refill) => {
+                Ok(Some(Credits { remaining: Some(remaining), refill: refill.map(Refill::normalized) }))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +200,32 @@ mod tests {
         // SHA-256 of "abc", in standard base64.
         assert_eq!(hash("abc"), "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
         assert_ne!(make_key(None, 16).expect("random").key, make_key(None, 16).expect("random").key);
+    }
+
+    fn credits(remaining: i64, refill: Option<i64>) -> Option<Credits> {
+        let refill = refill.map(|amount| Refill { interval: "daily".into(), amount, refill_day: None });
+        Some(Credits { remaining: Some(remaining), refill })
+    }
+
+    #[test]
+    fn credits_change_as_unkeys_update_routes_say() {
+        let patch = |remaining, refill| CreditsChange::Patch(Some(CreditsPatch { remaining, refill }));
+        let daily = |amount| Refill { interval: "daily".into(), amount, refill_day: Some(3) };
+        // updateKey: null clears all; remaining null clears the refill too; parts left out stay.
+        assert_eq!(CreditsChange::Patch(None).apply(credits(5, Some(9))), Ok(None));
+        assert_eq!(patch(Some(None), None).apply(credits(5, Some(9))), Ok(None));
+        assert_eq!(patch(Some(Some(7)), None).apply(credits(5, Some(9))), Ok(credits(7, Some(9))));
+        assert_eq!(patch(None, Some(None)).apply(credits(5, Some(9))), Ok(credits(5, None)));
+        assert_eq!(patch(None, Some(Some(daily(4)))).apply(credits(5, None)), Ok(credits(5, Some(4))));
+        assert_eq!(patch(None, Some(Some(daily(4)))).apply(None), Err(CreditsRefusal::RefillWithoutRemaining));
+        // updateCredits: set null clears the refill, a number keeps it; decrement floors at 0.
+        assert_eq!(CreditsChange::Set(None).apply(credits(5, Some(9))), Ok(None));
+        assert_eq!(CreditsChange::Set(Some(2)).apply(credits(5, Some(9))), Ok(credits(2, Some(9))));
+        assert_eq!(CreditsChange::Set(Some(2)).apply(None), Ok(credits(2, None)));
+        assert_eq!(CreditsChange::Increment(3).apply(credits(5, None)), Ok(credits(8, None)));
+        assert_eq!(CreditsChange::Increment(i64::MAX).apply(credits(5, None)), Ok(credits(i64::MAX, None)));
+        assert_eq!(CreditsChange::Decrement(9).apply(credits(5, None)), Ok(credits(0, None)));
+        assert_eq!(CreditsChange::Decrement(1).apply(None), Err(CreditsRefusal::Unlimited));
+        assert_eq!(CreditsChange::Increment(1).apply(None), Err(CreditsRefusal::Unlimited));
     }
 }

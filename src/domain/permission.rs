@@ -99,6 +99,7 @@ pub enum ApiAction {
     DeleteApi,
     CreateKey,
     ReadKey,
+    UpdateKey,
     DeleteKey,
 }
 
@@ -110,6 +111,7 @@ impl ApiAction {
             Self::DeleteApi => "delete_api",
             Self::CreateKey => "create_key",
             Self::ReadKey => "read_key",
+            Self::UpdateKey => "update_key",
             Self::DeleteKey => "delete_key",
         }
     }
@@ -120,7 +122,7 @@ impl ApiAction {
         match self {
             Self::CreateApi | Self::ReadApi | Self::DeleteApi => "apis/*",
             Self::CreateKey => "keyspaces/*",
-            Self::ReadKey | Self::DeleteKey => "keyspaces/*/keys/*",
+            Self::ReadKey | Self::UpdateKey | Self::DeleteKey => "keyspaces/*/keys/*",
         }
     }
 }

@@ -30,6 +30,8 @@ const LIST_KEYS: &str = "/v2/apis.listKeys";
 const CREATE_KEY: &str = "/v2/keys.createKey";
 const GET_KEY: &str = "/v2/keys.getKey";
 const DELETE_KEY: &str = "/v2/keys.deleteKey";
+const UPDATE_KEY: &str = "/v2/keys.updateKey";
+const UPDATE_CREDITS: &str = "/v2/keys.updateCredits";
 const WHOAMI: &str = "/v2/keys.whoami";
 
 /// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
@@ -87,6 +89,8 @@ pub fn router() -> Router<AppState> {
         .route(CREATE_KEY, post(keys::create_key))
         .route(GET_KEY, post(keys::get_key))
         .route(DELETE_KEY, post(keys::delete_key))
+        .route(UPDATE_KEY, post(keys::update_key))
+        .route(UPDATE_CREDITS, post(keys::update_credits))
         .route(WHOAMI, post(keys::whoami))
         .merge(v1_router())
 }

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::domain::identity::Identity;
+use crate::domain::key::{Credits, CreditsRefusal, KeyChanges, KeyFields};
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 use crate::store::idempotency_keys::{Recorded, Recording};
@@ -45,6 +46,17 @@ pub struct StoredKey {
     pub identity: Option<Identity>,
 }
 
+/// What an update of a key did.
+#[derive(Debug, Clone)]
+pub enum KeyUpdate {
+    /// The key as it stands after the update.
+    Updated(Box<StoredKey>),
+    /// No live key of a live API has the id.
+    NotFound,
+    /// Its credits cannot change as asked: nothing was written.
+    Refused(CreditsRefusal),
+}
+
 /// Keys, by workspace.
 #[async_trait]
 pub trait Keys: Send + Sync {
@@ -80,6 +92,17 @@ pub trait Keys: Send + Sync {
     /// any number of concurrent creates of keys for one new externalId end linked to one identity, and none
     /// fails for it.
     async fn create_key(&self, workspace: &WorkspaceId, key: &NewKey) -> Result<String, StoreError>;
+
+    /// Applies `changes` to the live key in one transaction, which holds the key's row from its read to its
+    /// write, so that concurrent updates (of credits, say) never lose one another. An externalId links the
+    /// key as [`create_key`](Self::create_key) does.
+    async fn update_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_id: &str,
+        changes: &KeyChanges,
+        recording: Option<Recording<KeyUpdate>>,
+    ) -> Result<Recorded<KeyUpdate>, StoreError>;
 }
 
 pub(super) const INSERT_KEY: &str = "INSERT INTO keys (id, workspace_id, api_id, hash, start, name, meta, \
@@ -116,6 +139,46 @@ pub(super) const SOFT_DELETE_KEY: &str = "UPDATE keys SET deleted_at = $3 WHERE 
 pub(super) const DELETE_KEY_ROW: &str = "DELETE FROM keys WHERE workspace_id = $1 AND id = $2 \
      AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
      RETURNING id";
+
+/// Takes the live key's row for this transaction (on PostgreSQL, an UPDATE locks the row even when it
+/// changes nothing) and reads the fields an update changes.
+pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at WHERE workspace_id = $1 \
+     AND id = $2 AND deleted_at IS NULL \
+     AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
+     RETURNING name, meta, expires, enabled, credits, ratelimits";
+pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
+     credits = $7, ratelimits = $8, updated_at = $9 WHERE workspace_id = $1 AND id = $2";
+pub(super) const LINK_KEY_TO_IDENTITY: &str = "UPDATE keys SET identity_id = $3 WHERE workspace_id = $1 AND id = $2";
+
+/// A [`HOLD_LIVE_KEY`] row.
+pub(super) type KeyFieldsRow = (Option<String>, Option<String>, Option<i64>, bool, Option<String>, String);
+
+pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow) -> Result<KeyFields, StoreError> {
+    let (name, meta, expires, enabled, credits, ratelimits) = row;
+    let invalid =
+        |what: &str, error: serde_json::Error| StoreError::InvalidData(format!("{what} of key {key_id}: {error}"));
+    Ok(KeyFields {
+        name,
+        meta,
+        expires,
+        enabled,
+        credits: credits
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|error| invalid("credits", error))?,
+        ratelimits: serde_json::from_str(&ratelimits).map_err(|error| invalid("ratelimits", error))?,
+    })
+}
+
+/// JSON text of what the store keeps as JSON.
+pub(super) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::InvalidData(error.to_string()))
+}
+
+/// The credits a key's stored JSON holds.
+pub fn parse_credits(text: &str) -> Result<Credits, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::InvalidData(format!("credits: {error}")))
+}
 
 /// A [`LIVE_KEY`] row.
 pub(super) type LiveKeyRow = (
@@ -185,6 +248,7 @@ macro_rules! impl_keys {
         const _: () = {
             use $crate::domain::identity::{Creation, NewIdentity};
             use $crate::domain::ids::new_id;
+            use $crate::domain::key::KeyChanges;
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
@@ -289,6 +353,33 @@ macro_rules! impl_keys {
                     .await
                 }
 
+                async fn update_key(
+                    &self,
+                    workspace: &WorkspaceId,
+                    key_id: &str,
+                    changes: &KeyChanges,
+                    recording: Option<Recording<KeyUpdate>>,
+                ) -> Result<Recorded<KeyUpdate>, StoreError> {
+                    // As in create_key: the identity named may be deleted between its insert's no-op and its
+                    // read (PostgreSQL), and nothing was written, so the transaction is run again.
+                    let mut attempts = 1;
+                    loop {
+                        let owned = (workspace.clone(), key_id.to_owned(), changes.clone());
+                        let updated = self
+                            .write_recorded(workspace, recording.clone(), false, move |connection| {
+                                let (workspace, key_id, changes) = owned.clone();
+                                Box::pin(
+                                    async move { Self::update_key_in(connection, &workspace, &key_id, &changes).await },
+                                )
+                            })
+                            .await;
+                        match updated {
+                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
+                            updated => return updated,
+                        }
+                    }
+                }
+
                 async fn create_key(&self, workspace: &WorkspaceId, key: &NewKey) -> Result<String, StoreError> {
                     // The identity the key named may be deleted between its insert's no-op and its read
                     // (PostgreSQL): nothing was written, so the transaction is run again.
@@ -303,17 +394,10 @@ macro_rules! impl_keys {
                                     let identity_id = match &key.external_id {
                                         None => None,
                                         Some(external_id) => {
-                                            let new = NewIdentity {
-                                                external_id: external_id.clone(),
-                                                meta: Default::default(),
-                                                ratelimits: Vec::new(),
-                                            };
-                                            let got = Self::create_identity_in(connection, &workspace, &new).await?;
+                                            let got =
+                                                Self::identity_for_key_in(connection, &workspace, external_id).await?;
                                             changes = got.changes;
-                                            Some(match got.outcome {
-                                                Creation::Created { id } => id,
-                                                Creation::AlreadyExists { existing_id } => existing_id,
-                                            })
+                                            Some(got.outcome)
                                         }
                                     };
                                     let key_id = new_id("key");
@@ -342,6 +426,79 @@ macro_rules! impl_keys {
                             created => return created.inspect_err(|error| self.write_failed(error)),
                         }
                     }
+                }
+            }
+
+            impl $store {
+                /// The id of the live identity holding `external_id`, created in this transaction when there
+                /// is none.
+                async fn identity_for_key_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    external_id: &str,
+                ) -> Result<Written<String>, StoreError> {
+                    let new = NewIdentity {
+                        external_id: external_id.to_owned(),
+                        meta: Default::default(),
+                        ratelimits: Vec::new(),
+                    };
+                    Ok(Self::create_identity_in(connection, workspace, &new).await?.map(|outcome| match outcome {
+                        Creation::Created { id } => id,
+                        Creation::AlreadyExists { existing_id } => existing_id,
+                    }))
+                }
+
+                async fn update_key_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    key_id: &str,
+                    changes: &KeyChanges,
+                ) -> Result<Written<KeyUpdate>, StoreError> {
+                    let held: Option<KeyFieldsRow> = sqlx::query_as(HOLD_LIVE_KEY)
+                        .bind(workspace.as_str())
+                        .bind(key_id)
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    let Some(held) = held else { return Ok(Written::unchanged(KeyUpdate::NotFound)) };
+                    let fields = match changes.apply(key_fields(key_id, held)?) {
+                        Ok(fields) => fields,
+                        Err(refusal) => return Ok(Written::unchanged(KeyUpdate::Refused(refusal))),
+                    };
+                    let mut identity_changes = Vec::new();
+                    if let Some(external_id) = &changes.external_id {
+                        let identity_id = match external_id {
+                            Some(external_id) => {
+                                let got = Self::identity_for_key_in(connection, workspace, external_id).await?;
+                                identity_changes = got.changes;
+                                Some(got.outcome)
+                            }
+                            None => None,
+                        };
+                        sqlx::query(LINK_KEY_TO_IDENTITY)
+                            .bind(workspace.as_str())
+                            .bind(key_id)
+                            .bind(identity_id)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    sqlx::query(WRITE_KEY_FIELDS)
+                        .bind(workspace.as_str())
+                        .bind(key_id)
+                        .bind(&fields.name)
+                        .bind(&fields.meta)
+                        .bind(fields.expires)
+                        .bind(fields.enabled)
+                        .bind(fields.credits.as_ref().map(json_text).transpose()?)
+                        .bind(json_text(&fields.ratelimits)?)
+                        .bind(now_ms())
+                        .execute(&mut *connection)
+                        .await?;
+                    let row: LiveKeyRow = sqlx::query_as(LIVE_KEY)
+                        .bind(workspace.as_str())
+                        .bind(key_id)
+                        .fetch_one(&mut *connection)
+                        .await?;
+                    Ok(Written::new(KeyUpdate::Updated(Box::new(stored_key(row)?)), identity_changes))
                 }
             }
         };

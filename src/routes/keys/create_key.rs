@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::domain::identity::{Meta, RatelimitInput, check_meta_and_ratelimits, replace_ratelimits};
-use crate::domain::key::{DEFAULT_BYTE_LENGTH, make_key};
+use crate::domain::key::{Credits, DEFAULT_BYTE_LENGTH, Refill, make_key};
 use crate::domain::permission::{ApiAction, Needed};
 use crate::envelope::Envelope;
 use crate::error::{ApiError, ErrorCode, ValidationError};
@@ -42,24 +42,6 @@ pub struct CreateKeyRequest {
     enabled: Option<bool>,
     #[serde(default)]
     recoverable: bool,
-}
-
-/// A key's credits as requested and as stored: `remaining` null is unlimited.
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Credits {
-    remaining: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refill: Option<Refill>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Refill {
-    interval: String,
-    amount: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refill_day: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -90,7 +72,7 @@ pub async fn create_key(
     }
     check_unsupported(&request)?;
     check_credits(request.credits.as_ref())?;
-    let credits = request.credits.map(without_a_daily_refill_day);
+    let credits = request.credits.map(|credits| Credits { refill: credits.refill.map(Refill::normalized), ..credits });
     check_meta_and_ratelimits(request.meta.as_ref(), request.ratelimits.as_deref())?;
     let made = make_key(request.prefix.as_deref(), request.byte_length.unwrap_or(DEFAULT_BYTE_LENGTH))
         .map_err(|error| ApiError::unexpected(anyhow::anyhow!("the operating system gave no random bytes: {error}")))?;
@@ -152,14 +134,6 @@ fn check_credits(credits: Option<&Credits>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Unkey ignores a refill day on a daily refill (a refill day is what makes a refill monthly).
-fn without_a_daily_refill_day(mut credits: Credits) -> Credits {
-    if let Some(refill) = credits.refill.as_mut().filter(|refill| refill.interval == "daily") {
-        refill.refill_day = None;
-    }
-    credits
 }
 
 /// A value as the store keeps it: JSON text.

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::domain::permission::{ApiAction, Needed};
+use crate::domain::permission::ApiAction;
 use crate::envelope::Envelope;
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidWrite};
 use crate::idempotency::run_write;
-use crate::routes::keys::key_not_found;
+use crate::routes::keys::{authorize_key_write, key_not_found};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,26 +32,8 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     let root_key = auth.authenticate(&state).await?;
     let (workspace, request) = (root_key.workspace.clone(), write.body);
-    match state.store.get_key(&workspace, &request.key_id).await? {
-        Some(key) => root_key.authorize(Needed::api(ApiAction::DeleteKey, Some(&key.api_id)))?,
-        // Gone, perhaps deleted by the request this one retries: its key's record answers it, to a root key
-        // that may delete keys at all (a replay goes only to the root key that made the first request).
-        None => {
-            let recorded = match &write.idempotency_key {
-                Some(idempotency_key) => {
-                    state.store.find_idempotency_key(&workspace, idempotency_key.key()).await?.is_some()
-                }
-                None => false,
-            };
-            if !recorded {
-                return Err(key_not_found());
-            }
-            let delete = Needed::api(ApiAction::DeleteKey, None);
-            if !root_key.may_for_some(delete) {
-                return Err(root_key.missing(delete).into());
-            }
-        }
-    }
+    authorize_key_write(&state, &root_key, &request.key_id, write.idempotency_key.as_ref(), ApiAction::DeleteKey)
+        .await?;
     let store = state.store.clone();
     let answer =
         |deleted: &bool| if *deleted { Ok(Envelope::data(Map::<String, Value>::new())) } else { Err(key_not_found()) };

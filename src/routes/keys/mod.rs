@@ -3,14 +3,52 @@
 mod create_key;
 mod delete_key;
 mod get_key;
+mod update_credits;
+mod update_key;
 mod whoami;
 
 pub use create_key::create_key;
 pub use delete_key::delete_key;
 pub use get_key::{KeyResponseData, get_key};
+pub use update_credits::update_credits;
+pub use update_key::update_key;
 pub use whoami::whoami;
 
+use crate::AppState;
+use crate::domain::key::CreditsRefusal;
+use crate::domain::permission::{ApiAction, Needed, RootKey};
 use crate::error::{ApiError, ErrorCode, ValidationError};
+use crate::idempotency::IdempotencyKey;
+
+/// A write to one key may go ahead: the key is looked up first (404), then the permission, a plain 403 as in
+/// Unkey. A key that is gone, perhaps written away by the very request this one retries, is still found
+/// when the request's Idempotency-Key has a record, for a root key that may do `action` to some key: the
+/// record then answers (a replay goes only to the root key that made the first request).
+async fn authorize_key_write(
+    state: &AppState,
+    root_key: &RootKey,
+    key_id: &str,
+    idempotency_key: Option<&IdempotencyKey>,
+    action: ApiAction,
+) -> Result<(), ApiError> {
+    if let Some(key) = state.store.get_key(&root_key.workspace, key_id).await? {
+        return Ok(root_key.authorize(Needed::api(action, Some(&key.api_id)))?);
+    }
+    let recorded = match idempotency_key {
+        Some(idempotency_key) => {
+            state.store.find_idempotency_key(&root_key.workspace, idempotency_key.key()).await?.is_some()
+        }
+        None => false,
+    };
+    if !recorded {
+        return Err(key_not_found());
+    }
+    let needed = Needed::api(action, None);
+    if !root_key.may_for_some(needed) {
+        return Err(root_key.missing(needed).into());
+    }
+    Ok(())
+}
 
 fn key_not_found() -> ApiError {
     ApiError::new(ErrorCode::ApiKeyNotFound, "We could not find the requested key.")
@@ -18,5 +56,16 @@ fn key_not_found() -> ApiError {
 
 /// What Unkey's keys API takes and Sigil does not yet: refused by name, never silently ignored.
 fn not_supported(location: &str, message: &str) -> ApiError {
+    ApiError::invalid_input(message, vec![ValidationError::new(location, message)])
+}
+
+fn credits_refused(refusal: CreditsRefusal) -> ApiError {
+    let (location, message) = match refusal {
+        CreditsRefusal::Unlimited => ("/operation", "You cannot increment or decrement a key with unlimited credits."),
+        CreditsRefusal::RefillWithoutRemaining => (
+            "/credits/remaining",
+            "The key has unlimited credits, so a refill has nothing to refill: send `credits.remaining` with it.",
+        ),
+    };
     ApiError::invalid_input(message, vec![ValidationError::new(location, message)])
 }

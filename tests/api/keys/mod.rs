@@ -3,6 +3,8 @@
 mod create_key;
 mod delete_key;
 mod get_key;
+mod update_credits;
+mod update_key;
 mod whoami;
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
