@@ -4,8 +4,9 @@
 # Usage: scripts/sdk-check-python/run.sh PATH_TO_SIGIL_BINARY
 #
 # Installs the client into a virtualenv of its own (.venv, once), starts `sigil serve` on a free local
-# port with a throw-away SQLite database, mints a read-only and a create-only key beside it, runs
-# check.py, and always stops the server afterwards. Exits with check.py's status.
+# port with a throw-away SQLite database, mints root keys of one permission each beside it (identity read,
+# identity create, API read, key read), runs check.py, and always stops the server afterwards. Exits with
+# check.py's status.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +24,9 @@ start_fresh_server "$BIN" sdk-check-python
 
 status=0
 SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$(limited_key 'identity.*.read_identity')" \
-  SIGIL_CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')" .venv/bin/python check.py || status=$?
+  SIGIL_CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')" \
+  SIGIL_API_READER_KEY="$(limited_key 'api.*.read_api')" SIGIL_KEY_READER_KEY="$(limited_key 'api.*.read_key')" \
+  .venv/bin/python check.py || status=$?
 if [[ "$status" -ne 0 ]]; then
   show_server_logs
 fi

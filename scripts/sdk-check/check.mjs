@@ -1,11 +1,15 @@
 // Compatibility check: drives a running Sigil server through the official
 // Unkey TypeScript SDK (@unkey/api, pinned in package.json) for all five
-// identity operations and the APIs and keys routes Sigil serves. Every
-// response goes through the SDK's own zod schemas, so a shape mismatch
-// surfaces as a ResponseValidationError (or a generic APIError when
-// status/content-type don't match what the SDK declares).
+// identity operations and every apis.* and keys.* route Sigil serves, each
+// success and each error status it can answer. Every response goes through
+// the SDK's own zod schemas, so a shape mismatch surfaces as a
+// ResponseValidationError (or a generic APIError when status/content-type
+// don't match what the SDK declares).
 //
-// Env: SIGIL_URL (e.g. http://127.0.0.1:7090), SIGIL_ROOT_KEY.
+// Env: SIGIL_URL (e.g. http://127.0.0.1:7090), SIGIL_ROOT_KEY (all
+// permissions), SIGIL_READ_ONLY_KEY and SIGIL_CREATE_ONLY_KEY (identity
+// permissions only), SIGIL_API_READER_KEY (only api.*.read_api) and
+// SIGIL_KEY_READER_KEY (only api.*.read_key).
 // Output: one "ok  <step>" line per passing step, failure details otherwise,
 // and a final "N passed, M failed" line. Exit status 1 if anything failed.
 
@@ -98,9 +102,11 @@ async function step(name, fn) {
   }
 }
 
-// Runs `call`, which must throw an instance of `ErrorClass` with `status`.
-// Anything else (success, a validation error, a generic APIError) fails.
-async function expectTypedError(call, ErrorClass, status) {
+// Runs `call`, which must throw an instance of `ErrorClass` with `status`,
+// and, when `type` is given, an error.type URL ending in `/<type>` (e.g.
+// "unkey/data/key_not_found"). Anything else (success, a validation error,
+// a generic APIError) fails.
+async function expectTypedError(call, ErrorClass, status, type) {
   let result;
   try {
     result = await call();
@@ -117,6 +123,10 @@ async function expectTypedError(call, ErrorClass, status) {
       assert(typeof err.error?.[field] === "string" && err.error[field] !== "", `error.${field} must be a non-empty string`);
     }
     assert(typeof err.meta?.requestId === "string" && err.meta.requestId !== "", "meta.requestId must be a non-empty string");
+    if (type !== undefined) {
+      const got = `${err.error.type} (${err.error.detail})`;
+      assert(err.error.type.endsWith(`/${type}`), `error.type: expected .../${type}, got ${got}`);
+    }
     return err;
   }
   throw new CheckFailure(`expected ${ErrorClass.name} (HTTP ${status}), but the call succeeded: ${JSON.stringify(result)}`);
@@ -330,89 +340,607 @@ await step("deleteIdentity second (cleanup, by externalId)", async () => {
 });
 
 // --- APIs and keys ---------------------------------------------------------
+// One block per route, each step named after the SDK call it makes
+// (`apis.createApi`, `keys.createKey`, ...), so grepping for an operation finds
+// its success and its error checks. Every error step asserts the SDK's typed
+// class, the HTTP status and the trailing path of error.type.
 
-let apiId;
-let keyId;
+// A root key holding only `api.*.read_api`, and one holding only `api.*.read_key`.
+const apiReader = new Unkey({ rootKey: process.env.SIGIL_API_READER_KEY ?? "", serverURL, retryConfig: { strategy: "none" } });
+const keyReader = new Unkey({ rootKey: process.env.SIGIL_KEY_READER_KEY ?? "", serverURL, retryConfig: { strategy: "none" } });
+
+const INVALID_INPUT = "unkey/application/invalid_input";
+const UNKNOWN_ROOT_KEY = "unkey/authentication/key_not_found";
+const NO_PERMISSION = "unkey/authorization/insufficient_permissions";
+const API_NOT_FOUND = "unkey/data/api_not_found";
+const KEY_NOT_FOUND = "unkey/data/key_not_found";
+
+const missingApi = "api_missing_one";
+const missingKey = "key_missing_one";
+const keyOwner = `${runTag}-key-owner`;
+const keyMeta = { plan: "pro" };
+const keyRatelimits = [{ name: "requests", limit: 10, duration: 1000, autoApply: true }];
+
+let apiId; // the API the key checks run in
+let keyId; // a key created with every field Sigil supports
 let plaintext;
+
+function assertKeyId(value, what) {
+  assert(typeof value === "string" && value.startsWith("key_"), `${what}: expected a key_… id, got ${JSON.stringify(value)}`);
+}
+
+// --- apis.createApi
+
 await step("apis.createApi", async () => {
   const res = await unkey.apis.createApi({ name: "sdk-check" });
   assertMeta(res);
   apiId = res.data.apiId;
-  assert(apiId.startsWith("api_"), `apiId ${apiId}`);
+  assert(typeof apiId === "string" && apiId.startsWith("api_"), `data.apiId: ${apiId}`);
 });
+await step("apis.createApi name of 2 characters -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.createApi({ name: "ab" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("apis.createApi unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.apis.createApi({ name: "denied" }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+await step("apis.createApi without create_api -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => apiReader.apis.createApi({ name: "denied" }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+
+// --- apis.getApi
+
 await step("apis.getApi", async () => {
   const res = await unkey.apis.getApi({ apiId });
+  assertMeta(res);
   assertEqual(res.data, { id: apiId, name: "sdk-check" }, "data");
 });
-await step("keys.createKey with a new externalId", async () => {
+await step("apis.getApi with only read_api", async () => {
+  assertEqual((await apiReader.apis.getApi({ apiId })).data.id, apiId, "data.id");
+});
+await step("apis.getApi empty apiId -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.getApi({ apiId: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("apis.getApi unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.apis.getApi({ apiId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+await step("apis.getApi without read_api -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => keyReader.apis.getApi({ apiId }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+// The permission is checked before the lookup: a key without it learns nothing of which APIs exist.
+await step("apis.getApi missing API without read_api -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => keyReader.apis.getApi({ apiId: missingApi }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+await step("apis.getApi missing API -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.getApi({ apiId: missingApi }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+
+// --- keys.createKey
+
+await step("keys.createKey with prefix, name, a new externalId, meta, credits and ratelimits", async () => {
   const res = await unkey.keys.createKey({
     apiId,
     prefix: "sdk",
     name: "sdk-check",
-    externalId: "sdk_key_owner",
-    meta: { plan: "pro" },
+    externalId: keyOwner,
+    meta: keyMeta,
     credits: { remaining: 10 },
-    ratelimits: [{ name: "requests", limit: 10, duration: 1000, autoApply: true }],
+    ratelimits: keyRatelimits,
   });
   assertMeta(res);
   keyId = res.data.keyId;
   plaintext = res.data.key;
-  assert(keyId.startsWith("key_") && plaintext.startsWith("sdk_"), JSON.stringify(res.data));
+  assertKeyId(keyId, "data.keyId");
+  assert(typeof plaintext === "string" && plaintext.startsWith("sdk_") && plaintext.length > "sdk_".length + 16,
+    `data.key must be "sdk_" and the random part, got ${JSON.stringify(plaintext)}`);
 });
-await step("keys.getKey", async () => {
-  const res = await unkey.keys.getKey({ keyId });
-  assertEqual(res.data.keyId, keyId, "data.keyId");
-  assertEqual(res.data.identity?.externalId, "sdk_key_owner", "data.identity.externalId");
-  assertEqual(res.data.credits?.remaining, 10, "data.credits.remaining");
-  assertEqual(res.data.meta, { plan: "pro" }, "data.meta");
+await step("keys.createKey with only apiId (no prefix)", async () => {
+  const res = await unkey.keys.createKey({ apiId });
+  assertMeta(res);
+  assertKeyId(res.data.keyId, "data.keyId");
+  assert(res.data.keyId !== keyId, "a second key must get a different id");
+  assert(typeof res.data.key === "string" && res.data.key.length >= 16 && !res.data.key.includes("_"),
+    `data.key without a prefix must be the bare random part, got ${JSON.stringify(res.data.key)}`);
 });
-await step("apis.listKeys, iterating pages", async () => {
-  await unkey.keys.createKey({ apiId });
-  const pages = [];
-  for await (const page of await unkey.apis.listKeys({ apiId, limit: 1 })) {
-    pages.push(page.result);
-    assert(pages.length <= 5, "more than 5 pages for 2 keys: pagination does not terminate");
-  }
-  const ids = pages.flatMap((page) => page.data.map((key) => key.keyId));
-  assertEqual(ids.length, 2, "keys listed");
-  assert(ids.includes(keyId), `${keyId} listed`);
+await step("keys.createKey byteLength 5 -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.createKey({ apiId, byteLength: 5 }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
 });
-await step("keys.whoami", async () => {
-  const res = await unkey.keys.whoami({ key: plaintext });
-  assertEqual(res.data.keyId, keyId, "data.keyId");
+await step("keys.createKey with roles -> 400 BadRequestErrorResponse (not supported)", async () => {
+  const err = await expectTypedError(
+    () => unkey.keys.createKey({ apiId, roles: ["admin"] }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  const detail = JSON.stringify(err.error.detail);
+  assert(/not supported/i.test(err.error.detail), `error.detail must say roles are not supported, got ${detail}`);
+  return err.error.detail;
 });
-await step("keys.whoami unknown value -> 404 NotFoundErrorResponse", async () => {
-  await expectTypedError(() => unkey.keys.whoami({ key: "sdk_not_a_key" }), errors.NotFoundErrorResponse, 404);
+await step("keys.createKey monthly refill without refillDay -> 400 BadRequestErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.keys.createKey({ apiId, credits: { remaining: 5, refill: { interval: "monthly", amount: 5 } } }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  assertEqual(err.error.detail, "`refillDay` must be provided when the refill interval is `monthly`.", "error.detail");
 });
-await step("apis.getApi unknown key -> 401 UnauthorizedErrorResponse", async () => {
-  await expectTypedError(() => stranger.apis.getApi({ apiId }), errors.UnauthorizedErrorResponse, 401);
+await step("keys.createKey unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.keys.createKey({ apiId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
 });
-await step("apis.createApi without permission -> 403 ForbiddenErrorResponse", async () => {
-  await expectTypedError(() => readOnly.apis.createApi({ name: "denied" }), errors.ForbiddenErrorResponse, 403);
-});
-await step("keys.getKey without read_key -> 403 ForbiddenErrorResponse", async () => {
-  await expectTypedError(() => createOnly.keys.getKey({ keyId }), errors.ForbiddenErrorResponse, 403);
+// Without create_key the answer is the 404 of a missing API, as Unkey masks it.
+await step("keys.createKey without create_key -> 404 NotFoundErrorResponse (masked)", async () => {
+  await expectTypedError(() => apiReader.keys.createKey({ apiId }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
 });
 await step("keys.createKey in a missing API -> 404 NotFoundErrorResponse", async () => {
-  await expectTypedError(() => unkey.keys.createKey({ apiId: "api_missing_one" }), errors.NotFoundErrorResponse, 404);
+  await expectTypedError(() => unkey.keys.createKey({ apiId: missingApi }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
 });
-await step("keys.createKey with a short byteLength -> 400 BadRequestErrorResponse", async () => {
-  await expectTypedError(() => unkey.keys.createKey({ apiId, byteLength: 8 }), errors.BadRequestErrorResponse, 400);
+
+// --- keys.getKey
+
+await step("keys.getKey", async () => {
+  assert(keyId, "prerequisite failed: no key from keys.createKey");
+  const res = await unkey.keys.getKey({ keyId });
+  assertMeta(res);
+  const key = res.data;
+  assertEqual(key.keyId, keyId, "data.keyId");
+  assert(key.start.startsWith("sdk_") && plaintext.startsWith(key.start), `data.start ${key.start} must begin the key`);
+  assertEqual(key.name, "sdk-check", "data.name");
+  assertEqual(key.enabled, true, "data.enabled");
+  assert(Number.isInteger(key.createdAt) && key.createdAt > 0, `data.createdAt: ${key.createdAt}`);
+  assertEqual(key.meta, keyMeta, "data.meta");
+  assertEqual(key.credits, { remaining: 10 }, "data.credits");
+  assertEqual(key.identity?.externalId, keyOwner, "data.identity.externalId");
+  assert(typeof key.identity?.id === "string" && key.identity.id.startsWith("id_"), `data.identity.id: ${key.identity?.id}`);
+  assertRatelimits(key.ratelimits, keyRatelimits, "data");
+  assertEqual(key.plaintext, undefined, "data.plaintext");
 });
-await step("keys.deleteKey", async () => {
-  assertMeta(await unkey.keys.deleteKey({ keyId }));
+await step("keys.getKey empty keyId -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.getKey({ keyId: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
 });
-await step("keys.getKey deleted -> 404 NotFoundErrorResponse", async () => {
-  await expectTypedError(() => unkey.keys.getKey({ keyId }), errors.NotFoundErrorResponse, 404);
+await step("keys.getKey unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.keys.getKey({ keyId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+await step("keys.getKey without read_key -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => apiReader.keys.getKey({ keyId }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+await step("keys.getKey missing key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.getKey({ keyId: missingKey }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+// The key is looked up before the permission is checked.
+await step("keys.getKey missing key without read_key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => apiReader.keys.getKey({ keyId: missingKey }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+
+// --- keys.whoami
+
+await step("keys.whoami by the plaintext key", async () => {
+  assert(plaintext, "prerequisite failed: no key from keys.createKey");
+  const res = await unkey.keys.whoami({ key: plaintext });
+  assertMeta(res);
+  assertEqual(res.data.keyId, keyId, "data.keyId");
+  assertEqual(res.data.name, "sdk-check", "data.name");
+  assertEqual(res.data.meta, keyMeta, "data.meta");
+  assertEqual(res.data.credits, { remaining: 10 }, "data.credits");
+  assertEqual(res.data.identity?.externalId, keyOwner, "data.identity.externalId");
+  assertEqual(res.data.plaintext, undefined, "data.plaintext");
+});
+await step("keys.whoami with only read_key", async () => {
+  assertEqual((await keyReader.keys.whoami({ key: plaintext })).data.keyId, keyId, "data.keyId");
+});
+await step("keys.whoami empty key -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.whoami({ key: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("keys.whoami unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.keys.whoami({ key: plaintext }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+// Without read_key the answer is the 404 of an unknown key, as Unkey masks it.
+await step("keys.whoami without read_key -> 404 NotFoundErrorResponse (masked)", async () => {
+  await expectTypedError(() => apiReader.keys.whoami({ key: plaintext }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.whoami unknown value -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.whoami({ key: "sdk_not_a_key" }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+
+// --- apis.listKeys (in an API of its own, so the key count is known)
+
+let listApiId;
+const listOwner = `${runTag}-list-owner`;
+const listed = { owned: [], all: [] };
+
+// Every page of `request` through the SDK's async iterator, each page's body checked.
+async function listPages(request) {
+  const pages = [];
+  for await (const page of await unkey.apis.listKeys(request)) {
+    pages.push(page.result);
+    assert(pages.length <= 10, "more than 10 pages: pagination does not terminate");
+  }
+  pages.forEach((body, index) => {
+    assertMeta(body);
+    assert(Array.isArray(body.data), `page ${index + 1}: data must be an array`);
+    const last = index === pages.length - 1;
+    assertEqual(body.pagination.hasMore, !last, `page ${index + 1} pagination.hasMore`);
+    assert(last || (typeof body.pagination.cursor === "string" && body.pagination.cursor !== ""),
+      `page ${index + 1}: pagination.cursor must be set while hasMore`);
+  });
+  return pages;
+}
+
+await step("apis.listKeys setup: an API with 3 keys, 2 of one externalId", async () => {
+  listApiId = (await unkey.apis.createApi({ name: "sdk-check-list" })).data.apiId;
+  for (const externalId of [listOwner, listOwner, undefined]) {
+    const res = await unkey.keys.createKey({ apiId: listApiId, prefix: "lst", externalId });
+    listed.all.push(res.data.keyId);
+    if (externalId) listed.owned.push(res.data.keyId);
+  }
+});
+await step("apis.listKeys limit 1, iterate pages", async () => {
+  assert(listed.all.length === 3, "prerequisite failed: the 3 keys were not created");
+  const pages = await listPages({ apiId: listApiId, limit: 1 });
+  assertEqual(pages.length, 3, "pages for 3 keys at limit 1");
+  pages.forEach((body, index) => assertEqual(body.data.length, 1, `page ${index + 1}: keys on the page`));
+  const keys = pages.flatMap((body) => body.data);
+  const ids = keys.map((key) => key.keyId);
+  assertEqual([...ids].sort(), [...listed.all].sort(), "key ids across pages");
+  assertEqual(ids, [...ids].sort(), "key ids in id order");
+  for (const key of keys) {
+    assert(key.start.startsWith("lst_"), `data[].start ${key.start}`);
+    const owner = listed.owned.includes(key.keyId) ? listOwner : undefined;
+    assertEqual(key.identity?.externalId, owner, `${key.keyId} identity.externalId`);
+  }
+  return `${pages.length} pages via the SDK's async iterator`;
+});
+await step("apis.listKeys externalId filter, limit 1", async () => {
+  const pages = await listPages({ apiId: listApiId, limit: 1, externalId: listOwner });
+  const keys = pages.flatMap((body) => body.data);
+  assertEqual(keys.map((key) => key.keyId).sort(), [...listed.owned].sort(), "key ids of the externalId");
+  for (const key of keys) assertEqual(key.identity?.externalId, listOwner, `${key.keyId} identity.externalId`);
+  return `${pages.length} pages`;
+});
+await step("apis.listKeys externalId of nobody -> empty page", async () => {
+  const pages = await listPages({ apiId: listApiId, externalId: `${runTag}-nobody` });
+  assertEqual(pages.length, 1, "pages");
+  assertEqual(pages[0].data, [], "data");
+});
+await step("apis.listKeys limit 0 -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.listKeys({ apiId: listApiId, limit: 0 }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("apis.listKeys unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.apis.listKeys({ apiId: listApiId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+// listKeys needs read_key and read_api; without either the answer is the 404 of a missing API.
+await step("apis.listKeys without read_key -> 404 NotFoundErrorResponse (masked)", async () => {
+  await expectTypedError(() => apiReader.apis.listKeys({ apiId: listApiId }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+await step("apis.listKeys without read_api -> 404 NotFoundErrorResponse (masked)", async () => {
+  await expectTypedError(() => keyReader.apis.listKeys({ apiId: listApiId }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+await step("apis.listKeys missing API -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.listKeys({ apiId: missingApi }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+
+// --- keys.deleteKey
+
+await step("keys.deleteKey empty keyId -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.deleteKey({ keyId: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("keys.deleteKey unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.keys.deleteKey({ keyId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+await step("keys.deleteKey without delete_key -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => apiReader.keys.deleteKey({ keyId }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+await step("keys.deleteKey missing key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.deleteKey({ keyId: missingKey }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.deleteKey (soft)", async () => {
+  assert(keyId, "prerequisite failed: no key from keys.createKey");
+  const res = await unkey.keys.deleteKey({ keyId });
+  assertMeta(res);
+  assertEqual(res.data, {}, "data");
+});
+await step("keys.getKey soft-deleted key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.getKey({ keyId }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.whoami soft-deleted key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.whoami({ key: plaintext }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
 });
 await step("keys.deleteKey again -> 404 NotFoundErrorResponse", async () => {
-  await expectTypedError(() => unkey.keys.deleteKey({ keyId }), errors.NotFoundErrorResponse, 404);
+  await expectTypedError(() => unkey.keys.deleteKey({ keyId }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.deleteKey keeps the key's identity", async () => {
+  assertEqual((await unkey.identities.getIdentity({ identity: keyOwner })).data.externalId, keyOwner, "data.externalId");
+});
+let permanentKey;
+await step("keys.deleteKey permanent", async () => {
+  const created = await unkey.keys.createKey({ apiId, prefix: "sdk" });
+  permanentKey = created.data;
+  const res = await unkey.keys.deleteKey({ keyId: permanentKey.keyId, permanent: true });
+  assertMeta(res);
+  assertEqual(res.data, {}, "data");
+});
+await step("keys.getKey permanently deleted key -> 404 NotFoundErrorResponse", async () => {
+  assert(permanentKey, "prerequisite failed: no permanently deleted key");
+  await expectTypedError(() => unkey.keys.getKey({ keyId: permanentKey.keyId }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.whoami permanently deleted key -> 404 NotFoundErrorResponse", async () => {
+  assert(permanentKey, "prerequisite failed: no permanently deleted key");
+  await expectTypedError(() => unkey.keys.whoami({ key: permanentKey.key }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+await step("keys.deleteKey permanent again -> 404 NotFoundErrorResponse", async () => {
+  assert(permanentKey, "prerequisite failed: no permanently deleted key");
+  await expectTypedError(
+    () => unkey.keys.deleteKey({ keyId: permanentKey.keyId, permanent: true }),
+    errors.NotFoundErrorResponse,
+    404,
+    KEY_NOT_FOUND,
+  );
+});
+
+// --- apis.deleteApi
+
+await step("apis.deleteApi empty apiId -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.deleteApi({ apiId: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("apis.deleteApi unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(() => stranger.apis.deleteApi({ apiId }), errors.UnauthorizedErrorResponse, 401, UNKNOWN_ROOT_KEY);
+});
+await step("apis.deleteApi without delete_api -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(() => apiReader.apis.deleteApi({ apiId }), errors.ForbiddenErrorResponse, 403, NO_PERMISSION);
+});
+await step("apis.deleteApi missing API -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.deleteApi({ apiId: missingApi }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
 });
 await step("apis.deleteApi", async () => {
-  assertMeta(await unkey.apis.deleteApi({ apiId }));
+  assert(apiId && listApiId, "prerequisite failed: no API from apis.createApi");
+  for (const id of [apiId, listApiId]) {
+    const res = await unkey.apis.deleteApi({ apiId: id });
+    assertMeta(res);
+    assertEqual(res.data, {}, "data");
+  }
 });
-await step("apis.getApi deleted -> 404 NotFoundErrorResponse", async () => {
-  await expectTypedError(() => unkey.apis.getApi({ apiId }), errors.NotFoundErrorResponse, 404);
+await step("apis.getApi deleted API -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.getApi({ apiId }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+await step("apis.deleteApi again -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.apis.deleteApi({ apiId }), errors.NotFoundErrorResponse, 404, API_NOT_FOUND);
+});
+await step("keys.getKey of a deleted API's key -> 404 NotFoundErrorResponse", async () => {
+  assert(listed.all.length > 0, "prerequisite failed: no keys in the listing API");
+  await expectTypedError(() => unkey.keys.getKey({ keyId: listed.all[0] }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+
+// === keys.updateKey and keys.updateCredits ==================================
+// Written from the spec digest (§4.2, §4.5) while Sigil's two routes were
+// being built, so kept apart: a Sigil without them fails every step here with
+// 404 sigil/request/route_not_found (the 404 steps too, since they assert
+// error.type). Everything they need is set up inside this block, in an API of
+// its own.
+
+let updateApiId;
+let updateKeyId;
+const updateOwnerA = `${runTag}-update-a`;
+const updateOwnerB = `${runTag}-update-b`;
+
+async function currentKey(id) {
+  return (await unkey.keys.getKey({ keyId: id })).data;
+}
+
+await step("keys.updateKey setup: an API and a key with every field", async () => {
+  updateApiId = (await unkey.apis.createApi({ name: "sdk-check-update" })).data.apiId;
+  const res = await unkey.keys.createKey({
+    apiId: updateApiId,
+    prefix: "upd",
+    name: "before",
+    externalId: updateOwnerA,
+    meta: { plan: "free" },
+    credits: { remaining: 5 },
+    ratelimits: [{ name: "requests", limit: 10, duration: 1000, autoApply: true }],
+  });
+  updateKeyId = res.data.keyId;
+});
+
+// --- keys.updateKey
+
+await step("keys.updateKey name, meta, externalId, credits, ratelimits, enabled", async () => {
+  assert(updateKeyId, "prerequisite failed: no key to update");
+  const before = await currentKey(updateKeyId);
+  const ratelimits = [
+    { name: "requests", limit: 20, duration: 1000, autoApply: true },
+    { name: "tokens", limit: 500, duration: 60000, autoApply: false },
+  ];
+  const res = await unkey.keys.updateKey({
+    keyId: updateKeyId,
+    name: "after",
+    meta: { plan: "pro", seats: 3 },
+    externalId: updateOwnerB,
+    credits: { remaining: 50, refill: { interval: "daily", amount: 50 } },
+    ratelimits,
+    enabled: false,
+  });
+  assertMeta(res);
+  const key = await currentKey(updateKeyId);
+  assertEqual(key.name, "after", "getKey name");
+  assertEqual(key.meta, { plan: "pro", seats: 3 }, "getKey meta");
+  assertEqual(key.identity?.externalId, updateOwnerB, "getKey identity.externalId");
+  assertEqual(key.credits, { remaining: 50, refill: { interval: "daily", amount: 50 } }, "getKey credits");
+  assertEqual(key.enabled, false, "getKey enabled");
+  assertRatelimits(key.ratelimits, ratelimits, "getKey");
+  // A ratelimit kept by name is updated in place: its id stays.
+  const idOf = (k) => k.ratelimits?.find((rl) => rl.name === "requests")?.id;
+  assertEqual(idOf(key), idOf(before), "id of the kept 'requests' ratelimit");
+});
+await step("keys.updateKey leaves absent fields unchanged", async () => {
+  assert(updateKeyId, "prerequisite failed: no key to update");
+  assertMeta(await unkey.keys.updateKey({ keyId: updateKeyId, enabled: true }));
+  const key = await currentKey(updateKeyId);
+  assertEqual(key.enabled, true, "getKey enabled");
+  assertEqual(key.name, "after", "getKey name");
+  assertEqual(key.meta, { plan: "pro", seats: 3 }, "getKey meta");
+  assertEqual(key.identity?.externalId, updateOwnerB, "getKey identity.externalId");
+  assertEqual(key.credits, { remaining: 50, refill: { interval: "daily", amount: 50 } }, "getKey credits");
+  assertEqual(key.ratelimits?.length, 2, "getKey ratelimits count");
+});
+await step("keys.updateKey credits.refill null clears only the refill", async () => {
+  assert(updateKeyId, "prerequisite failed: no key to update");
+  assertMeta(await unkey.keys.updateKey({ keyId: updateKeyId, credits: { refill: null } }));
+  assertEqual((await currentKey(updateKeyId)).credits, { remaining: 50 }, "getKey credits");
+});
+await step("keys.updateKey null clears name, meta, externalId, credits; [] clears ratelimits", async () => {
+  assert(updateKeyId, "prerequisite failed: no key to update");
+  assertMeta(await unkey.keys.updateKey({
+    keyId: updateKeyId,
+    name: null,
+    meta: null,
+    externalId: null,
+    credits: null,
+    ratelimits: [],
+  }));
+  const key = await currentKey(updateKeyId);
+  assertEqual(key.name, undefined, "getKey name");
+  assertEqual(key.meta, undefined, "getKey meta");
+  assertEqual(key.identity, undefined, "getKey identity");
+  assertEqual(key.credits, undefined, "getKey credits");
+  assertEqual(key.ratelimits ?? [], [], "getKey ratelimits");
+  // Unlinking keeps the identity.
+  assertEqual((await unkey.identities.getIdentity({ identity: updateOwnerB })).data.externalId, updateOwnerB, "identity kept");
+});
+await step("keys.updateKey daily refill with refillDay -> 400 BadRequestErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.keys.updateKey({
+      keyId: updateKeyId,
+      credits: { remaining: 5, refill: { interval: "daily", amount: 5, refillDay: 3 } },
+    }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  assertEqual(err.error.detail, "`refillDay` must not be provided when the refill interval is `daily`.", "error.detail");
+});
+await step("keys.updateKey monthly refill without refillDay -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(
+    () => unkey.keys.updateKey({ keyId: updateKeyId, credits: { remaining: 5, refill: { interval: "monthly", amount: 5 } } }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+});
+await step("keys.updateKey empty keyId -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.updateKey({ keyId: "", name: "x" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("keys.updateKey unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(
+    () => stranger.keys.updateKey({ keyId: updateKeyId, name: "x" }),
+    errors.UnauthorizedErrorResponse,
+    401,
+    UNKNOWN_ROOT_KEY,
+  );
+});
+await step("keys.updateKey without update_key -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(
+    () => keyReader.keys.updateKey({ keyId: updateKeyId, name: "x" }),
+    errors.ForbiddenErrorResponse,
+    403,
+    NO_PERMISSION,
+  );
+});
+await step("keys.updateKey missing key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.updateKey({ keyId: missingKey, name: "x" }), errors.NotFoundErrorResponse, 404, KEY_NOT_FOUND);
+});
+
+// --- keys.updateCredits
+
+let creditsKeyId;
+await step("keys.updateCredits set", async () => {
+  assert(updateApiId, "prerequisite failed: no API for the update checks");
+  creditsKeyId = (await unkey.keys.createKey({ apiId: updateApiId, credits: { remaining: 10 } })).data.keyId;
+  const res = await unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "set", value: 20 });
+  assertMeta(res);
+  assertEqual(res.data, { remaining: 20 }, "data");
+  assertEqual((await currentKey(creditsKeyId)).credits, { remaining: 20 }, "getKey credits");
+});
+await step("keys.updateCredits increment", async () => {
+  assert(creditsKeyId, "prerequisite failed: no key with credits");
+  const res = await unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "increment", value: 5 });
+  assertEqual(res.data, { remaining: 25 }, "data");
+});
+await step("keys.updateCredits decrement floors at 0", async () => {
+  assert(creditsKeyId, "prerequisite failed: no key with credits");
+  const res = await unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "decrement", value: 100 });
+  assertEqual(res.data, { remaining: 0 }, "data");
+});
+await step("keys.updateCredits set null makes the key unlimited", async () => {
+  assert(creditsKeyId, "prerequisite failed: no key with credits");
+  const res = await unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "set", value: null });
+  assertEqual(res.data.remaining, null, "data.remaining");
+  assertEqual((await currentKey(creditsKeyId)).credits, undefined, "getKey credits");
+});
+await step("keys.updateCredits keeps the refill; set null clears it", async () => {
+  assert(updateApiId, "prerequisite failed: no API for the update checks");
+  const refill = { interval: "daily", amount: 5 };
+  const id = (await unkey.keys.createKey({ apiId: updateApiId, credits: { remaining: 5, refill } })).data.keyId;
+  const incremented = await unkey.keys.updateCredits({ keyId: id, operation: "increment", value: 1 });
+  assertEqual(incremented.data, { remaining: 6, refill }, "data after increment");
+  const unlimited = await unkey.keys.updateCredits({ keyId: id, operation: "set" });
+  assertEqual(unlimited.data.remaining, null, "data.remaining after set without value");
+  assertEqual(unlimited.data.refill, undefined, "data.refill after set without value");
+  assertEqual((await currentKey(id)).credits, undefined, "getKey credits");
+});
+await step("keys.updateCredits increment an unlimited key -> 400 BadRequestErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "increment", value: 1 }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  assertEqual(err.error.detail, "You cannot increment or decrement a key with unlimited credits.", "error.detail");
+});
+await step("keys.updateCredits increment without value -> 400 BadRequestErrorResponse", async () => {
+  const err = await expectTypedError(
+    () => unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "increment" }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  const expected = "When specifying an increment or decrement operation, a value must be provided.";
+  assertEqual(err.error.detail, expected, "error.detail");
+});
+// `operation` is an open enum in the SDK, so an unknown one reaches the server.
+await step("keys.updateCredits unknown operation -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(
+    () => unkey.keys.updateCredits({ keyId: creditsKeyId, operation: "multiply", value: 2 }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+});
+await step("keys.updateCredits unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  await expectTypedError(
+    () => stranger.keys.updateCredits({ keyId: creditsKeyId, operation: "set", value: 1 }),
+    errors.UnauthorizedErrorResponse,
+    401,
+    UNKNOWN_ROOT_KEY,
+  );
+});
+await step("keys.updateCredits without update_key -> 403 ForbiddenErrorResponse", async () => {
+  await expectTypedError(
+    () => keyReader.keys.updateCredits({ keyId: creditsKeyId, operation: "set", value: 1 }),
+    errors.ForbiddenErrorResponse,
+    403,
+    NO_PERMISSION,
+  );
+});
+await step("keys.updateCredits missing key -> 404 NotFoundErrorResponse", async () => {
+  await expectTypedError(
+    () => unkey.keys.updateCredits({ keyId: missingKey, operation: "set", value: 1 }),
+    errors.NotFoundErrorResponse,
+    404,
+    KEY_NOT_FOUND,
+  );
+});
+
+await step("apis.deleteApi (cleanup of the update checks' API)", async () => {
+  assert(updateApiId, "prerequisite failed: no API for the update checks");
+  assertMeta(await unkey.apis.deleteApi({ apiId: updateApiId }));
 });
 
 console.log(`${passed} passed, ${failed} failed`);

@@ -23,10 +23,13 @@ start_fresh_server "$BIN" sdk-check
 # Keys that may only read, or only create, for the permission errors.
 READ_ONLY_KEY="$(limited_key 'identity.*.read_identity')"
 CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')"
+# Keys that may only read APIs, or only read keys, for the apis.* and keys.* permission errors.
+API_READER_KEY="$(limited_key 'api.*.read_api')"
+KEY_READER_KEY="$(limited_key 'api.*.read_key')"
 
 status=0
 SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$READ_ONLY_KEY" SIGIL_CREATE_ONLY_KEY="$CREATE_ONLY_KEY" \
-  node check.mjs || status=$?
+  SIGIL_API_READER_KEY="$API_READER_KEY" SIGIL_KEY_READER_KEY="$KEY_READER_KEY" node check.mjs || status=$?
 if [[ "$status" -ne 0 ]]; then
   show_server_logs
 fi
