@@ -23,6 +23,7 @@ const LIST_IDENTITIES: &str = "/v2/identities.listIdentities";
 const UPDATE_IDENTITY: &str = "/v2/identities.updateIdentity";
 const DELETE_IDENTITY: &str = "/v2/identities.deleteIdentity";
 const UPSERT_IDENTITY: &str = "/v2/identities.upsertIdentity";
+const LIST_IDENTITY_KEYS: &str = "/v2/identities.listKeys";
 const CREATE_API: &str = "/v2/apis.createApi";
 const GET_API: &str = "/v2/apis.getApi";
 const DELETE_API: &str = "/v2/apis.deleteApi";
@@ -77,6 +78,7 @@ pub fn router() -> Router<AppState> {
         // Reads: a root key in `Authorization`, checked by the handler after the body, as Unkey does.
         .route(GET_IDENTITY, post(identities::get_identity))
         .route(LIST_IDENTITIES, post(identities::list_identities))
+        .route(LIST_IDENTITY_KEYS, post(identities::list_keys))
         // Writes: a root key, and an optional `Idempotency-Key` (`idempotency.rs`).
         .route(CREATE_IDENTITY, post(identities::create_identity))
         .route(UPDATE_IDENTITY, post(identities::update_identity))

@@ -46,6 +46,15 @@ pub struct StoredKey {
     pub identity: Option<Identity>,
 }
 
+/// Whose keys a page lists.
+#[derive(Debug, Clone)]
+pub enum KeysOf {
+    /// An API's, of the identity `identity_id` alone when it is given.
+    Api { api_id: String, identity_id: Option<String> },
+    /// An identity's, in every API.
+    Identity { identity_id: String },
+}
+
 /// What an update of a key did.
 #[derive(Debug, Clone)]
 pub enum KeyUpdate {
@@ -63,14 +72,12 @@ pub trait Keys: Send + Sync {
     /// The live key with this id, in a live API.
     async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
-    /// Live keys of a live API in id order: at most `limit`, from `cursor` on (inclusive), of the identity
-    /// `identity_id` alone when it is given.
+    /// Live keys of live APIs in id order, at most `limit`, from `cursor` on (inclusive).
     async fn list_keys(
         &self,
         workspace: &WorkspaceId,
-        api_id: &str,
+        of: &KeysOf,
         cursor: Option<&str>,
-        identity_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StoredKey>, StoreError>;
 
@@ -130,6 +137,10 @@ pub(super) const LIVE_KEY_BY_HASH: &str = live_key!("k.hash = $2");
 pub(super) const LIVE_KEYS_OF_API: &str = live_key!(
     "k.api_id = $2 AND k.id >= COALESCE($3, '') AND ($4 IS NULL OR k.identity_id = $4) ORDER BY k.id LIMIT $5"
 );
+/// A page of identity `$2`'s live keys in id order, from id `$3` on (inclusive), at most `$4` of them; served
+/// by `keys_by_identity`.
+pub(super) const LIVE_KEYS_OF_IDENTITY: &str =
+    live_key!("k.identity_id = $2 AND k.id >= COALESCE($3, '') ORDER BY k.id LIMIT $4");
 
 /// Re-checking `deleted_at` on the row makes the second of two concurrent deletes match nothing; a key of a
 /// deleted API is no live key, as [`LIVE_KEY`] has it.
@@ -293,29 +304,27 @@ macro_rules! impl_keys {
                 async fn list_keys(
                     &self,
                     workspace: &WorkspaceId,
-                    api_id: &str,
+                    of: &KeysOf,
                     cursor: Option<&str>,
-                    identity_id: Option<&str>,
                     limit: i64,
                 ) -> Result<Vec<StoredKey>, StoreError> {
-                    let owned = (
-                        workspace.clone(),
-                        api_id.to_owned(),
-                        cursor.map(str::to_owned),
-                        identity_id.map(str::to_owned),
-                    );
+                    let owned = (workspace.clone(), of.clone(), cursor.map(str::to_owned));
                     let rows: Vec<LiveKeyRow> = self
                         .on_reader(|connection| {
-                            let (workspace, api_id, cursor, identity_id) = owned;
+                            let (workspace, of, cursor) = owned;
                             Box::pin(async move {
-                                Ok(sqlx::query_as(LIVE_KEYS_OF_API)
-                                    .bind(workspace.as_str())
-                                    .bind(api_id)
-                                    .bind(cursor)
-                                    .bind(identity_id)
-                                    .bind(limit)
-                                    .fetch_all(connection)
-                                    .await?)
+                                let page = match of {
+                                    KeysOf::Api { api_id, identity_id } => sqlx::query_as(LIVE_KEYS_OF_API)
+                                        .bind(workspace.as_str())
+                                        .bind(api_id)
+                                        .bind(cursor)
+                                        .bind(identity_id),
+                                    KeysOf::Identity { identity_id } => sqlx::query_as(LIVE_KEYS_OF_IDENTITY)
+                                        .bind(workspace.as_str())
+                                        .bind(identity_id)
+                                        .bind(cursor),
+                                };
+                                Ok(page.bind(limit).fetch_all(connection).await?)
                             })
                         })
                         .await?;

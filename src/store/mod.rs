@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH as IDEMPOTENCY_PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;
 pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
-pub use keys::{KeyUpdate, Keys, NewKey, StoredKey, parse_credits};
+pub use keys::{KeyUpdate, Keys, KeysOf, NewKey, StoredKey, parse_credits};
 pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
 pub use root_keys::RootKeys;

@@ -16,7 +16,8 @@ use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
 use crate::extract::{RootKeyHeader, ValidJson};
 use crate::routes::apis::api_not_found;
-use crate::routes::keys::KeyResponseData;
+use crate::routes::keys::{KeyResponseData, page_of_keys};
+use crate::store::KeysOf;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,13 +55,6 @@ pub async fn list_keys(
             }
         }
     };
-    let mut keys = state
-        .store
-        .list_keys(workspace, &request.api_id, request.cursor.as_deref(), identity_id.as_deref(), request.limit + 1)
-        .await?;
-    let next =
-        usize::try_from(request.limit).ok().and_then(|limit| (keys.len() > limit).then(|| keys.split_off(limit)));
-    let cursor = next.and_then(|rest| rest.into_iter().next()).map(|first| first.id);
-    let data = keys.into_iter().map(KeyResponseData::of).collect::<Result<Vec<_>, _>>()?;
-    Ok(Envelope::page(data, Pagination { has_more: cursor.is_some(), cursor }))
+    let of = KeysOf::Api { api_id: request.api_id, identity_id };
+    page_of_keys(&state, workspace, &of, request.cursor.as_deref(), request.limit, |_| true).await
 }

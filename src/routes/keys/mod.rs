@@ -3,6 +3,7 @@
 mod create_key;
 mod delete_key;
 mod get_key;
+mod page;
 mod update_credits;
 mod update_key;
 mod whoami;
@@ -10,6 +11,7 @@ mod whoami;
 pub use create_key::create_key;
 pub use delete_key::delete_key;
 pub use get_key::{KeyResponseData, get_key};
+pub use page::page_of_keys;
 pub use update_credits::update_credits;
 pub use update_key::update_key;
 pub use whoami::whoami;

@@ -2,7 +2,7 @@
 
 mod create_key;
 mod delete_key;
-mod get_key;
+pub mod get_key;
 mod update_credits;
 mod update_key;
 mod whoami;
