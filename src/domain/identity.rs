@@ -155,6 +155,21 @@ pub struct IdentityUpsert {
 pub struct IdentityChanges {
     pub meta: Option<Meta>,
     pub ratelimits: Option<Vec<RatelimitInput>>,
+    /// A new externalId (Sigil's own; Unkey's users asked for it in issue #4432).
+    pub external_id: Option<String>,
+}
+
+/// What an update of an identity did. A taken externalId is an outcome, as in [`Creation`].
+#[derive(Debug, Clone)]
+pub enum IdentityUpdate {
+    /// The identity as it stands after the update.
+    Updated(Identity),
+    NotFound,
+    /// Another live identity of the workspace holds the externalId it was to be renamed to; nothing was
+    /// written.
+    ExternalIdTaken {
+        existing_id: String,
+    },
 }
 
 /// A list page: its identities in id order, and where the next page starts, if one follows.

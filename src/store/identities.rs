@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use crate::domain::identity::{
-    Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, Meta, NewIdentity,
-    PAGE_BYTES, Ratelimit, StoredJson, opens_with, stored_json,
+    Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpdate, IdentityUpsert, Meta,
+    NewIdentity, PAGE_BYTES, Ratelimit, StoredJson, opens_with, stored_json,
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
@@ -65,8 +65,8 @@ pub trait Identities: Send + Sync {
         workspace: &WorkspaceId,
         identity: &str,
         changes: &IdentityChanges,
-        recording: Option<Recording<Option<Identity>>>,
-    ) -> Result<Recorded<Option<Identity>>, StoreError>;
+        recording: Option<Recording<IdentityUpdate>>,
+    ) -> Result<Recorded<IdentityUpdate>, StoreError>;
 
     /// Soft-deletes the live identity; its externalId is free again at once. `false` when none matched.
     async fn delete_identity(
@@ -118,12 +118,19 @@ pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
+/// Follows an update in its transaction, which already holds the row. The unique index on live externalIds
+/// decides a race with a create or another rename.
+pub(super) const RENAME_IDENTITY: &str = "UPDATE identities SET external_id = $2 WHERE id = $1";
+
 /// Served by `identities_live_external_id_folded`, whose expression this repeats exactly.
 pub(super) const EXTERNAL_ID_IN_OTHER_CASE: &str = "SELECT id, external_id FROM identities \
      WHERE workspace_id = $1 AND lower(external_id) = lower($2) AND deleted_at IS NULL AND external_id <> $2 LIMIT 1";
 
 pub(super) const COUNT_IDENTITIES: &str =
     "SELECT COUNT(*) FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL";
+
+pub(super) const LIVE_IDENTITY_NAMES: &str =
+    concat!("SELECT id, external_id FROM identities WHERE id = ", live_identity_id!());
 
 pub(super) const GET_IDENTITY: &str =
     concat!("SELECT id, external_id, meta, ratelimits FROM identities WHERE id = ", live_identity_id!());
@@ -316,8 +323,8 @@ macro_rules! impl_identities {
         // A block of its own, so that the implementation names what it uses as this file does.
         const _: () = {
             use $crate::domain::identity::{
-                Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpsert, NewIdentity,
-                RatelimitInput, StoredJson, replace_ratelimits,
+                Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpdate, IdentityUpsert,
+                NewIdentity, RatelimitInput, StoredJson, replace_ratelimits,
             };
             use $crate::domain::ids::new_id;
             use $crate::domain::workspace::WorkspaceId;
@@ -430,24 +437,62 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     identity: &str,
                     changes: &IdentityChanges,
-                ) -> Result<Written<Option<Identity>>, StoreError> {
+                ) -> Result<Written<IdentityUpdate>, StoreError> {
+                    let mut identity = identity.to_owned();
+                    if let Some(renamed) = &changes.external_id {
+                        // Looked for before anything is written, so that a 409 leaves the identity as it was.
+                        let found: Option<(String, String)> = sqlx::query_as(LIVE_IDENTITY_NAMES)
+                            .bind(workspace.as_str())
+                            .bind(&identity)
+                            .fetch_optional(&mut *connection)
+                            .await?;
+                        let Some((id, _)) = found else { return Ok(Written::unchanged(IdentityUpdate::NotFound)) };
+                        let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                            .bind(workspace.as_str())
+                            .bind(renamed)
+                            .fetch_optional(&mut *connection)
+                            .await?;
+                        if let Some(existing_id) = holder.filter(|holder| *holder != id) {
+                            return Ok(Written::unchanged(IdentityUpdate::ExternalIdTaken { existing_id }));
+                        }
+                        // By id from here on: its externalId is about to change.
+                        identity = id;
+                    }
                     let meta = changes.meta.as_ref().map(to_json).transpose()?;
                     let row: Option<IdentityRow> = sqlx::query_as(UPDATE_IDENTITY)
                         .bind(workspace.as_str())
-                        .bind(identity)
+                        .bind(&identity)
                         .bind(meta)
                         .bind(now_ms())
                         .fetch_optional(&mut *connection)
                         .await?;
                     let Some(row) = row else {
-                        return Ok(Written::unchanged(None));
+                        return Ok(Written::unchanged(IdentityUpdate::NotFound));
                     };
                     let mut identity = row.into_identity()?;
+                    let mut written = vec![Change::identity(workspace, &identity.id, &identity.external_id)];
+                    if let Some(renamed) =
+                        changes.external_id.as_ref().filter(|renamed| **renamed != identity.external_id)
+                    {
+                        sqlx::query(RENAME_IDENTITY)
+                            .bind(&identity.id)
+                            .bind(renamed)
+                            .execute(&mut *connection)
+                            .await
+                            .map_err(|error| match &error {
+                            // Taken since it was looked for (PostgreSQL): run again, the holder is seen then.
+                            sqlx::Error::Database(database) if database.is_unique_violation() => {
+                                StoreError::Contended("the externalId was taken during the rename")
+                            }
+                            _ => StoreError::from(error),
+                        })?;
+                        identity.external_id = renamed.clone();
+                        written.push(Change::identity(workspace, &identity.id, renamed));
+                    }
                     if let Some(sent) = &changes.ratelimits {
                         Self::set_ratelimits_in(connection, &mut identity, sent).await?;
                     }
-                    let changed = Change::identity(workspace, &identity.id, &identity.external_id);
-                    Ok(Written::new(Some(identity), vec![changed]))
+                    Ok(Written::new(IdentityUpdate::Updated(identity), written))
                 }
 
                 /// Soft-deletes the live identity with one statement; `false` when none matches.
@@ -642,19 +687,28 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     identity: &str,
                     changes: &IdentityChanges,
-                    recording: Option<Recording<Option<Identity>>>,
-                ) -> Result<Recorded<Option<Identity>>, StoreError> {
+                    recording: Option<Recording<IdentityUpdate>>,
+                ) -> Result<Recorded<IdentityUpdate>, StoreError> {
                     if !may_be_stored(identity) {
-                        return Ok(Recorded::Ran(None));
+                        return Ok(Recorded::Ran(IdentityUpdate::NotFound));
                     }
-                    let owned = (workspace.clone(), identity.to_owned(), changes.clone());
-                    self.write_recorded(workspace, recording, changes.ratelimits.is_none(), move |connection| {
-                        let (workspace, identity, changes) = owned.clone();
-                        Box::pin(
-                            async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await },
-                        )
-                    })
-                    .await
+                    let one_statement = changes.ratelimits.is_none() && changes.external_id.is_none();
+                    let mut attempts = 1;
+                    loop {
+                        let owned = (workspace.clone(), identity.to_owned(), changes.clone());
+                        let updated = self
+                            .write_recorded(workspace, recording.clone(), one_statement, move |connection| {
+                                let (workspace, identity, changes) = owned.clone();
+                                Box::pin(async move {
+                                    Self::update_identity_in(connection, &workspace, &identity, &changes).await
+                                })
+                            })
+                            .await;
+                        match updated {
+                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
+                            updated => return updated,
+                        }
+                    }
                 }
 
                 async fn delete_identity(

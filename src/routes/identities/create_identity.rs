@@ -64,7 +64,7 @@ pub async fn create_identity(
     .await)
 }
 
-fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> ApiError {
+pub(super) fn already_exists(root_key: &RootKey, external_id: &str, existing_id: &str) -> ApiError {
     crate::middleware::log_conflict("externalId", external_id, existing_id);
     let mut error = ApiError::new(
         ErrorCode::IdentityAlreadyExists,

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityChanges, RatelimitInput};
+use crate::domain::identity::{Identity, IdentityChanges, IdentityUpdate, RatelimitInput};
 use crate::domain::permission::{IdentityAction, Needed};
 use crate::idempotency::{IdempotencyKey, run_write};
 use crate::routes::v1::auth::authenticate;
@@ -57,8 +57,8 @@ pub async fn update_identity(
         None if key_has_a_record(&state, &workspace, idempotency_key.as_ref()).await? => asked.clone(),
         None => return Err(not_found(&asked)),
     };
-    let changes =
-        IdentityChanges { meta, ratelimits: sent_ratelimits.map(|sent| keeping_auto_apply(found.as_ref(), sent)) };
+    let ratelimits = sent_ratelimits.map(|sent| keeping_auto_apply(found.as_ref(), sent));
+    let changes = IdentityChanges { meta, ratelimits, external_id: None };
     Ok(update(&state, &caller.key_hash, &workspace, idempotency_key, target, asked, changes).await)
 }
 
@@ -83,9 +83,10 @@ async fn update(
     changes: IdentityChanges,
 ) -> Response {
     let store = state.store.clone();
-    let answer = move |updated: &Option<Identity>| match updated {
-        Some(identity) => Ok(V1Json(V1Identity::of(identity))),
-        None => Err(not_found(&asked)),
+    let answer = move |updated: &IdentityUpdate| match updated {
+        IdentityUpdate::Updated(identity) => Ok(V1Json(V1Identity::of(identity))),
+        // v1 renames nothing, so no externalId can be taken.
+        IdentityUpdate::NotFound | IdentityUpdate::ExternalIdTaken { .. } => Err(not_found(&asked)),
     };
     run_write(state, key_hash, workspace, idempotency_key, answer, |recording| {
         let (store, workspace, identity_id, changes) =

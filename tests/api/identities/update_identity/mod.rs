@@ -1,3 +1,4 @@
+mod renaming;
 mod status_200;
 mod status_400;
 mod status_401;

@@ -17,7 +17,8 @@ async fn invalid_updates_are_400_and_change_nothing(server: TestServer) {
         (json!({"identity": ""}), "/properties/identity/minLength"),
         (json!({"meta": {}}), "/required"),
         (json!({"identity": "u", "meta": []}), "/properties/meta/type"),
-        (json!({"identity": "u", "externalId": "renamed"}), "/additionalProperties"),
+        (json!({"identity": "u", "name": "renamed"}), "/additionalProperties"),
+        (json!({"identity": "u", "externalId": "with space"}), "/properties/externalId/pattern"),
     ] {
         let response = server.call("identities.updateIdentity", &key, body.clone()).await;
         response.assert_error(400, "unkey/application/invalid_input");
