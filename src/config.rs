@@ -2,6 +2,7 @@
 //! with nothing installed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -9,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::Limits;
 use crate::http_server::ConnectionLimits;
 use crate::idempotency::IdempotencySettings;
+use crate::sealed_secrets::RecordKey;
 
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, about = "Self-hosted identity service speaking Unkey's v2 API")]
@@ -94,6 +96,13 @@ pub struct ServeArgs {
     /// How long a retry waits for the first request with its key to finish before answering 409.
     #[arg(long, env = "SIGIL_IDEMPOTENCY_WAIT_MS", default_value_t = 5_000)]
     pub idempotency_wait_ms: u64,
+    /// 32 random bytes in base64 (`openssl rand -base64 32`) that seal the new key in a recorded createKey
+    /// answer, so that createKey takes an Idempotency-Key. Keep it out of the database and its backups.
+    #[arg(long, env = "SIGIL_RECORD_KEY", hide_env_values = true, conflicts_with = "record_key_file")]
+    pub record_key: Option<String>,
+    /// A file holding the record key, as `--record-key` takes it (for systemd credentials and the like).
+    #[arg(long, env = "SIGIL_RECORD_KEY_FILE")]
+    pub record_key_file: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -115,11 +124,24 @@ impl ServeArgs {
         }
     }
 
-    pub fn idempotency(&self) -> IdempotencySettings {
-        IdempotencySettings {
+    pub fn idempotency(&self) -> anyhow::Result<IdempotencySettings> {
+        let record_key = match (&self.record_key, &self.record_key_file) {
+            (Some(text), _) => Some(text.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|error| anyhow::anyhow!("reading the record key file {}: {error}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let record_key = record_key
+            .map(|text| RecordKey::from_base64(&text).map(Arc::new))
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(IdempotencySettings {
             retention: Duration::from_secs(self.idempotency_retention_secs),
             in_flight_wait: Duration::from_millis(self.idempotency_wait_ms),
-        }
+            record_key,
+        })
     }
 }
 

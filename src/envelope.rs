@@ -36,6 +36,9 @@ pub struct Envelope<T> {
     data: Option<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pagination: Option<Pagination>,
+    /// A string in `data` that a record of this answer must not hold as it is (`sealed_secrets.rs`).
+    #[serde(skip)]
+    secret: Option<String>,
 }
 
 impl<T: Serialize> Envelope<T> {
@@ -48,7 +51,16 @@ impl<T: Serialize> Envelope<T> {
     }
 
     fn build(data: Option<T>, pagination: Option<Pagination>) -> Self {
-        Self { meta: ResponseMeta { request_id: current_request_id() }, data, pagination }
+        Self { meta: ResponseMeta { request_id: current_request_id() }, data, pagination, secret: None }
+    }
+
+    /// This answer shows `secret` (a new key), which its record keeps sealed.
+    pub fn holding_secret(self, secret: String) -> Self {
+        Self { secret: Some(secret), ..self }
+    }
+
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
     }
 }
 

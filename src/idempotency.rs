@@ -28,6 +28,7 @@ use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is
 use crate::domain::workspace::WorkspaceId;
 use crate::envelope::{Envelope, REQUEST_ID, current_request_id};
 use crate::error::{ApiError, ValidationError};
+use crate::sealed_secrets::{self, RecordKey};
 use crate::store::{Recorded, Recording, StoreError};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -39,17 +40,20 @@ const MAX_WAITING_PER_KEY: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const LONGEST_BACKOFF: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IdempotencySettings {
     /// How long an answered request is replayed.
     pub retention: Duration,
     /// How long a retry waits for a still-running first request before answering 409.
     pub in_flight_wait: Duration,
+    /// Seals the secrets of answers that show one (createKey's new key) in their records; without it, such
+    /// answers take no Idempotency-Key.
+    pub record_key: Option<Arc<RecordKey>>,
 }
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self { retention: Duration::from_secs(24 * 60 * 60), in_flight_wait: Duration::from_secs(5) }
+        Self { retention: Duration::from_secs(24 * 60 * 60), in_flight_wait: Duration::from_secs(5), record_key: None }
     }
 }
 
@@ -79,6 +83,11 @@ impl IdempotencyKey {
 pub trait WriteAnswer: IntoResponse {
     fn stored(&self) -> StoredResponse;
 
+    /// A string the answer shows that its record must keep sealed.
+    fn secret(&self) -> Option<&str> {
+        None
+    }
+
     /// How this API answers a failure that is not the write's own: a busy or reused key, a database failure.
     fn failure(error: ApiError) -> Response;
 }
@@ -89,6 +98,10 @@ impl<Body: Serialize> WriteAnswer for Result<Envelope<Body>, ApiError> {
             Ok(envelope) => StoredResponse { status: StatusCode::OK.as_u16(), body: envelope.to_json() },
             Err(error) => StoredResponse { status: error.code.status().as_u16(), body: error.body_json() },
         }
+    }
+
+    fn secret(&self) -> Option<&str> {
+        self.as_ref().ok().and_then(Envelope::secret)
     }
 
     fn failure(error: ApiError) -> Response {
@@ -115,13 +128,19 @@ where
     Write: Fn(Option<Recording<T>>) -> StoreWrite<T>,
 {
     let Some(idempotency_key) = idempotency_key else {
-        return respond(run_to_the_end(write(None), None).await, &answer);
+        // Without a key there is no record, so nothing to open.
+        let sealing = Sealing { key: None, bound_to: String::new() };
+        return respond(run_to_the_end(write(None), None).await, &answer, &sealing);
     };
     let give_up_at = Instant::now() + state.idempotency.in_flight_wait;
     let fingerprint = fingerprint(root_key_hash, &idempotency_key.path, &idempotency_key.body);
+    let sealing = Arc::new(Sealing {
+        key: state.idempotency.record_key.clone(),
+        bound_to: format!("{}\0{}\0{fingerprint}", workspace.as_str(), idempotency_key.key),
+    });
     // A retry after a timeout finds its answer here, without waiting for a turn or queueing for the writer.
     match recorded_answer(state, workspace, &idempotency_key.key, &fingerprint).await {
-        Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded),
+        Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded, &sealing),
         Ok(None) => {}
         Err(error) => return Answer::failure(error),
     }
@@ -134,7 +153,7 @@ where
         fingerprint,
         key: idempotency_key.key,
         keep_until: unix_ms_after(state.idempotency.retention),
-        answer: stored_answer(Arc::clone(&answer), current_request_id()),
+        answer: stored_answer(Arc::clone(&answer), current_request_id(), Arc::clone(&sealing)),
     };
     let mut backoff = FIRST_BACKOFF;
     let mut look_again = turn.waited;
@@ -142,7 +161,7 @@ where
         // The request whose turn came before this one may have just answered the key.
         if look_again {
             match recorded_answer(state, workspace, &recording.key, &recording.fingerprint).await {
-                Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded),
+                Ok(Some(recorded)) => return respond_recorded::<Answer>(recorded, &sealing),
                 Ok(None) => {}
                 Err(error) => return Answer::failure(error),
             }
@@ -153,7 +172,7 @@ where
                 backoff = (backoff * 2).min(LONGEST_BACKOFF);
                 look_again = true;
             }
-            outcome => return respond(outcome, &*answer),
+            outcome => return respond(outcome, &*answer, &sealing),
         }
     }
 }
@@ -193,28 +212,65 @@ async fn run_to_the_end<T: Send + 'static>(
 fn respond<T, Answer: WriteAnswer>(
     outcome: Result<Recorded<T>, StoreError>,
     answer: &impl Fn(&T) -> Answer,
+    sealing: &Sealing,
 ) -> Response {
     match outcome {
         Ok(Recorded::Ran(ran)) => answer(&ran).into_response(),
-        Ok(Recorded::Answered(recorded)) => respond_recorded::<Answer>(recorded),
+        Ok(Recorded::Answered(recorded)) => respond_recorded::<Answer>(recorded, sealing),
         Err(error) => Answer::failure(ApiError::from(error)),
     }
 }
 
-fn respond_recorded<Answer: WriteAnswer>(recorded: RecordedAnswer) -> Response {
+fn respond_recorded<Answer: WriteAnswer>(recorded: RecordedAnswer, sealing: &Sealing) -> Response {
     match recorded {
-        RecordedAnswer::Replay(stored) => replay(stored),
+        RecordedAnswer::Replay(stored) => match sealing.open(stored) {
+            Some(stored) => replay(stored),
+            None => Answer::failure(ApiError::unexpected(anyhow::anyhow!(
+                "the recorded answer holds a secret that does not open: the record key (SIGIL_RECORD_KEY) changed \
+                 since it was recorded"
+            ))),
+        },
         RecordedAnswer::KeyReused => Answer::failure(ApiError::idempotency_key_reused()),
     }
 }
 
+/// How the secrets of one record's answer are sealed and opened.
+struct Sealing {
+    key: Option<Arc<RecordKey>>,
+    /// The record's workspace, key and fingerprint: a sealed value opens in this record alone.
+    bound_to: String,
+}
+
+impl Sealing {
+    fn seal(&self, stored: StoredResponse, secret: Option<&str>) -> StoredResponse {
+        match secret {
+            Some(secret) => StoredResponse {
+                body: sealed_secrets::seal_in(&stored.body, secret, self.key.as_deref(), &self.bound_to),
+                ..stored
+            },
+            None => stored,
+        }
+    }
+
+    fn open(&self, stored: StoredResponse) -> Option<StoredResponse> {
+        let body = sealed_secrets::open_in(stored.body, self.key.as_deref(), &self.bound_to)?;
+        Some(StoredResponse { body, ..stored })
+    }
+}
+
 /// `answer` as the record keeps it: rendered inside the write's transaction, with the request's id, as
-/// the live answer is rendered after it, so that both are the same bytes.
+/// the live answer is rendered after it, so that both are the same bytes once its secret, if any, is opened.
 fn stored_answer<T, Answer: WriteAnswer>(
     answer: Arc<impl Fn(&T) -> Answer + Send + Sync + 'static>,
     request_id: String,
+    sealing: Arc<Sealing>,
 ) -> crate::store::Answer<T> {
-    Arc::new(move |outcome: &T| REQUEST_ID.sync_scope(request_id.clone(), || answer(outcome).stored()))
+    Arc::new(move |outcome: &T| {
+        REQUEST_ID.sync_scope(request_id.clone(), || {
+            let rendered = answer(outcome);
+            sealing.seal(rendered.stored(), rendered.secret())
+        })
+    })
 }
 
 fn replay(stored: StoredResponse) -> Response {

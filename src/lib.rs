@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod sealed_secrets;
 pub mod server;
 pub mod store;
 

@@ -17,11 +17,12 @@ const FIRST_WORKSPACE: &str = "default";
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::error::set_error_docs_base(&args.error_docs_base);
+    let idempotency = args.idempotency()?;
     let store = store::open_for_serving(&args.database.url).await?;
     create_first_workspace(&*store).await?;
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
-    let state = AppState::new(store.clone(), args.limits(), args.idempotency());
+    let state = AppState::new(store.clone(), args.limits(), idempotency);
     let in_flight = state.in_flight.clone();
     let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
     http_server::serve(listener, app(state), in_flight, args.connection_limits(), shutdown_signal()).await;

@@ -98,7 +98,12 @@ pub trait Keys: Send + Sync {
     /// holding it, which is created (empty meta, no ratelimits) in the same transaction when there is none:
     /// any number of concurrent creates of keys for one new externalId end linked to one identity, and none
     /// fails for it.
-    async fn create_key(&self, workspace: &WorkspaceId, key: &NewKey) -> Result<String, StoreError>;
+    async fn create_key(
+        &self,
+        workspace: &WorkspaceId,
+        key: &NewKey,
+        recording: Option<Recording<String>>,
+    ) -> Result<Recorded<String>, StoreError>;
 
     /// Applies `changes` to the live key in one transaction, which holds the key's row from its read to its
     /// write, so that concurrent updates (of credits, say) never lose one another. An externalId links the
@@ -389,50 +394,26 @@ macro_rules! impl_keys {
                     }
                 }
 
-                async fn create_key(&self, workspace: &WorkspaceId, key: &NewKey) -> Result<String, StoreError> {
+                async fn create_key(
+                    &self,
+                    workspace: &WorkspaceId,
+                    key: &NewKey,
+                    recording: Option<Recording<String>>,
+                ) -> Result<Recorded<String>, StoreError> {
                     // The identity the key named may be deleted between its insert's no-op and its read
                     // (PostgreSQL): nothing was written, so the transaction is run again.
                     let mut attempts = 1;
                     loop {
                         let owned = (workspace.clone(), key.clone());
                         let created = self
-                            .write(move |connection| {
+                            .write_recorded(workspace, recording.clone(), false, move |connection| {
                                 let (workspace, key) = owned.clone();
-                                Box::pin(async move {
-                                    let mut changes = Vec::new();
-                                    let identity_id = match &key.external_id {
-                                        None => None,
-                                        Some(external_id) => {
-                                            let got =
-                                                Self::identity_for_key_in(connection, &workspace, external_id).await?;
-                                            changes = got.changes;
-                                            Some(got.outcome)
-                                        }
-                                    };
-                                    let key_id = new_id("key");
-                                    sqlx::query(INSERT_KEY)
-                                        .bind(&key_id)
-                                        .bind(workspace.as_str())
-                                        .bind(&key.api_id)
-                                        .bind(&key.hash)
-                                        .bind(&key.start)
-                                        .bind(&key.name)
-                                        .bind(&key.meta)
-                                        .bind(identity_id)
-                                        .bind(key.expires)
-                                        .bind(key.enabled)
-                                        .bind(&key.credits)
-                                        .bind(&key.ratelimits)
-                                        .bind(now_ms())
-                                        .execute(&mut *connection)
-                                        .await?;
-                                    Ok(Written::new(key_id, changes))
-                                })
+                                Box::pin(async move { Self::create_key_in(connection, &workspace, &key).await })
                             })
                             .await;
                         match created {
                             Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                            created => return created.inspect_err(|error| self.write_failed(error)),
+                            created => return created,
                         }
                     }
                 }
@@ -455,6 +436,40 @@ macro_rules! impl_keys {
                         Creation::Created { id } => id,
                         Creation::AlreadyExists { existing_id } => existing_id,
                     }))
+                }
+
+                async fn create_key_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    key: &NewKey,
+                ) -> Result<Written<String>, StoreError> {
+                    let mut changes = Vec::new();
+                    let identity_id = match &key.external_id {
+                        None => None,
+                        Some(external_id) => {
+                            let got = Self::identity_for_key_in(connection, workspace, external_id).await?;
+                            changes = got.changes;
+                            Some(got.outcome)
+                        }
+                    };
+                    let key_id = new_id("key");
+                    sqlx::query(INSERT_KEY)
+                        .bind(&key_id)
+                        .bind(workspace.as_str())
+                        .bind(&key.api_id)
+                        .bind(&key.hash)
+                        .bind(&key.start)
+                        .bind(&key.name)
+                        .bind(&key.meta)
+                        .bind(identity_id)
+                        .bind(key.expires)
+                        .bind(key.enabled)
+                        .bind(&key.credits)
+                        .bind(&key.ratelimits)
+                        .bind(now_ms())
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(Written::new(key_id, changes))
                 }
 
                 async fn update_key_in(

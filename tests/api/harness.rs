@@ -127,11 +127,16 @@ impl TestServer {
     }
 
     /// Stops this server and starts a new one on the same database, as after a process restart.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(Options::default()).await
+    }
+
+    /// [`restart`](Self::restart) with other settings.
+    pub async fn restart_with(mut self, options: Options) -> Self {
         self.server.abort();
         self.store.close().await;
         let database = self.database.take().expect("database");
-        Self::serve(database, Options::default()).await
+        Self::serve(database, options).await
     }
 
     /// The URL of this server's database, for a second connection of the test's own.

@@ -1,12 +1,15 @@
 //! `keys.createKey`: creates a key in an API and shows it this once; only its hash is stored. With an
 //! `externalId`, the key belongs to the live identity holding it, created in the same transaction when there
 //! is none: concurrent creates for one new externalId all succeed and share one identity (Unkey's issue
-//! #4024 answered the loser 500).
+//! #4024 answered the loser 500). With an Idempotency-Key, a retry is answered the same key once more:
+//! the record keeps it sealed under the server's record key (`sealed_secrets.rs`), which a server needs
+//! for createKey to take the header at all.
 //!
 //! Permission: `api.*.create_key` or `api.<apiId>.create_key`; without it the answer is the 404 of a
 //! missing API, as Unkey's, so that a key cannot tell which APIs exist. Errors: 400 (the schema; credit
-//! rules; two ratelimits of one name, which Unkey silently merged; roles, permissions, recoverable keys and
-//! an Idempotency-Key, which Sigil does not support on keys yet), 401, 404 `api_not_found`, 413.
+//! rules; two ratelimits of one name, which Unkey silently merged; roles, permissions and recoverable keys,
+//! which Sigil does not support yet; an Idempotency-Key on a server without a record key), 401, 404
+//! `api_not_found`, 409 and 422 (idempotency), 413.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -57,11 +60,11 @@ pub async fn create_key(
     write: ValidWrite<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
     let request = write.body;
-    if write.idempotency_key.is_some() {
+    if write.idempotency_key.is_some() && state.idempotency.record_key.is_none() {
         return Err(not_supported(
             "header.Idempotency-Key",
-            "keys.createKey takes no Idempotency-Key yet: its answer holds the new key, which Sigil stores no \
-             record of until the sealed-secret records in the README's design land.",
+            "keys.createKey takes an Idempotency-Key only when the server has a record key (SIGIL_RECORD_KEY), \
+             which seals the new key in the request's record: a record never holds a key in plaintext.",
         ));
     }
     let root_key = auth.authenticate(&state).await?;
@@ -91,12 +94,20 @@ pub async fn create_key(
     let store = state.store.clone();
     let key = made.key;
     let answer = move |key_id: &String| {
-        Ok::<_, ApiError>(Envelope::data(CreatedKey { key_id: key_id.clone(), key: key.clone() }))
+        let created = CreatedKey { key_id: key_id.clone(), key: key.clone() };
+        Ok::<_, ApiError>(Envelope::data(created).holding_secret(key.clone()))
     };
-    Ok(run_write(&state, "", &workspace, None, answer, |_| {
-        let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());
-        Box::pin(async move { store.create_key(&workspace, &new).await.map(crate::store::Recorded::Ran) })
-    })
+    Ok(run_write(
+        &state,
+        &auth.key_hash().unwrap_or_default(),
+        &workspace,
+        write.idempotency_key,
+        answer,
+        |recording| {
+            let (store, workspace, new) = (store.clone(), workspace.clone(), new.clone());
+            Box::pin(async move { store.create_key(&workspace, &new, recording).await })
+        },
+    )
     .await)
 }
 

@@ -1,9 +1,10 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
+use sigil::idempotency::IdempotencySettings;
+use sigil::sealed_secrets::RecordKey;
 
-use crate::harness::TestServer;
-use crate::keys::stored_keys;
+use crate::harness::{Backend, Options, TestServer};
+use crate::keys::{assert_the_database_never_holds, stored_keys};
 
 crate::backend_tests!(
     create_key_200_shows_the_key_once_and_stores_only_its_hash,
@@ -13,6 +14,43 @@ crate::backend_tests!(
     create_key_401_for_an_unknown_key,
     create_key_404_for_a_missing_or_deleted_api_and_without_create_key,
 );
+
+crate::each_backend!(create_key_replays_its_key_to_a_retry_and_keeps_it_only_sealed);
+
+fn with_record_key(bytes: &[u8; 32]) -> Options {
+    use base64::Engine;
+    let record_key =
+        RecordKey::from_base64(&base64::engine::general_purpose::STANDARD.encode(bytes)).expect("32 bytes");
+    let idempotency = IdempotencySettings { record_key: Some(std::sync::Arc::new(record_key)), ..Default::default() };
+    Options { idempotency, ..Options::default() }
+}
+
+/// With a record key, a retried createKey answers the same key once more, while no table holds it: the
+/// record keeps it sealed under a key that is not in the database.
+async fn create_key_replays_its_key_to_a_retry_and_keeps_it_only_sealed(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, with_record_key(&[1; 32])).await else {
+        return;
+    };
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    let body = json!({"apiId": api_id, "prefix": "sk", "externalId": "user_1"}).to_string();
+    let first = server.call_idempotent("keys.createKey", &admin, "create-key-1", &body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let retry = server.call_idempotent("keys.createKey", &admin, "create-key-1", &body).await;
+    assert_eq!((retry.status, retry.text.as_str()), (200, first.text.as_str()), "the same key, byte for byte");
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(stored_keys(&server).await.len(), 1, "one key was made");
+    let key = first.body["data"]["key"].as_str().expect("key");
+    assert_the_database_never_holds(&server, key.strip_prefix("sk_").expect("prefixed")).await;
+    let other =
+        server.call_idempotent("keys.createKey", &admin, "create-key-1", &json!({"apiId": api_id}).to_string()).await;
+    other.assert_error(422, "sigil/idempotency/key_reused");
+    // Under another record key the record cannot answer, and says nothing of the key.
+    let restarted = server.restart_with(with_record_key(&[2; 32])).await;
+    let lost = restarted.call_idempotent("keys.createKey", &admin, "create-key-1", &body).await;
+    assert_eq!(lost.status, 500, "{}", lost.body);
+    assert!(!lost.text.contains(key));
+}
 
 async fn create_api(server: &TestServer, key: &str) -> String {
     let created = server.call("apis.createApi", key, json!({"name": "production"})).await;
@@ -36,18 +74,7 @@ async fn create_key_200_shows_the_key_once_and_stores_only_its_hash(server: Test
     let stored = stored_keys(&server).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].2, sigil::domain::key::hash(key), "SHA-256 of the whole key, base64, as Unkey stores it");
-    let url = server.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        for file in [path.to_owned(), format!("{path}-wal")] {
-            let bytes = std::fs::read(&file).unwrap_or_default();
-            assert!(!bytes.windows(encoded.len()).any(|window| window == encoded.as_bytes()), "{file} holds the key");
-        }
-    } else {
-        let mut connection = PgConnection::connect(&url).await.expect("connect");
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT keys::text FROM keys").fetch_all(&mut connection).await.unwrap();
-        assert!(rows.iter().all(|row| !row.contains(encoded)), "the keys table holds the key");
-    }
+    assert_the_database_never_holds(&server, encoded).await;
 }
 
 /// Unkey's issue #4024: concurrent creates of keys for one new externalId raced to create its identity,

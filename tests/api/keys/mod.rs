@@ -23,3 +23,30 @@ pub async fn stored_keys(server: &TestServer) -> Vec<(String, Option<String>, St
         sqlx::query_as(query).fetch_all(&mut connection).await.expect("keys")
     }
 }
+
+/// Fails when `secret` is anywhere in the database: in the SQLite file or its WAL, byte for byte, or in any
+/// row of any PostgreSQL table of the test's database.
+pub async fn assert_the_database_never_holds(server: &TestServer, secret: &str) {
+    let url = server.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        for file in [path.to_owned(), format!("{path}-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(secret.len()).any(|window| window == secret.as_bytes()), "{file} holds the secret");
+        }
+        return;
+    }
+    let mut connection = PgConnection::connect(&url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("tables");
+    assert!(tables.iter().any(|table| table.ends_with(".keys")), "{tables:?}");
+    for table in tables {
+        let query = format!("SELECT count(*) FROM {table} AS t WHERE strpos(t::text, $1) > 0");
+        let holding: i64 = sqlx::query_scalar(&query).bind(secret).fetch_one(&mut connection).await.expect("search");
+        assert_eq!(holding, 0, "{table} holds the secret");
+    }
+}
