@@ -32,9 +32,13 @@ struct OperationLabels {
     operation: String,
 }
 
+/// Workspaces are created by the operator (`sigil root-key create`), so their number, and this label's, is
+/// the operator's to bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConflictLabels {
     r#type: String,
+    operation: String,
+    workspace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +55,7 @@ pub struct Metrics {
     conflicts: Family<ConflictLabels, Counter>,
     database_failures: Family<DatabaseFailureLabels, Counter>,
     idempotent_replays: Counter,
+    shed: Counter,
 }
 
 /// 0.25 ms to about 4 s, doubling.
@@ -84,25 +89,41 @@ impl Metrics {
             "Responses replayed for a retried Idempotency-Key",
             idempotent_replays.clone(),
         );
+        let shed = Counter::default();
+        registry.register(
+            "sigil_requests_shed",
+            "Requests refused at once with 503 because --max-in-flight requests were running",
+            shed.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector { store }));
-        Self { registry, requests, latency, conflicts, database_failures, idempotent_replays }
+        Self { registry, requests, latency, conflicts, database_failures, idempotent_replays, shed }
     }
 
-    /// `operation` is the matched route (`/v2/identities.createIdentity`), so labels stay bounded.
+    /// `operation` is the matched route (`/v2/identities.createIdentity`), so labels stay bounded; `workspace`
+    /// the one the request authenticated into, if it did.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         operation: &str,
+        workspace: Option<&str>,
         status: u16,
         error: Option<ErrorCode>,
         database_failure: Option<&'static str>,
         replayed: bool,
         elapsed: Duration,
     ) {
-        let operation = operation.to_owned();
-        self.requests.get_or_create(&RequestLabels { operation: operation.clone(), status }).inc();
-        self.latency.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { operation: operation.to_owned(), status }).inc();
+        self.latency.get_or_create(&OperationLabels { operation: operation.to_owned() }).observe(elapsed.as_secs_f64());
         if let Some(code) = error.filter(|code| matches!(code.status().as_u16(), 409 | 422)) {
-            self.conflicts.get_or_create(&ConflictLabels { r#type: code.path().to_owned() }).inc();
+            let labels = ConflictLabels {
+                r#type: code.path().to_owned(),
+                operation: operation.to_owned(),
+                workspace: workspace.unwrap_or_default().to_owned(),
+            };
+            self.conflicts.get_or_create(&labels).inc();
+        }
+        if error == Some(ErrorCode::Overloaded) {
+            self.shed.inc();
         }
         if let Some(kind) = database_failure {
             self.database_failures.get_or_create(&DatabaseFailureLabels { kind }).inc();

@@ -21,6 +21,11 @@ use crate::{AppState, InFlight, Limits};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+tokio::task_local! {
+    /// The workspace the request authenticated into, once it has: a label of its conflict metrics.
+    static CALLER_WORKSPACE: std::cell::RefCell<Option<String>>;
+}
+
 /// Gives the request an id (in every body's `meta.requestId`, the `X-Request-Id` header and the log line),
 /// and records its metrics.
 pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -38,7 +43,11 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
         existing_identity_id = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
+    let handled = async {
+        let response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
+        (response, CALLER_WORKSPACE.with(|caller| caller.take()))
+    };
+    let (mut response, workspace) = CALLER_WORKSPACE.scope(std::cell::RefCell::new(None), handled).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -46,7 +55,15 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     let code = response.extensions().get::<ErrorCode>().copied();
     let replayed = response.headers().contains_key(REPLAYED_HEADER);
     let database_failure = response.extensions().get::<DatabaseFailure>().map(|failure| failure.0);
-    state.metrics.observe(&operation, response.status().as_u16(), code, database_failure, replayed, started.elapsed());
+    state.metrics.observe(
+        &operation,
+        workspace.as_deref(),
+        response.status().as_u16(),
+        code,
+        database_failure,
+        replayed,
+        started.elapsed(),
+    );
     let error = code.map(ErrorCode::path);
     span.in_scope(|| {
         tracing::info!(
@@ -65,6 +82,8 @@ pub fn log_caller(root_key: &RootKey) {
     let span = tracing::Span::current();
     span.record("workspace", root_key.workspace.as_str());
     span.record("root_key_id", root_key.id.as_str());
+    // Outside a request (none in the server) there is nothing to label.
+    let _ = CALLER_WORKSPACE.try_with(|caller| caller.replace(Some(root_key.workspace.as_str().to_owned())));
 }
 
 /// Names, on the request's log line, what a create collided with: the field, its value and the identity that

@@ -180,6 +180,7 @@ async fn past_its_capacity_the_server_sheds_load_with_503_and_recovers() {
         assert_eq!(body["error"]["type"], "https://unkey.com/docs/api-reference/errors-v2/sigil/capacity/overloaded");
     }
     assert_eq!(served, 4, "exactly the configured capacity ran");
+    assert_eq!(crate::metrics::sample(&server.base_url, "sigil_requests_shed_total").await, 36.0);
     let key = server.admin_key().await;
     let after = server.call("identities.listIdentities", &key, json!({})).await;
     assert_eq!(after.status, 200, "capacity frees up once the flood has passed");
