@@ -22,7 +22,8 @@ pub async fn sample(base_url: &str, series: &str) -> f64 {
 
 /// The conflict counter of `type` on createIdentity in the workspace of the server's admin key.
 async fn conflicts(server: &TestServer, r#type: &str) -> f64 {
-    let workspace = server.store.find_workspace(crate::harness::WORKSPACE).await.unwrap().expect("the admin key's workspace");
+    let workspace =
+        server.store.find_workspace(crate::harness::WORKSPACE).await.unwrap().expect("the admin key's workspace");
     let workspace = workspace.as_str();
     let series = format!(
         r#"sigil_conflicts_total{{type="{}",operation="/v2/identities.createIdentity",workspace="{workspace}"}}"#,
