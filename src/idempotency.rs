@@ -27,7 +27,7 @@ use crate::AppState;
 use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is_valid_key};
 use crate::domain::workspace::WorkspaceId;
 use crate::envelope::{Envelope, REQUEST_ID, current_request_id};
-use crate::error::{ApiError, ValidationError};
+use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::sealed_secrets::{self, RecordKey};
 use crate::store::{Recorded, Recording, StoreError};
 
@@ -225,10 +225,12 @@ fn respond_recorded<Answer: WriteAnswer>(recorded: RecordedAnswer, sealing: &Sea
     match recorded {
         RecordedAnswer::Replay(stored) => match sealing.open(stored) {
             Some(stored) => replay(stored),
-            None => Answer::failure(ApiError::unexpected(anyhow::anyhow!(
-                "the recorded answer holds a secret that does not open: the record key (SIGIL_RECORD_KEY) changed \
-                 since it was recorded"
-            ))),
+            // Another node may hold the record key that sealed it: 503 sends the retry on.
+            None => Answer::failure(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The answer recorded under this Idempotency-Key holds a key sealed under a record key \
+                 (SIGIL_RECORD_KEY) that this server does not have. Retry on a server that has it.",
+            )),
         },
         RecordedAnswer::KeyReused => Answer::failure(ApiError::idempotency_key_reused()),
     }

@@ -13,6 +13,9 @@ use rand::TryRngCore;
 
 /// What a sealed value starts with in a recorded body, where it stands for the secret.
 const SEALED: &str = "sigil-sealed:v1:";
+/// What a recorded body with sealed values starts with, and no JSON body can: only such a body is opened,
+/// so a string of a client's that looks like a sealed value is never taken for one.
+const SEALED_BODY: &str = "sigil-sealed-body:v1\n";
 const NONCE_BYTES: usize = 12;
 
 /// The key that seals secrets in recorded answers.
@@ -49,25 +52,23 @@ impl RecordKey {
     }
 }
 
-/// `body` with the JSON string `secret` sealed wherever it stands. Without a key nothing can be sealed, so
-/// the secret is left out: a record never holds a plaintext secret.
+/// `body` with `secret` sealed wherever it stands, marked as holding sealed values. Without a key nothing
+/// can be sealed, so the secret is left out: a record never holds a plaintext secret.
 pub fn seal_in(body: &str, secret: &str, key: Option<&RecordKey>, bound_to: &str) -> String {
     let sealed = match key {
         Some(key) => key.seal(secret, bound_to),
         None => format!("{SEALED}not-kept"),
     };
-    body.replace(&format!("\"{secret}\""), &format!("\"{sealed}\""))
+    format!("{SEALED_BODY}{}", body.replace(secret, &sealed))
 }
 
 /// `body` with every sealed value opened; `None` when one does not open (the record key changed, or the
 /// value was not sealed for this record).
 pub fn open_in(body: String, key: Option<&RecordKey>, bound_to: &str) -> Option<String> {
-    if !body.contains(SEALED) {
-        return Some(body);
-    }
+    let Some(body) = body.strip_prefix(SEALED_BODY) else { return Some(body) };
     let key = key?;
     let mut opened = String::with_capacity(body.len());
-    let mut rest = body.as_str();
+    let mut rest = body;
     while let Some(start) = rest.find(&format!("\"{SEALED}")) {
         let value = &rest[start + 1 + SEALED.len()..];
         let end = value.find('"')?;
@@ -99,6 +100,8 @@ mod tests {
         assert_eq!(open_in(sealed, None, "ws\0idem\0fp"), None, "no key");
         assert!(!seal_in(body, "sk_abc", None, "b").contains("sk_abc"), "without a key the secret is left out");
         assert_eq!(open_in(body.to_owned(), None, "b").as_deref(), Some(body), "nothing sealed, nothing to open");
+        let lookalike = format!(r#"{{"meta":{{"n":"{SEALED}x"}}}}"#);
+        assert_eq!(open_in(lookalike.clone(), None, "b"), Some(lookalike), "a client's string is not opened");
         assert!(RecordKey::from_base64("c2hvcnQ=").is_err());
     }
 }

@@ -163,6 +163,9 @@ impl CreditsChange {
         let (remaining, refill) = match self {
             Self::Patch(None) | Self::Set(None) => (None, None),
             Self::Patch(Some(patch)) => match patch.remaining {
+                Some(None) if matches!(patch.refill, Some(Some(_))) => {
+                    return Err(CreditsRefusal::RefillWithoutRemaining);
+                }
                 Some(None) => (None, None),
                 Some(Some(value)) => (Some(value), patched(refill, &patch.refill)),
                 None => (remaining, patched(refill, &patch.refill)),

@@ -56,5 +56,5 @@ pub async fn list_keys(
         }
     };
     let of = KeysOf::Api { api_id: request.api_id, identity_id };
-    page_of_keys(&state, workspace, &of, request.cursor.as_deref(), request.limit, |_| true).await
+    page_of_keys(&state, workspace, &of, request.cursor.as_deref(), request.limit).await
 }

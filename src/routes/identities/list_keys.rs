@@ -2,11 +2,11 @@
 //! identity's live keys across every API, in id order, as getKey shows each, `limit` (1–100, 100) to a
 //! page, from `cursor` (the id of the page's first key) on.
 //!
-//! The identity is read as getIdentity reads it (`identity.*.read_identity` or
-//! `identity.<id>.read_identity`: 403 whether it exists or not to a key that may read no identity, then 404
-//! `identity_not_found`). Each key is then shown only to a root key that may read it (`api.*.read_key` or
-//! `api.<apiId>.read_key`); the others are left out, so a page may be short and still have more. Errors:
-//! 400, 401, 403, 404, 413.
+//! Permission: `api.*.read_key`, since the keys may be in any API (a key with grants for some APIs alone
+//! lists them with apis.listKeys and `externalId`: leaving the others out of a page would still have told
+//! their ids through the cursor), checked first; then the identity is read as getIdentity reads it
+//! (`identity.*.read_identity` or `identity.<id>.read_identity`: 403 whether it exists or not to a key
+//! that may read no identity, then 404 `identity_not_found`). Errors: 400, 401, 403, 404, 413.
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -37,6 +37,7 @@ pub async fn list_keys(
     ValidJson(request): ValidJson<ListKeysRequest>,
 ) -> Result<Envelope<Vec<KeyResponseData>>, ApiError> {
     let root_key = auth.authenticate(&state).await?;
+    root_key.authorize(Needed::api(ApiAction::ReadKey, None))?;
     let read = Needed::identity(IdentityAction::Read, None);
     if !root_key.may_for_some(read) {
         return Err(root_key.missing(read).into());
@@ -48,6 +49,5 @@ pub async fn list_keys(
         Err(Unreadable::Forbidden(missing)) => return Err(missing.into()),
     };
     let of = KeysOf::Identity { identity_id: identity.id };
-    let readable = |key: &crate::store::StoredKey| root_key.may(Needed::api(ApiAction::ReadKey, Some(&key.api_id)));
-    page_of_keys(&state, &root_key.workspace, &of, request.cursor.as_deref(), request.limit, readable).await
+    page_of_keys(&state, &root_key.workspace, &of, request.cursor.as_deref(), request.limit).await
 }

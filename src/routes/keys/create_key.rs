@@ -60,15 +60,19 @@ pub async fn create_key(
     write: ValidWrite<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
     let request = write.body;
-    if write.idempotency_key.is_some() && state.idempotency.record_key.is_none() {
+    let root_key = auth.authenticate(&state).await?;
+    let workspace = root_key.workspace.clone();
+    if let Some(idempotency_key) = &write.idempotency_key
+        && state.idempotency.record_key.is_none()
+        // A record made on a node that has a record key answers (or says it cannot) as any record does.
+        && state.store.find_idempotency_key(&workspace, idempotency_key.key()).await?.is_none()
+    {
         return Err(not_supported(
             "header.Idempotency-Key",
             "keys.createKey takes an Idempotency-Key only when the server has a record key (SIGIL_RECORD_KEY), \
              which seals the new key in the request's record: a record never holds a key in plaintext.",
         ));
     }
-    let root_key = auth.authenticate(&state).await?;
-    let workspace = root_key.workspace.clone();
     let api = state.store.get_api(&workspace, &request.api_id).await?;
     if api.is_none() || !root_key.may(Needed::api(ApiAction::CreateKey, Some(&request.api_id))) {
         return Err(ApiError::new(ErrorCode::ApiNotFound, "The specified API was not found."));

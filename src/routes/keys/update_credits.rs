@@ -35,6 +35,7 @@ pub async fn update_credits(
     write: ValidWrite<UpdateCreditsRequest>,
 ) -> Result<Response, ApiError> {
     let request = write.body;
+    let root_key = auth.authenticate(&state).await?;
     let change = match (request.operation.as_str(), request.value) {
         ("set", value) => CreditsChange::Set(value),
         ("increment", Some(value)) => CreditsChange::Increment(value),
@@ -44,7 +45,6 @@ pub async fn update_credits(
             return Err(ApiError::invalid_input(message, vec![ValidationError::new("/value", message)]));
         }
     };
-    let root_key = auth.authenticate(&state).await?;
     let workspace = root_key.workspace.clone();
     authorize_key_write(&state, &root_key, &request.key_id, write.idempotency_key.as_ref(), ApiAction::UpdateKey)
         .await?;

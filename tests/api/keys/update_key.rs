@@ -142,6 +142,10 @@ async fn update_key_400_for_credit_rules_roles_and_the_schema(server: TestServer
             json!({"credits": {"refill": {"interval": "daily", "amount": 10}}}),
             "The key has unlimited credits, so a refill has nothing to refill: send `credits.remaining` with it.",
         ),
+        (
+            json!({"credits": {"remaining": null, "refill": {"interval": "daily", "amount": 10}}}),
+            "The key has unlimited credits, so a refill has nothing to refill: send `credits.remaining` with it.",
+        ),
         (json!({"roles": ["admin"]}), "Roles on keys are not supported by Sigil yet; send no roles."),
         (json!({"name": ""}), "POST request body for '/v2/keys.updateKey' failed to validate schema"),
         (json!({"unknown": 1}), "POST request body for '/v2/keys.updateKey' failed to validate schema"),
