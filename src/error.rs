@@ -42,6 +42,8 @@ pub enum ErrorCode {
     ApiKeyNotFound,
     /// No live API with that id in the caller's workspace (or, on key routes, one the key may not use).
     ApiNotFound,
+    /// keys.verifyKey named a ratelimit that neither the key nor its identity has.
+    PreconditionFailed,
     /// An Idempotency-Key was reused for a different operation or body.
     IdempotencyKeyReused,
     /// A request with this Idempotency-Key is still running.
@@ -75,6 +77,7 @@ impl ErrorCode {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnexpectedError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +94,7 @@ impl ErrorCode {
             Self::RequestTimeout => "Request Timeout",
             Self::IdentityAlreadyExists | Self::IdempotencyRequestInProgress => "Conflict",
             Self::IdempotencyKeyReused => "Unprocessable Entity",
+            Self::PreconditionFailed => "Precondition Failed",
             Self::RequestBodyTooLarge => "Request Entity Too Large",
             Self::UnexpectedError => "Internal Server Error",
             Self::ServiceUnavailable | Self::Overloaded => "Service Unavailable",
@@ -109,6 +113,7 @@ impl ErrorCode {
             Self::ApiKeyNotFound => "unkey/data/key_not_found",
             Self::IdentityAlreadyExists => "unkey/data/identity_already_exists",
             Self::IdempotencyKeyReused => "sigil/idempotency/key_reused",
+            Self::PreconditionFailed => "unkey/application/precondition_failed",
             Self::IdempotencyRequestInProgress => "sigil/idempotency/request_in_progress",
             Self::RequestTimeout => "user/bad_request/request_timeout",
             Self::RequestBodyTooLarge => "user/bad_request/request_body_too_large",

@@ -6,5 +6,6 @@ pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod permission;
+pub mod ratelimit;
 pub mod root_key;
 pub mod workspace;

@@ -101,6 +101,7 @@ pub enum ApiAction {
     ReadKey,
     UpdateKey,
     DeleteKey,
+    VerifyKey,
 }
 
 impl ApiAction {
@@ -113,6 +114,7 @@ impl ApiAction {
             Self::ReadKey => "read_key",
             Self::UpdateKey => "update_key",
             Self::DeleteKey => "delete_key",
+            Self::VerifyKey => "verify_key",
         }
     }
 
@@ -122,7 +124,7 @@ impl ApiAction {
         match self {
             Self::CreateApi | Self::ReadApi | Self::DeleteApi => "apis/*",
             Self::CreateKey => "keyspaces/*",
-            Self::ReadKey | Self::UpdateKey | Self::DeleteKey => "keyspaces/*/keys/*",
+            Self::ReadKey | Self::UpdateKey | Self::DeleteKey | Self::VerifyKey => "keyspaces/*/keys/*",
         }
     }
 }

@@ -15,6 +15,7 @@ impl ErrorCode {
             Self::IdentityNotFound => identity_not_found(),
             Self::ApiNotFound => api_not_found(),
             Self::ApiKeyNotFound => key_not_found_in_apis(),
+            Self::PreconditionFailed => precondition_failed(),
             Self::IdentityAlreadyExists => identity_already_exists(),
             Self::IdempotencyKeyReused => idempotency_key_reused(),
             Self::IdempotencyRequestInProgress => idempotency_request_in_progress(),
@@ -543,6 +544,71 @@ with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
         common_mistakes: &[
             "Using the API's name where its id is wanted: API names need not be unique.",
             "Reading this 404 from createKey as \"the API is gone\" when the root key lacks create_key.",
+        ],
+    }
+}
+
+fn precondition_failed() -> ErrorDocs {
+    ErrorDocs {
+        summary: "keys.verifyKey named a ratelimit that neither the key nor its identity has.",
+        example: ApiError::new(
+            ErrorCode::PreconditionFailed,
+            "ratelimit 'tokens' was requested but does not exist for key 'key_01JZ8X4B7QH2V9N3C5D6E8F0GA' and there \
+             is no identity connected.",
+        ),
+        what_happened: "A verification asked for a ratelimit by name alone, without `limit` and `duration`, and \
+            no ratelimit of that name is stored on the key or on its identity, so there was nothing to count \
+            against. Nothing was counted and no credits were spent. Unkey answers the same 412.",
+        common_scenarios: &[
+            "A typo in the ratelimit's name, or a name that differs in case (names are case-sensitive).",
+            "The limit is stored on the identity, and the key has no identity (or its identity was deleted).",
+            "The limit was removed by keys.updateKey, whose `ratelimits` replaces the whole set.",
+        ],
+        triggering_request: curl!("keys.verifyKey", r#"{"key":"sk_123","ratelimits":[{"name":"tokens"}]}"#),
+        how_to_fix: &[
+            Fix {
+                description: "Store the ratelimit on the key (or on its identity with identities.updateIdentity).",
+                request: curl!(
+                    "keys.updateKey",
+                    r#"{"keyId":"key_01JZ8X4B7QH2V9N3C5D6E8F0GA","ratelimits":[{"name":"tokens","limit":100,"duration":60000,"autoApply":false}]}"#
+                ),
+            },
+            Fix {
+                description: "Or send the limit inline, counted on the key for this request.",
+                request: curl!(
+                    "keys.verifyKey",
+                    r#"{"key":"sk_123","ratelimits":[{"name":"tokens","limit":100,"duration":60000}]}"#
+                ),
+            },
+        ],
+        code_examples: &[
+            CodeExample {
+                language: Language::TypeScript,
+                code: r#"import { Unkey } from "@unkey/api";
+
+const unkey = new Unkey({ rootKey: process.env.SIGIL_ROOT_KEY!, serverURL: "{base}" });
+try {
+  await unkey.keys.verifyKey({ key: "sk_123", ratelimits: [{ name: "tokens" }] });
+} catch (error) {
+  // The client types no 412: it raises its generic APIError with the status.
+  console.log((error as { statusCode?: number }).statusCode); // 412
+}"#,
+            },
+            CodeExample {
+                language: Language::Python,
+                code: r#"import os
+from unkey.py import Unkey, errors
+
+with Unkey(root_key=os.environ["SIGIL_ROOT_KEY"], server_url="{base}") as unkey:
+    try:
+        unkey.keys.verify_key(key="sk_123", ratelimits=[{"name": "tokens"}])
+    except errors.APIError as error:
+        print(error.status_code)  # 412"#,
+            },
+        ],
+        common_mistakes: &[
+            "Reading a 412 as an invalid key: the key was found; the request asked for a limit it does not have.",
+            "Expecting autoApply limits to need naming: they are checked on every verification anyway.",
         ],
     }
 }

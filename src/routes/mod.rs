@@ -33,6 +33,7 @@ const GET_KEY: &str = "/v2/keys.getKey";
 const DELETE_KEY: &str = "/v2/keys.deleteKey";
 const UPDATE_KEY: &str = "/v2/keys.updateKey";
 const UPDATE_CREDITS: &str = "/v2/keys.updateCredits";
+const VERIFY_KEY: &str = "/v2/keys.verifyKey";
 const WHOAMI: &str = "/v2/keys.whoami";
 
 /// The media type of an error answer to `path`, as Unkey's OpenAPI document declares it: the official clients
@@ -93,6 +94,7 @@ pub fn router() -> Router<AppState> {
         .route(DELETE_KEY, post(keys::delete_key))
         .route(UPDATE_KEY, post(keys::update_key))
         .route(UPDATE_CREDITS, post(keys::update_credits))
+        .route(VERIFY_KEY, post(keys::verify_key))
         .route(WHOAMI, post(keys::whoami))
         .merge(v1_router())
 }

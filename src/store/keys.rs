@@ -66,6 +66,22 @@ pub enum KeyUpdate {
     Refused(CreditsRefusal),
 }
 
+/// What spending a key's credits did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditsSpent {
+    /// Taken; what is left.
+    Spent {
+        remaining: i64,
+    },
+    /// Fewer left than the cost: nothing was taken.
+    Exceeded {
+        remaining: i64,
+    },
+    /// The key has no credit limit.
+    Unlimited,
+    NotFound,
+}
+
 /// Keys, by workspace.
 #[async_trait]
 pub trait Keys: Send + Sync {
@@ -104,6 +120,12 @@ pub trait Keys: Send + Sync {
         key: &NewKey,
         recording: Option<Recording<String>>,
     ) -> Result<Recorded<String>, StoreError>;
+
+    /// Takes `cost` from the live key's remaining credits when it has that many, in one transaction that
+    /// holds the key's row: concurrent verifications never spend more than there is, on one node or many,
+    /// and a spend is durable before it is answered.
+    async fn spend_credits(&self, workspace: &WorkspaceId, key_id: &str, cost: i64)
+    -> Result<CreditsSpent, StoreError>;
 
     /// Applies `changes` to the live key in one transaction, which holds the key's row from its read to its
     /// write, so that concurrent updates (of credits, say) never lose one another. An externalId links the
@@ -164,6 +186,7 @@ pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at 
      RETURNING name, meta, expires, enabled, credits, ratelimits";
 pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
      credits = $7, ratelimits = $8, updated_at = $9 WHERE workspace_id = $1 AND id = $2";
+pub(super) const SET_KEY_CREDITS: &str = "UPDATE keys SET credits = $3 WHERE workspace_id = $1 AND id = $2";
 pub(super) const LINK_KEY_TO_IDENTITY: &str = "UPDATE keys SET identity_id = $3 WHERE workspace_id = $1 AND id = $2";
 
 /// A [`HOLD_LIVE_KEY`] row.
@@ -264,7 +287,7 @@ macro_rules! impl_keys {
         const _: () = {
             use $crate::domain::identity::{Creation, NewIdentity};
             use $crate::domain::ids::new_id;
-            use $crate::domain::key::KeyChanges;
+            use $crate::domain::key::{Credits, KeyChanges};
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
@@ -365,6 +388,46 @@ macro_rules! impl_keys {
                         })
                     })
                     .await
+                }
+
+                async fn spend_credits(
+                    &self,
+                    workspace: &WorkspaceId,
+                    key_id: &str,
+                    cost: i64,
+                ) -> Result<CreditsSpent, StoreError> {
+                    let owned = (workspace.clone(), key_id.to_owned());
+                    self.write(move |connection| {
+                        let (workspace, key_id) = owned.clone();
+                        Box::pin(async move {
+                            let held: Option<KeyFieldsRow> = sqlx::query_as(HOLD_LIVE_KEY)
+                                .bind(workspace.as_str())
+                                .bind(&key_id)
+                                .fetch_optional(&mut *connection)
+                                .await?;
+                            let Some(held) = held else { return Ok(Written::unchanged(CreditsSpent::NotFound)) };
+                            let Some(credits) = key_fields(&key_id, held)?.credits else {
+                                return Ok(Written::unchanged(CreditsSpent::Unlimited));
+                            };
+                            let spent = match credits.remaining {
+                                None => CreditsSpent::Unlimited,
+                                Some(remaining) if remaining < cost => CreditsSpent::Exceeded { remaining },
+                                Some(remaining) => {
+                                    let left = Credits { remaining: Some(remaining - cost), ..credits };
+                                    sqlx::query(SET_KEY_CREDITS)
+                                        .bind(workspace.as_str())
+                                        .bind(&key_id)
+                                        .bind(json_text(&left)?)
+                                        .execute(&mut *connection)
+                                        .await?;
+                                    CreditsSpent::Spent { remaining: remaining - cost }
+                                }
+                            };
+                            Ok(Written::unchanged(spent))
+                        })
+                    })
+                    .await
+                    .inspect_err(|error| self.write_failed(error))
                 }
 
                 async fn update_key(
@@ -517,12 +580,17 @@ macro_rules! impl_keys {
                         .bind(now_ms())
                         .execute(&mut *connection)
                         .await?;
-                    let row: LiveKeyRow = sqlx::query_as(LIVE_KEY)
+                    // On PostgreSQL the key's API may have been deleted since the key was held: its key is then
+                    // no live key, and the update is answered as one of a missing key.
+                    let row: Option<LiveKeyRow> = sqlx::query_as(LIVE_KEY)
                         .bind(workspace.as_str())
                         .bind(key_id)
-                        .fetch_one(&mut *connection)
+                        .fetch_optional(&mut *connection)
                         .await?;
-                    Ok(Written::new(KeyUpdate::Updated(Box::new(stored_key(row)?)), identity_changes))
+                    Ok(match row {
+                        Some(row) => Written::new(KeyUpdate::Updated(Box::new(stored_key(row)?)), identity_changes),
+                        None => Written::unchanged(KeyUpdate::NotFound),
+                    })
                 }
             }
         };

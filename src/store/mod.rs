@@ -18,6 +18,7 @@ mod identities;
 mod identity_cache;
 mod keys;
 mod postgres;
+mod ratelimits;
 mod root_key_cache;
 mod root_keys;
 mod sqlite;
@@ -34,9 +35,10 @@ pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH as IDEMPOTENCY_PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;
 pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
-pub use keys::{KeyUpdate, Keys, KeysOf, NewKey, StoredKey, parse_credits};
+pub use keys::{CreditsSpent, KeyUpdate, Keys, KeysOf, NewKey, StoredKey, parse_credits};
 pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
+pub use ratelimits::Ratelimits;
 pub use root_keys::RootKeys;
 pub use sqlite::SqliteStore;
 pub use stats::StoreStats;
@@ -45,7 +47,7 @@ pub use workspaces::Workspaces;
 /// Everything Sigil keeps, one resource at a time (lldap's shape): each resource is a trait of its own, in a
 /// file of its own with the SQL both databases run for it, and a store is all of them over one database.
 #[async_trait]
-pub trait Store: Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyKeys + Send + Sync {
+pub trait Store: Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyKeys + Ratelimits + Send + Sync {
     /// What operators see of the store on `/metrics`: its identity cache, queues and connection waits.
     fn stats(&self) -> StoreStats;
 

@@ -6,6 +6,7 @@ mod get_key;
 mod page;
 mod update_credits;
 mod update_key;
+mod verify_key;
 mod whoami;
 
 pub use create_key::create_key;
@@ -14,6 +15,7 @@ pub use get_key::{KeyResponseData, get_key};
 pub use page::page_of_keys;
 pub use update_credits::update_credits;
 pub use update_key::update_key;
+pub use verify_key::verify_key;
 pub use whoami::whoami;
 
 use crate::AppState;

@@ -125,6 +125,7 @@ impl From<ApiError> for V1Error {
             | ErrorCode::ApiKeyNotFound
             | ErrorCode::RouteNotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::PreconditionFailed => "PRECONDITION_FAILED",
             ErrorCode::IdentityAlreadyExists
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::IdempotencyRequestInProgress => "CONFLICT",

@@ -15,6 +15,7 @@ pub(super) mod changes;
 mod create_groups;
 mod identities;
 mod kept_connections;
+mod ratelimits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_dead
 use changes::Announcer;
 use create_groups::CreateGroups;
 use kept_connections::KeptConnections;
+
+use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome};
+use crate::store::Ratelimits;
 
 /// Connections for every query (`kept_connections.rs`): enough for the create groups in flight and as many
 /// other queries. More only added PostgreSQL processes competing for the same cores: on this 2-core machine,
@@ -233,6 +237,22 @@ impl_identities!(PostgresStore);
 impl_idempotency_keys!(PostgresStore);
 impl_apis!(PostgresStore);
 impl_keys!(PostgresStore);
+
+#[async_trait::async_trait]
+impl Ratelimits for PostgresStore {
+    async fn take_ratelimits(
+        &self,
+        checks: &[RatelimitCheck],
+        now_ms: i64,
+    ) -> Result<Vec<RatelimitOutcome>, StoreError> {
+        let checks = Arc::new(checks.to_vec());
+        self.write(move |connection| {
+            let checks = Arc::clone(&checks);
+            Box::pin(async move { Ok(Written::unchanged(ratelimits::take_in(connection, &checks, now_ms).await?)) })
+        })
+        .await
+    }
+}
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {

@@ -9,6 +9,7 @@
 
 mod group_commit;
 mod identities;
+mod ratelimits;
 
 use std::fs::File;
 use std::path::Path;
@@ -35,6 +36,10 @@ use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{Store, StoreError, StoreStats, within_deadline};
 use group_commit::GroupWriter;
+use ratelimits::MemoryCounters;
+
+use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome};
+use crate::store::Ratelimits;
 
 const READ_CONNECTIONS: u32 = 8;
 /// Bounds only the wait for a connection at startup: every later use is bounded by `DATABASE_DEADLINE`.
@@ -47,6 +52,7 @@ pub struct SqliteStore {
     connection_waits: Histogram,
     /// Set when this process serves the database and holds its lock file.
     serving: Option<Serving>,
+    ratelimit_counters: MemoryCounters,
 }
 
 struct Serving {
@@ -111,7 +117,14 @@ impl SqliteStore {
             .await?;
         let connection_waits = connection_wait_histogram();
         let writes = GroupWriter::start(writer.clone(), connection_waits.clone());
-        Ok(Self { reader, writer, writes, connection_waits, serving: None })
+        Ok(Self {
+            reader,
+            writer,
+            writes,
+            connection_waits,
+            serving: None,
+            ratelimit_counters: MemoryCounters::default(),
+        })
     }
 
     /// Closes both pools and gives up the lock file, so that the next `sigil serve` may start at once.
@@ -188,6 +201,17 @@ impl_identities!(SqliteStore);
 impl_idempotency_keys!(SqliteStore);
 impl_apis!(SqliteStore);
 impl_keys!(SqliteStore);
+
+#[async_trait::async_trait]
+impl Ratelimits for SqliteStore {
+    async fn take_ratelimits(
+        &self,
+        checks: &[RatelimitCheck],
+        now_ms: i64,
+    ) -> Result<Vec<RatelimitOutcome>, StoreError> {
+        Ok(self.ratelimit_counters.take(checks, now_ms))
+    }
+}
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {

@@ -5,6 +5,7 @@ mod delete_key;
 pub mod get_key;
 mod update_credits;
 mod update_key;
+mod verify_key;
 mod whoami;
 
 use sqlx::{Connection, PgConnection, SqliteConnection};

@@ -1,0 +1,230 @@
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, SigilProcess, TestDatabase, TestServer};
+use crate::keys::get_key::api_and_key;
+
+crate::backend_tests!(
+    verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits,
+    verify_key_200_not_found_alike_for_every_key_it_may_not_tell_apart,
+    verify_key_200_disabled_and_expired,
+    verify_key_200_two_keys_of_one_identity_share_its_limit,
+    verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key,
+    verify_key_200_takes_from_all_limits_or_from_none,
+    verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none,
+    verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
+    verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema,
+    verify_key_401_for_an_unknown_root_key,
+    verify_key_412_for_a_ratelimit_neither_the_key_nor_its_identity_has,
+);
+
+fn limit(name: &str, limit: i64, auto_apply: bool) -> Value {
+    json!({"name": name, "limit": limit, "duration": 60_000, "autoApply": auto_apply})
+}
+
+async fn verify(server: &TestServer, root_key: &str, body: Value) -> Value {
+    let response = server.call("keys.verifyKey", root_key, body).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body["data"].clone()
+}
+
+async fn identity_with_limit(server: &TestServer, admin: &str, external_id: &str, ratelimits: Value) {
+    let body = json!({"externalId": external_id, "meta": {"plan": "pro"}, "ratelimits": ratelimits});
+    server.create_identity(admin, body).await;
+}
+
+async fn verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits(server: TestServer) {
+    let admin = server.admin_key().await;
+    identity_with_limit(&server, &admin, "user_1", json!([limit("requests", 10, true), limit("tokens", 5, true)]))
+        .await;
+    let body = json!({"name": "ci", "meta": {"k": 1}, "externalId": "user_1", "credits": {"remaining": 3},
+        "expires": 4_102_444_800_000_i64, "ratelimits": [limit("tokens", 7, true)]});
+    let (_, key_id, key) = api_and_key(&server, &admin, body).await;
+    let data = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!((&data["valid"], &data["code"], &data["keyId"]), (&json!(true), &json!("VALID"), &json!(key_id)));
+    assert_eq!((&data["name"], &data["meta"], &data["enabled"]), (&json!("ci"), &json!({"k": 1}), &json!(true)));
+    assert_eq!((&data["credits"], &data["expires"]), (&json!(2), &json!(4_102_444_800_000_i64)));
+    assert_eq!(
+        (&data["identity"]["externalId"], &data["identity"]["meta"]),
+        (&json!("user_1"), &json!({"plan": "pro"}))
+    );
+    let shown: Vec<&str> =
+        data["identity"]["ratelimits"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(shown, ["requests"], "the identity's tokens limit is shadowed by the key's");
+    let checked = data["ratelimits"].as_array().unwrap();
+    assert_eq!(checked.len(), 2, "{checked:?}");
+    let tokens = checked.iter().find(|l| l["name"] == "tokens").unwrap();
+    assert_eq!((&tokens["limit"], &tokens["remaining"], &tokens["exceeded"]), (&json!(7), &json!(6), &json!(false)));
+    assert!(tokens["id"].as_str().unwrap().starts_with("rl_") && tokens["autoApply"] == true);
+    let reset = tokens["reset"].as_i64().unwrap();
+    assert!(reset % 60_000 == 0 && reset > 1_700_000_000_000, "the end of the window, in unix ms: {reset}");
+}
+
+/// Unknown, deleted, of a deleted API, of another workspace, or not the root key's to verify: the same
+/// answer, with nothing but `valid` and `code`.
+async fn verify_key_200_not_found_alike_for_every_key_it_may_not_tell_apart(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, deleted_id, deleted) = api_and_key(&server, &admin, json!({})).await;
+    server.call("keys.deleteKey", &admin, json!({"keyId": deleted_id})).await;
+    let (api_id, _, of_deleted_api) = api_and_key(&server, &admin, json!({})).await;
+    server.call("apis.deleteApi", &admin, json!({"apiId": api_id})).await;
+    let other = server.admin_key_in("other").await;
+    let (_, _, others) = api_and_key(&server, &other, json!({})).await;
+    let (live_api, _, live) = api_and_key(&server, &admin, json!({})).await;
+    let reader = server.root_key(&["api.*.read_key", "api.api_other.verify_key"]).await;
+    let not_found = json!({"valid": false, "code": "NOT_FOUND"});
+    for (root_key, key) in
+        [(&admin, "sk_unknown"), (&admin, &deleted), (&admin, &of_deleted_api), (&admin, &others), (&reader, &live)]
+    {
+        assert_eq!(verify(&server, root_key, json!({"key": key})).await, not_found, "{key}");
+    }
+    let granted = server.root_key(&[&format!("api.{live_api}.verify_key")]).await;
+    assert_eq!(verify(&server, &granted, json!({"key": live})).await["code"], "VALID");
+}
+
+async fn verify_key_200_disabled_and_expired(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, _, disabled) = api_and_key(&server, &admin, json!({"enabled": false, "credits": {"remaining": 1}})).await;
+    let data = verify(&server, &admin, json!({"key": disabled})).await;
+    assert_eq!((&data["valid"], &data["code"], &data["enabled"]), (&json!(false), &json!("DISABLED"), &json!(false)));
+    assert_eq!(data["credits"], 1, "a disabled key spends nothing");
+    let (_, key_id, expired) = api_and_key(&server, &admin, json!({"expires": 1_000})).await;
+    let data = verify(&server, &admin, json!({"key": expired})).await;
+    assert_eq!((&data["code"], &data["keyId"]), (&json!("EXPIRED"), &json!(key_id)));
+}
+
+/// Identity limits are counted on the identity, so every key of it shares them.
+async fn verify_key_200_two_keys_of_one_identity_share_its_limit(server: TestServer) {
+    let admin = server.admin_key().await;
+    identity_with_limit(&server, &admin, "user_1", json!([limit("requests", 3, true)])).await;
+    let (_, _, first) = api_and_key(&server, &admin, json!({"externalId": "user_1"})).await;
+    let (_, _, second) = api_and_key(&server, &admin, json!({"externalId": "user_1"})).await;
+    let mut codes = Vec::new();
+    for key in [&first, &second, &first, &second] {
+        codes.push(verify(&server, &admin, json!({"key": key})).await["code"].clone());
+    }
+    assert_eq!(codes, [json!("VALID"), json!("VALID"), json!("VALID"), json!("RATE_LIMITED")]);
+}
+
+async fn verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": [limit("tokens", 10, false)]})).await;
+    let plain = verify(&server, &admin, json!({"key": key})).await;
+    assert!(plain.get("ratelimits").is_none(), "a limit that does not apply itself is not checked unnamed");
+    let named = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 8}]})).await;
+    assert_eq!((&named["code"], &named["ratelimits"][0]["remaining"]), (&json!("VALID"), &json!(2)));
+    let over = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 3}]})).await;
+    assert_eq!((&over["code"], &over["ratelimits"][0]["exceeded"]), (&json!("RATE_LIMITED"), &json!(true)));
+    let inline = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1, "duration": 1000}]});
+    let first = verify(&server, &admin, inline.clone()).await;
+    assert_eq!((&first["code"], &first["ratelimits"][0]["id"]), (&json!("VALID"), &json!("")));
+    assert_eq!(first["ratelimits"][0]["autoApply"], false);
+    assert_eq!(verify(&server, &admin, inline).await["code"], "RATE_LIMITED");
+}
+
+/// Unkey's issue #1995: a verification denied by one limit must not spend the others.
+async fn verify_key_200_takes_from_all_limits_or_from_none(server: TestServer) {
+    let admin = server.admin_key().await;
+    let limits = json!([limit("second", 2, true), limit("month", 100, true)]);
+    let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": limits})).await;
+    for _ in 0..2 {
+        assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "VALID");
+    }
+    for _ in 0..3 {
+        let denied = verify(&server, &admin, json!({"key": key})).await;
+        assert_eq!(denied["code"], "RATE_LIMITED");
+        let month = denied["ratelimits"].as_array().unwrap().iter().find(|l| l["name"] == "month").unwrap().clone();
+        assert_eq!((&month["remaining"], &month["exceeded"]), (&json!(98), &json!(false)), "month untouched");
+    }
+}
+
+async fn verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none(server: TestServer) {
+    let admin = server.admin_key().await;
+    let body = json!({"credits": {"remaining": 5}, "ratelimits": [limit("requests", 3, true)]});
+    let (_, key_id, key) = api_and_key(&server, &admin, body).await;
+    let spent = verify(&server, &admin, json!({"key": key, "credits": {"cost": 4}})).await;
+    assert_eq!((&spent["code"], &spent["credits"]), (&json!("VALID"), &json!(1)));
+    let exceeded = verify(&server, &admin, json!({"key": key, "credits": {"cost": 2}})).await;
+    assert_eq!((&exceeded["code"], &exceeded["credits"]), (&json!("USAGE_EXCEEDED"), &json!(1)));
+    let free = verify(&server, &admin, json!({"key": key, "credits": {"cost": 0}})).await;
+    assert_eq!((&free["code"], &free["credits"]), (&json!("VALID"), &json!(1)), "a cost of 0 passes with 1 left");
+    let limited = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!((&limited["code"], &limited["credits"]), (&json!("RATE_LIMITED"), &json!(1)), "all 3 were used");
+    let stored = server.call("keys.getKey", &admin, json!({"keyId": key_id})).await;
+    assert_eq!(stored.body["data"]["credits"]["remaining"], 1, "the rate-limited verification spent nothing");
+}
+
+async fn verify_key_200_for_64_concurrent_verifications_never_overspends_credits(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, _, key) = api_and_key(&server, &admin, json!({"credits": {"remaining": 10}})).await;
+    let verifications = (0..64).map(|_| server.call("keys.verifyKey", &admin, json!({"key": key})));
+    let codes: Vec<Value> = join_all(verifications).await.into_iter().map(|r| r.body["data"]["code"].clone()).collect();
+    assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 10, "{codes:?}");
+    assert_eq!(codes.iter().filter(|code| **code == "USAGE_EXCEEDED").count(), 54, "{codes:?}");
+}
+
+async fn verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, _, key) = api_and_key(&server, &admin, json!({"credits": {"remaining": 5}})).await;
+    for body in [
+        json!({"key": key, "permissions": "documents.read"}),
+        json!({"key": key, "ratelimits": [{"name": "burst", "limit": 0, "duration": 1000}]}),
+        json!({"key": key, "ratelimits": [{"name": "burst", "limit": 5, "duration": 10}]}),
+        json!({"key": key, "apiId": "api_1"}),
+        json!({"key": ""}),
+        json!({"key": key, "credits": {"cost": -1}}),
+    ] {
+        let response = server.call("keys.verifyKey", &admin, body.clone()).await;
+        response.assert_error(400, "unkey/application/invalid_input");
+    }
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 4, "no 400 spent a credit");
+}
+
+async fn verify_key_401_for_an_unknown_root_key(server: TestServer) {
+    let response = server.call("keys.verifyKey", "not_a_key", json!({"key": "sk_anything"})).await;
+    response.assert_error(401, "unkey/authentication/key_not_found");
+}
+
+async fn verify_key_412_for_a_ratelimit_neither_the_key_nor_its_identity_has(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, key_id, key) = api_and_key(&server, &admin, json!({"credits": {"remaining": 5}})).await;
+    let response = server.call("keys.verifyKey", &admin, json!({"key": key, "ratelimits": [{"name": "tokens"}]})).await;
+    response.assert_error(412, "unkey/application/precondition_failed");
+    assert_eq!(
+        response.detail(),
+        format!(
+            "ratelimit 'tokens' was requested but does not exist for key '{key_id}' and there is no identity connected."
+        )
+    );
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 4, "the 412 spent nothing");
+}
+
+/// Several PostgreSQL nodes count one identity's limit together, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_give_exactly_an_identitys_limit_of_valid_verifications() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
+    let key = crate::harness::admin_key(&url).await;
+    let client = reqwest::Client::new();
+    let call = |node: &SigilProcess, operation: &str, body: Value| {
+        client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&key).json(&body).send()
+    };
+    let identity = json!({"externalId": "user_1", "ratelimits": [limit("requests", 50, true)]});
+    call(&first, "identities.createIdentity", identity).await.expect("answers");
+    let api: Value = call(&first, "apis.createApi", json!({"name": "production"})).await.unwrap().json().await.unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let body = json!({"apiId": api["data"]["apiId"], "externalId": "user_1"});
+        let created: Value = call(&first, "keys.createKey", body).await.unwrap().json().await.unwrap();
+        keys.push(created["data"]["key"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned());
+    }
+    let verifications = (0..200).map(|n| {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let request = call(node, "keys.verifyKey", json!({"key": keys[(n / 2) % 2]}));
+        async move { request.await.expect("answers").json::<Value>().await.expect("JSON")["data"]["code"].clone() }
+    });
+    let codes = join_all(verifications).await;
+    assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 50, "{codes:?}");
+    assert_eq!(codes.iter().filter(|code| **code == "RATE_LIMITED").count(), 150, "{codes:?}");
+}
