@@ -5,11 +5,14 @@ Content-Type are the ones Unkey's OpenAPI document declares; anything else raise
 fails here.
 
 Env: SIGIL_URL, SIGIL_ROOT_KEY (all permissions), SIGIL_READ_ONLY_KEY and SIGIL_CREATE_ONLY_KEY (identity
-permissions only), SIGIL_API_READER_KEY (only api.*.read_api), SIGIL_KEY_READER_KEY (only api.*.read_key).
+permissions only), SIGIL_API_READER_KEY (only api.*.read_api), SIGIL_KEY_READER_KEY (only api.*.read_key),
+SIGIL_VERIFIER_KEY (only api.*.verify_key).
 """
 
+import json
 import os
 import sys
+import time
 import traceback
 
 from unkey.py import Unkey, errors
@@ -570,6 +573,234 @@ step("keys.update_credits missing key -> 404 NotFoundErrorResponse",
 
 step("apis.delete_api (cleanup of the update checks' API)",
      lambda: admin.apis.delete_api(api_id=state["update_api_id"]))
+
+# === keys.verify_key =======================================================================================
+# Every outcome of the key itself is a 200 whose body goes through the client's V2KeysVerifyKeyResponseBody
+# model: each step checks `valid`, `code` and the fields that outcome carries. A root key without verify_key
+# also gets 200 NOT_FOUND, never an error (spec digest 3.3). 400 and 401 come as the client's typed errors;
+# 412 (a ratelimit the key does not have) is not declared for verifyKey, so the client raises its generic
+# APIError (digest 7). Everything is set up in an API of its own; each outcome mints its own key.
+verifier = client(os.environ["SIGIL_VERIFIER_KEY"])  # only api.*.verify_key
+PRECONDITION_FAILED = "unkey/application/precondition_failed"
+FAR_FUTURE = 4_102_444_800_000  # 2100-01-01, in unix ms
+VERIFY_OWNER_META = {"plan": "pro"}
+VERIFY_KEY_META = {"tier": "gold", "seats": 2}
+# Every field of a verification but `valid` and `code`; a NOT_FOUND has none of them.
+VERIFICATION_FIELDS = ("key_id", "keyspace_id", "name", "meta", "expires", "credits", "enabled", "permissions",
+                       "roles", "identity", "ratelimits")
+
+
+def expect_generic(status, call, error_type=None, detail=None):
+    """`call` must raise the client's generic APIError (it declares no typed error for `status` on this
+    operation) with `status` and a JSON body of Unkey's error shape; with `error_type`, an error.type URL
+    ending in it; with `detail`, exactly that error.detail."""
+    try:
+        result = call()
+    except errors.APIError as error:
+        assert error.status_code == status, f"HTTP {error.status_code}, expected {status}: {error}"
+        body = json.loads(error.body)
+        assert body["error"]["status"] == status, body
+        assert all(isinstance(body["error"].get(field), str) and body["error"][field]
+                   for field in ("title", "type", "detail")), body
+        assert body["meta"]["requestId"].startswith("req_"), body
+        if error_type is not None:
+            assert body["error"]["type"].endswith("/" + error_type), f"error.type, expected .../{error_type}: {body}"
+        if detail is not None:
+            assert body["error"]["detail"] == detail, f"error.detail, expected {detail!r}: {body}"
+        return
+    except Exception as error:
+        raise AssertionError(f"expected APIError, got {type(error).__name__}: {error}") from error
+    raise AssertionError(f"expected APIError, but the call succeeded: {result}")
+
+
+def verify_key_for(**body):
+    return admin.keys.create_key(api_id=state["verify_api_id"], prefix="vfy", **body).data
+
+
+def verify(key, sdk=None, **request):
+    """A verification's data, through the root key's client unless `sdk` is given."""
+    verified = (sdk or admin).keys.verify_key(key=key, **request)
+    assert verified.meta.request_id.startswith("req_"), verified
+    return verified.data
+
+
+def checked_limit(data, name, before, after):
+    """The checked ratelimit `name`: its reset checked (the end of the current window, in unix ms, made
+    between `before` and `after`), the other fields returned as a tuple
+    (id, limit, duration, remaining, exceeded, auto_apply)."""
+    found = [rl for rl in data.ratelimits or [] if rl.name == name]
+    assert len(found) == 1, f"ratelimits named {name}: {data.ratelimits}"
+    rl = found[0]
+    assert before < rl.reset <= after + rl.duration, f"reset of {name}, expected {before}..{after + rl.duration}: {rl}"
+    return (rl.id, rl.limit, rl.duration, rl.remaining, rl.exceeded, rl.auto_apply)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def verify_key_setup():
+    state["verify_api_id"] = admin.apis.create_api(name="py-check-verify").data.api_id
+    state["verify_identity_id"] = admin.identities.create_identity(
+        external_id="py_verify_owner", meta=VERIFY_OWNER_META,
+        ratelimits=[{"name": "requests", "limit": 10, "duration": 60000, "auto_apply": True}]).data.identity_id
+    state["verify_full"] = verify_key_for(
+        name="py-check-verify", external_id="py_verify_owner", meta=VERIFY_KEY_META, credits={"remaining": 3},
+        expires=FAR_FUTURE, ratelimits=[{"name": "tokens", "limit": 7, "duration": 60000, "auto_apply": True}])
+    state["verify_plain"] = verify_key_for(credits={"remaining": 5})
+
+
+def verify_key_valid():
+    full = state["verify_full"]
+    before = now_ms()
+    data = verify(full.key)
+    after = now_ms()
+    assert (data.valid, data.code, data.key_id) == (True, "VALID", full.key_id), data
+    assert (data.name, data.meta, data.enabled, data.expires) == ("py-check-verify", VERIFY_KEY_META, True,
+                                                                  FAR_FUTURE), data
+    assert data.credits == 2, f"credits, expected 3 less the default cost of 1: {data}"
+    assert (data.permissions, data.roles) == (None, None), data
+    identity = data.identity
+    assert (identity.id, identity.external_id, identity.meta) == (
+        state["verify_identity_id"], "py_verify_owner", VERIFY_OWNER_META), identity
+    assert ratelimits_of(identity) == [("requests", 10, 60000, True)], identity
+    # The identity's limit, counted on the identity, and the key's own.
+    requests = checked_limit(data, "requests", before, after)
+    assert requests == (identity.ratelimits[0].id, 10, 60000, 9, False, True), requests
+    assert requests[0].startswith("rl_"), requests
+    tokens = checked_limit(data, "tokens", before, after)
+    assert tokens[0].startswith("rl_") and tokens[1:] == (7, 60000, 6, False, True), tokens
+    assert len(data.ratelimits) == 2, data
+
+
+def verify_key_verifier():
+    data = verify(state["verify_full"].key, sdk=verifier)
+    assert (data.valid, data.code, data.key_id, data.credits) == (True, "VALID", state["verify_full"].key_id, 1), data
+
+
+def expect_not_found(data):
+    assert (data.valid, data.code) == (False, "NOT_FOUND"), data
+    assert all(getattr(data, field) is None for field in VERIFICATION_FIELDS), f"a NOT_FOUND shows nothing else: {data}"
+
+
+def verify_key_deleted():
+    created = verify_key_for()
+    admin.keys.delete_key(key_id=created.key_id)
+    expect_not_found(verify(created.key))
+
+
+def verify_key_disabled():
+    created = verify_key_for(enabled=False, credits={"remaining": 1})
+    data = verify(created.key)
+    assert (data.valid, data.code, data.key_id, data.enabled, data.credits) == (
+        False, "DISABLED", created.key_id, False, 1), data
+
+
+def verify_key_expired():
+    created = verify_key_for(expires=1000)
+    data = verify(created.key)
+    assert (data.valid, data.code, data.key_id, data.expires, data.enabled) == (
+        False, "EXPIRED", created.key_id, 1000, True), data
+
+
+def verify_key_inline_limit():
+    key = verify_key_for().key
+    inline = [{"name": "burst", "limit": 1, "duration": 1000}]
+    before = now_ms()
+    first = verify(key, ratelimits=inline)
+    assert (first.valid, first.code) == (True, "VALID"), first
+    # An inline limit reports id "" and auto_apply False (digest 3.6).
+    assert checked_limit(first, "burst", before, now_ms()) == ("", 1, 1000, 0, False, False), first
+    second = verify(key, ratelimits=inline)
+    # The 1 s window may have rolled over between the two calls: then the next call is in the new window.
+    if second.code == "VALID" and second.ratelimits[0].reset != first.ratelimits[0].reset:
+        second = verify(key, ratelimits=inline)
+    assert (second.valid, second.code) == (False, "RATE_LIMITED"), second
+    assert (second.ratelimits[0].exceeded, second.ratelimits[0].remaining) == (True, 0), second
+
+
+def verify_key_named_limit():
+    created = verify_key_for(ratelimits=[{"name": "tokens", "limit": 10, "duration": 60000, "auto_apply": False}])
+    plain = verify(created.key)
+    assert (plain.code, plain.ratelimits) == ("VALID", None), f"a limit that is not auto_apply is not checked: {plain}"
+    named = verify(created.key, ratelimits=[{"name": "tokens", "cost": 8}])
+    assert (named.valid, named.code) == (True, "VALID"), named
+    assert [(rl.name, rl.remaining, rl.exceeded) for rl in named.ratelimits] == [("tokens", 2, False)], named
+    over = verify(created.key, ratelimits=[{"name": "tokens", "cost": 3}])
+    assert (over.valid, over.code, over.key_id) == (False, "RATE_LIMITED", created.key_id), over
+    assert [(rl.name, rl.remaining, rl.exceeded) for rl in over.ratelimits] == [("tokens", 2, True)], over
+
+
+def verify_key_usage_exceeded():
+    created = verify_key_for(credits={"remaining": 1})
+    first = verify(created.key)
+    assert (first.valid, first.code, first.credits) == (True, "VALID", 0), first
+    second = verify(created.key)
+    assert (second.valid, second.code, second.key_id, second.credits) == (
+        False, "USAGE_EXCEEDED", created.key_id, 0), second
+    free = verify(created.key, credits={"cost": 0})
+    assert (free.valid, free.code, free.credits) == (True, "VALID", 0), f"a cost of 0 still passes: {free}"
+
+
+def verify_key_errors_spent_nothing():
+    data = verify(state["verify_plain"].key)
+    assert (data.code, data.credits) == ("VALID", 4), data
+
+
+def verify_key_cleanup():
+    admin.apis.delete_api(api_id=state["verify_api_id"])
+    admin.identities.delete_identity(identity="py_verify_owner")
+
+
+step("keys.verify_key setup: an API, an identity with an auto_apply limit, a key with every field", verify_key_setup)
+
+# --- keys.verify_key: VALID
+
+step("keys.verify_key VALID: key fields, credits after spend, identity, the key's and the identity's checked "
+     "ratelimits", verify_key_valid)
+step("keys.verify_key VALID with only api.*.verify_key", verify_key_verifier)
+
+# --- keys.verify_key: NOT_FOUND, with no other field
+
+step("keys.verify_key unknown key -> 200 NOT_FOUND", lambda: expect_not_found(verify("vfy_not_a_key")))
+step("keys.verify_key without verify_key (only read_key) -> 200 NOT_FOUND, not an error",
+     lambda: expect_not_found(verify(state["verify_full"].key, sdk=key_reader)))
+step("keys.verify_key soft-deleted key -> 200 NOT_FOUND", verify_key_deleted)
+
+# --- keys.verify_key: DISABLED and EXPIRED
+
+step("keys.verify_key DISABLED (created with enabled False), spends nothing", verify_key_disabled)
+step("keys.verify_key EXPIRED (created with expires 1000, in 1970)", verify_key_expired)
+
+# --- keys.verify_key: RATE_LIMITED and USAGE_EXCEEDED
+
+step("keys.verify_key RATE_LIMITED by an inline limit {name: burst, limit: 1, duration: 1000}",
+     verify_key_inline_limit)
+step("keys.verify_key RATE_LIMITED by a named limit at its cost", verify_key_named_limit)
+step("keys.verify_key USAGE_EXCEEDED (1 credit, verified twice; cost 0 still passes)", verify_key_usage_exceeded)
+
+# --- keys.verify_key: errors
+
+step("keys.verify_key permissions query -> 400 BadRequestErrorResponse (not supported)",
+     lambda: expect(errors.BadRequestErrorResponse, 400, lambda: admin.keys.verify_key(
+         key=state["verify_plain"].key, permissions="documents.read"), INVALID_INPUT, detail_contains="not supported"))
+step("keys.verify_key credits cost -1 -> 400 BadRequestErrorResponse",
+     lambda: expect(errors.BadRequestErrorResponse, 400, lambda: admin.keys.verify_key(
+         key=state["verify_plain"].key, credits={"cost": -1}), INVALID_INPUT))
+step("keys.verify_key empty key -> 400 BadRequestErrorResponse",
+     lambda: expect(errors.BadRequestErrorResponse, 400, lambda: admin.keys.verify_key(key=""), INVALID_INPUT))
+step("keys.verify_key unknown root key -> 401 UnauthorizedErrorResponse",
+     lambda: expect(errors.UnauthorizedErrorResponse, 401,
+                    lambda: stranger.keys.verify_key(key=state["verify_plain"].key), UNKNOWN_ROOT_KEY))
+step("keys.verify_key ratelimit the key does not have -> 412 APIError (the client has no typed 412)",
+     lambda: expect_generic(
+         412, lambda: admin.keys.verify_key(key=state["verify_plain"].key, ratelimits=[{"name": "nope"}]),
+         PRECONDITION_FAILED,
+         detail=f"ratelimit 'nope' was requested but does not exist for key '{state['verify_plain'].key_id}' "
+                "and there is no identity connected."))
+step("keys.verify_key after the errors: none of them spent a credit", verify_key_errors_spent_nothing)
+
+step("apis.delete_api (cleanup of the verify_key checks' API and identity)", verify_key_cleanup)
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(0 if failed == 0 else 1)

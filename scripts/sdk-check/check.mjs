@@ -8,8 +8,9 @@
 //
 // Env: SIGIL_URL (e.g. http://127.0.0.1:7090), SIGIL_ROOT_KEY (all
 // permissions), SIGIL_READ_ONLY_KEY and SIGIL_CREATE_ONLY_KEY (identity
-// permissions only), SIGIL_API_READER_KEY (only api.*.read_api) and
-// SIGIL_KEY_READER_KEY (only api.*.read_key).
+// permissions only), SIGIL_API_READER_KEY (only api.*.read_api),
+// SIGIL_KEY_READER_KEY (only api.*.read_key) and SIGIL_VERIFIER_KEY (only
+// api.*.verify_key).
 // Output: one "ok  <step>" line per passing step, failure details otherwise,
 // and a final "N passed, M failed" line. Exit status 1 if anything failed.
 
@@ -941,6 +942,283 @@ await step("keys.updateCredits missing key -> 404 NotFoundErrorResponse", async 
 await step("apis.deleteApi (cleanup of the update checks' API)", async () => {
   assert(updateApiId, "prerequisite failed: no API for the update checks");
   assertMeta(await unkey.apis.deleteApi({ apiId: updateApiId }));
+});
+
+// === keys.verifyKey =========================================================
+// Every outcome of the key itself is a 200 whose body goes through the SDK's
+// V2KeysVerifyKeyResponseBody schema: each step checks `valid`, `code` and
+// the fields that outcome carries. A root key without verify_key also gets
+// 200 NOT_FOUND, never an error (spec digest §3.3). 400 and 401 come as the
+// SDK's typed errors; 412 (a ratelimit the key does not have) is not declared
+// for verifyKey, so the SDK raises its generic APIError (digest §7).
+// Everything is set up in an API of its own; each outcome mints its own key.
+
+// A root key holding only `api.*.verify_key`.
+const verifier = new Unkey({ rootKey: process.env.SIGIL_VERIFIER_KEY ?? "", serverURL, retryConfig: { strategy: "none" } });
+const PRECONDITION_FAILED = "unkey/application/precondition_failed";
+const NOT_FOUND_ONLY = { valid: false, code: "NOT_FOUND" };
+const FAR_FUTURE = 4_102_444_800_000; // 2100-01-01, in unix ms
+
+let verifyApiId;
+let verifyIdentityId;
+let verifyFull; // { keyId, key } of a key with every field verifyKey shows
+let verifyPlain; // { keyId, key } of a key with 5 credits, for the error steps
+const verifyOwner = `${runTag}-verify-owner`;
+const verifyOwnerMeta = { plan: "pro" };
+const verifyOwnerRatelimits = [{ name: "requests", limit: 10, duration: 60000, autoApply: true }];
+const verifyKeyMeta = { tier: "gold", seats: 2 };
+
+async function verifyKeyFor(body) {
+  assert(verifyApiId, "prerequisite failed: no API for the verifyKey checks");
+  return (await unkey.keys.createKey({ apiId: verifyApiId, prefix: "vfy", ...body })).data;
+}
+
+// The checked ratelimit `name` of a verification: its reset checked (the end of
+// the current window, in unix ms, made between `before` and `after`), the other
+// fields returned in a fixed order for assertEqual.
+function checkedLimit(data, name, before, after) {
+  const found = (data.ratelimits ?? []).filter((rl) => rl.name === name);
+  assertEqual(found.length, 1, `ratelimits named ${name}`);
+  const { id, limit, duration, reset, remaining, exceeded, autoApply } = found[0];
+  assert(typeof id === "string", `ratelimits[${name}].id must be a string, got ${JSON.stringify(id)}`);
+  assert(Number.isInteger(reset) && reset > before && reset <= after + duration,
+    `ratelimits[${name}].reset must be the end of the current window (${before}..${after + duration}), got ${reset}`);
+  return { id, name, limit, duration, remaining, exceeded, autoApply };
+}
+
+// Runs `call`, which must throw the SDK's generic APIError (the SDK declares
+// no typed error for `status` on this operation) with `status`, and a JSON
+// body of Unkey's error shape whose error.type ends in `/<type>`.
+async function expectGenericError(call, status, type) {
+  let result;
+  try {
+    result = await call();
+  } catch (err) {
+    if (!(err instanceof errors.APIError)) {
+      throw new CheckFailure(`expected the SDK's generic APIError (HTTP ${status}), got ${className(err)}`, err);
+    }
+    assertEqual(err.statusCode, status, "HTTP status");
+    let body;
+    try {
+      body = JSON.parse(err.body);
+    } catch (parseErr) {
+      throw new CheckFailure(`the body of the ${status} is not JSON: ${JSON.stringify(err.body)}`, parseErr);
+    }
+    assertEqual(body.error?.status, status, "error.status");
+    for (const field of ["title", "type", "detail"]) {
+      assert(typeof body.error?.[field] === "string" && body.error[field] !== "", `error.${field} must be a non-empty string`);
+    }
+    assert(typeof body.meta?.requestId === "string" && body.meta.requestId !== "", "meta.requestId must be a non-empty string");
+    if (type !== undefined) {
+      assert(body.error.type.endsWith(`/${type}`), `error.type: expected .../${type}, got ${body.error.type} (${body.error.detail})`);
+    }
+    return body;
+  }
+  throw new CheckFailure(`expected APIError (HTTP ${status}), but the call succeeded: ${JSON.stringify(result)}`);
+}
+
+await step("keys.verifyKey setup: an API, an identity with an autoApply limit, a key with every field", async () => {
+  verifyApiId = (await unkey.apis.createApi({ name: "sdk-check-verify" })).data.apiId;
+  verifyIdentityId = (await unkey.identities.createIdentity({
+    externalId: verifyOwner,
+    meta: verifyOwnerMeta,
+    ratelimits: verifyOwnerRatelimits,
+  })).data.identityId;
+  verifyFull = await verifyKeyFor({
+    name: "sdk-check-verify",
+    externalId: verifyOwner,
+    meta: verifyKeyMeta,
+    credits: { remaining: 3 },
+    expires: FAR_FUTURE,
+    ratelimits: [{ name: "tokens", limit: 7, duration: 60000, autoApply: true }],
+  });
+  verifyPlain = await verifyKeyFor({ credits: { remaining: 5 } });
+});
+
+// --- keys.verifyKey: VALID
+
+await step("keys.verifyKey VALID: key fields, credits after spend, identity, the key's and the identity's checked ratelimits", async () => {
+  assert(verifyFull, "prerequisite failed: no key from the verifyKey setup");
+  const before = Date.now();
+  const res = await unkey.keys.verifyKey({ key: verifyFull.key });
+  const after = Date.now();
+  assertMeta(res);
+  const data = res.data;
+  assertEqual(data.valid, true, "data.valid");
+  assertEqual(data.code, "VALID", "data.code");
+  assertEqual(data.keyId, verifyFull.keyId, "data.keyId");
+  assertEqual(data.name, "sdk-check-verify", "data.name");
+  assertEqual(data.meta, verifyKeyMeta, "data.meta");
+  assertEqual(data.enabled, true, "data.enabled");
+  assertEqual(data.expires, FAR_FUTURE, "data.expires");
+  assertEqual(data.credits, 2, "data.credits (3 less the default cost of 1)");
+  assertEqual(data.permissions, undefined, "data.permissions");
+  assertEqual(data.roles, undefined, "data.roles");
+  assertEqual(data.identity?.id, verifyIdentityId, "data.identity.id");
+  assertEqual(data.identity?.externalId, verifyOwner, "data.identity.externalId");
+  assertEqual(data.identity?.meta, verifyOwnerMeta, "data.identity.meta");
+  assertRatelimits(data.identity?.ratelimits, verifyOwnerRatelimits, "data.identity");
+  assertEqual(data.ratelimits?.length, 2, "data.ratelimits count");
+  // The identity's limit, counted on the identity, and the key's own.
+  const { id: requestsId, ...requests } = checkedLimit(data, "requests", before, after);
+  assertEqual(requestsId, data.identity.ratelimits[0].id, "checked requests id (the identity's limit's id)");
+  assert(requestsId.startsWith("rl_"), `checked requests id: ${requestsId}`);
+  assertEqual(requests, { name: "requests", limit: 10, duration: 60000, remaining: 9, exceeded: false, autoApply: true },
+    "checked requests");
+  const { id: tokensId, ...tokens } = checkedLimit(data, "tokens", before, after);
+  assert(tokensId.startsWith("rl_"), `checked tokens id: ${tokensId}`);
+  assertEqual(tokens, { name: "tokens", limit: 7, duration: 60000, remaining: 6, exceeded: false, autoApply: true },
+    "checked tokens");
+});
+await step("keys.verifyKey VALID with only api.*.verify_key", async () => {
+  assert(verifyFull, "prerequisite failed: no key from the verifyKey setup");
+  const data = (await verifier.keys.verifyKey({ key: verifyFull.key })).data;
+  assertEqual([data.valid, data.code, data.keyId], [true, "VALID", verifyFull.keyId], "[valid, code, keyId]");
+  assertEqual(data.credits, 1, "data.credits");
+});
+
+// --- keys.verifyKey: NOT_FOUND, with no other field
+
+await step("keys.verifyKey unknown key -> 200 NOT_FOUND", async () => {
+  const res = await unkey.keys.verifyKey({ key: "vfy_not_a_key" });
+  assertMeta(res);
+  assertEqual(res.data, NOT_FOUND_ONLY, "data");
+});
+await step("keys.verifyKey without verify_key (only read_key) -> 200 NOT_FOUND, not an error", async () => {
+  assert(verifyFull, "prerequisite failed: no key from the verifyKey setup");
+  const res = await keyReader.keys.verifyKey({ key: verifyFull.key });
+  assertMeta(res);
+  assertEqual(res.data, NOT_FOUND_ONLY, "data");
+});
+await step("keys.verifyKey soft-deleted key -> 200 NOT_FOUND", async () => {
+  const { keyId: id, key } = await verifyKeyFor({});
+  await unkey.keys.deleteKey({ keyId: id });
+  assertEqual((await unkey.keys.verifyKey({ key })).data, NOT_FOUND_ONLY, "data");
+});
+
+// --- keys.verifyKey: DISABLED and EXPIRED
+
+await step("keys.verifyKey DISABLED (created with enabled false), spends nothing", async () => {
+  const { keyId: id, key } = await verifyKeyFor({ enabled: false, credits: { remaining: 1 } });
+  const res = await unkey.keys.verifyKey({ key });
+  assertMeta(res);
+  const data = res.data;
+  assertEqual([data.valid, data.code, data.keyId], [false, "DISABLED", id], "[valid, code, keyId]");
+  assertEqual(data.enabled, false, "data.enabled");
+  assertEqual(data.credits, 1, "data.credits");
+});
+await step("keys.verifyKey EXPIRED (created with expires 1000, in 1970)", async () => {
+  const { keyId: id, key } = await verifyKeyFor({ expires: 1000 });
+  const res = await unkey.keys.verifyKey({ key });
+  assertMeta(res);
+  const data = res.data;
+  assertEqual([data.valid, data.code, data.keyId], [false, "EXPIRED", id], "[valid, code, keyId]");
+  assertEqual(data.expires, 1000, "data.expires");
+  assertEqual(data.enabled, true, "data.enabled");
+});
+
+// --- keys.verifyKey: RATE_LIMITED
+
+await step("keys.verifyKey RATE_LIMITED by an inline limit {name: burst, limit: 1, duration: 1000}", async () => {
+  const { key } = await verifyKeyFor({});
+  const request = { key, ratelimits: [{ name: "burst", limit: 1, duration: 1000 }] };
+  const before = Date.now();
+  const first = (await unkey.keys.verifyKey(request)).data;
+  assertEqual([first.valid, first.code], [true, "VALID"], "first [valid, code]");
+  // An inline limit reports id "" and autoApply false (digest §3.6).
+  assertEqual(checkedLimit(first, "burst", before, Date.now()),
+    { id: "", name: "burst", limit: 1, duration: 1000, remaining: 0, exceeded: false, autoApply: false }, "first burst");
+  let second = (await unkey.keys.verifyKey(request)).data;
+  // The 1 s window may have rolled over between the two calls: then the next call is in the new window.
+  if (second.code === "VALID" && second.ratelimits?.[0]?.reset !== first.ratelimits[0].reset) {
+    second = (await unkey.keys.verifyKey(request)).data;
+  }
+  assertEqual([second.valid, second.code], [false, "RATE_LIMITED"], "second [valid, code]");
+  assertEqual(second.ratelimits?.[0]?.exceeded, true, "second ratelimits[0].exceeded");
+  assertEqual(second.ratelimits?.[0]?.remaining, 0, "second ratelimits[0].remaining");
+});
+await step("keys.verifyKey RATE_LIMITED by a named limit at its cost", async () => {
+  const { keyId: id, key } = await verifyKeyFor({
+    ratelimits: [{ name: "tokens", limit: 10, duration: 60000, autoApply: false }],
+  });
+  const plain = (await unkey.keys.verifyKey({ key })).data;
+  assertEqual([plain.code, plain.ratelimits], ["VALID", undefined], "unnamed: [code, ratelimits] (not autoApply, not checked)");
+  const named = (await unkey.keys.verifyKey({ key, ratelimits: [{ name: "tokens", cost: 8 }] })).data;
+  assertEqual([named.valid, named.code], [true, "VALID"], "cost 8: [valid, code]");
+  assertEqual(named.ratelimits?.map(({ name, remaining, exceeded }) => ({ name, remaining, exceeded })),
+    [{ name: "tokens", remaining: 2, exceeded: false }], "cost 8: ratelimits");
+  const over = (await unkey.keys.verifyKey({ key, ratelimits: [{ name: "tokens", cost: 3 }] })).data;
+  assertEqual([over.valid, over.code, over.keyId], [false, "RATE_LIMITED", id], "cost 3: [valid, code, keyId]");
+  assertEqual(over.ratelimits?.map(({ name, remaining, exceeded }) => ({ name, remaining, exceeded })),
+    [{ name: "tokens", remaining: 2, exceeded: true }], "cost 3: ratelimits");
+});
+
+// --- keys.verifyKey: USAGE_EXCEEDED
+
+await step("keys.verifyKey USAGE_EXCEEDED (1 credit, verified twice; cost 0 still passes)", async () => {
+  const { keyId: id, key } = await verifyKeyFor({ credits: { remaining: 1 } });
+  const first = (await unkey.keys.verifyKey({ key })).data;
+  assertEqual([first.valid, first.code, first.credits], [true, "VALID", 0], "first [valid, code, credits]");
+  const second = (await unkey.keys.verifyKey({ key })).data;
+  assertEqual([second.valid, second.code, second.keyId, second.credits], [false, "USAGE_EXCEEDED", id, 0],
+    "second [valid, code, keyId, credits]");
+  const free = (await unkey.keys.verifyKey({ key, credits: { cost: 0 } })).data;
+  assertEqual([free.valid, free.code, free.credits], [true, "VALID", 0], "cost 0 [valid, code, credits]");
+});
+
+// --- keys.verifyKey: errors
+
+await step("keys.verifyKey permissions query -> 400 BadRequestErrorResponse (not supported)", async () => {
+  assert(verifyPlain, "prerequisite failed: no key from the verifyKey setup");
+  const err = await expectTypedError(
+    () => unkey.keys.verifyKey({ key: verifyPlain.key, permissions: "documents.read" }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+  return err.error.detail;
+});
+await step("keys.verifyKey credits cost -1 -> 400 BadRequestErrorResponse", async () => {
+  assert(verifyPlain, "prerequisite failed: no key from the verifyKey setup");
+  await expectTypedError(
+    () => unkey.keys.verifyKey({ key: verifyPlain.key, credits: { cost: -1 } }),
+    errors.BadRequestErrorResponse,
+    400,
+    INVALID_INPUT,
+  );
+});
+await step("keys.verifyKey empty key -> 400 BadRequestErrorResponse", async () => {
+  await expectTypedError(() => unkey.keys.verifyKey({ key: "" }), errors.BadRequestErrorResponse, 400, INVALID_INPUT);
+});
+await step("keys.verifyKey unknown root key -> 401 UnauthorizedErrorResponse", async () => {
+  assert(verifyPlain, "prerequisite failed: no key from the verifyKey setup");
+  await expectTypedError(
+    () => stranger.keys.verifyKey({ key: verifyPlain.key }),
+    errors.UnauthorizedErrorResponse,
+    401,
+    UNKNOWN_ROOT_KEY,
+  );
+});
+await step("keys.verifyKey ratelimit the key does not have -> 412 APIError (the SDK has no typed 412)", async () => {
+  assert(verifyPlain, "prerequisite failed: no key from the verifyKey setup");
+  const body = await expectGenericError(
+    () => unkey.keys.verifyKey({ key: verifyPlain.key, ratelimits: [{ name: "nope" }] }),
+    412,
+    PRECONDITION_FAILED,
+  );
+  const expected = `ratelimit 'nope' was requested but does not exist for key '${verifyPlain.keyId}' and there is no identity connected.`;
+  assertEqual(body.error.detail, expected, "error.detail");
+});
+await step("keys.verifyKey after the errors: none of them spent a credit", async () => {
+  assert(verifyPlain, "prerequisite failed: no key from the verifyKey setup");
+  const data = (await unkey.keys.verifyKey({ key: verifyPlain.key })).data;
+  assertEqual([data.code, data.credits], ["VALID", 4], "[code, credits]");
+});
+
+await step("apis.deleteApi (cleanup of the verifyKey checks' API and identity)", async () => {
+  assert(verifyApiId, "prerequisite failed: no API for the verifyKey checks");
+  assertMeta(await unkey.apis.deleteApi({ apiId: verifyApiId }));
+  assertMeta(await unkey.identities.deleteIdentity({ identity: verifyOwner }));
 });
 
 console.log(`${passed} passed, ${failed} failed`);

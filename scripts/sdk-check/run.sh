@@ -26,10 +26,13 @@ CREATE_ONLY_KEY="$(limited_key 'identity.*.create_identity')"
 # Keys that may only read APIs, or only read keys, for the apis.* and keys.* permission errors.
 API_READER_KEY="$(limited_key 'api.*.read_api')"
 KEY_READER_KEY="$(limited_key 'api.*.read_key')"
+# A key that may only verify keys, for keys.verifyKey.
+VERIFIER_KEY="$(limited_key 'api.*.verify_key')"
 
 status=0
 SIGIL_URL="$URL" SIGIL_ROOT_KEY="$ROOT_KEY" SIGIL_READ_ONLY_KEY="$READ_ONLY_KEY" SIGIL_CREATE_ONLY_KEY="$CREATE_ONLY_KEY" \
-  SIGIL_API_READER_KEY="$API_READER_KEY" SIGIL_KEY_READER_KEY="$KEY_READER_KEY" node check.mjs || status=$?
+  SIGIL_API_READER_KEY="$API_READER_KEY" SIGIL_KEY_READER_KEY="$KEY_READER_KEY" SIGIL_VERIFIER_KEY="$VERIFIER_KEY" \
+  node check.mjs || status=$?
 if [[ "$status" -ne 0 ]]; then
   show_server_logs
 fi
