@@ -58,6 +58,8 @@ pub struct Refill {
     pub refill_day: Option<i64>,
 }
 
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
 impl Refill {
     /// Unkey ignores a refill day on a daily refill (a refill day is what makes a refill monthly).
     pub fn normalized(mut self) -> Self {
@@ -65,6 +67,40 @@ impl Refill {
             self.refill_day = None;
         }
         self
+    }
+
+    /// The latest moment at or before `now_ms` at which this refill fell due: the start (UTC) of the day for
+    /// a daily refill; for a monthly one, of its day of the month, or of the month's last day when the
+    /// month is shorter (a refill on the 31st comes on 30 April).
+    pub fn last_due_at(&self, now_ms: i64) -> i64 {
+        let today = now_ms - now_ms.rem_euclid(DAY_MS);
+        let Some(refill_day) = self.refill_day.filter(|_| self.interval == "monthly") else { return today };
+        let date = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(today);
+        let due_in = |year: i32, month: time::Month| {
+            let day = u8::try_from(refill_day).unwrap_or(1).clamp(1, time::util::days_in_month(month, year));
+            let due = time::Date::from_calendar_date(year, month, day).expect("a day within its month");
+            (due.midnight().assume_utc() - time::OffsetDateTime::UNIX_EPOCH).whole_milliseconds() as i64
+        };
+        let this_month = due_in(date.year(), date.month());
+        if this_month <= today {
+            return this_month;
+        }
+        let previous = date.month().previous();
+        due_in(if previous == time::Month::December { date.year() - 1 } else { date.year() }, previous)
+    }
+}
+
+impl Credits {
+    /// These credits at `now_ms`, last refilled (or set) at `last_refilled_ms`: topped up to the refill's
+    /// amount when a refill fell due since, as Unkey's refills set it. `true` when refilled.
+    pub fn refilled(self, last_refilled_ms: i64, now_ms: i64) -> (Self, bool) {
+        match &self.refill {
+            Some(refill) if refill.last_due_at(now_ms) > last_refilled_ms => {
+                let amount = refill.amount;
+                (Self { remaining: Some(amount), ..self }, true)
+            }
+            _ => (self, false),
+        }
     }
 }
 
@@ -208,6 +244,34 @@ mod tests {
     fn credits(remaining: i64, refill: Option<i64>) -> Option<Credits> {
         let refill = refill.map(|amount| Refill { interval: "daily".into(), amount, refill_day: None });
         Some(Credits { remaining: Some(remaining), refill })
+    }
+
+    /// `"YYYY-MM-DD HH:MM"` in UTC, as unix ms.
+    fn at(date: &str) -> i64 {
+        let number = |range: std::ops::Range<usize>| date[range].parse::<u8>().expect("digits");
+        let month = time::Month::try_from(number(5..7)).expect("a month");
+        let day = time::Date::from_calendar_date(date[0..4].parse().expect("a year"), month, number(8..10));
+        let moment = day.expect("a day").with_hms(number(11..13), number(14..16), 0).expect("a time").assume_utc();
+        (moment - time::OffsetDateTime::UNIX_EPOCH).whole_milliseconds() as i64
+    }
+
+    #[test]
+    fn refills_fall_due_at_the_start_of_their_day() {
+        let daily = Refill { interval: "daily".into(), amount: 5, refill_day: None };
+        assert_eq!(daily.last_due_at(at("2026-12-02 14:30")), at("2026-12-02 00:00"));
+        let monthly = |day| Refill { interval: "monthly".into(), amount: 5, refill_day: Some(day) };
+        assert_eq!(monthly(15).last_due_at(at("2026-12-20 10:00")), at("2026-12-15 00:00"));
+        assert_eq!(monthly(15).last_due_at(at("2026-12-02 10:00")), at("2026-11-15 00:00"));
+        assert_eq!(monthly(31).last_due_at(at("2026-05-01 10:00")), at("2026-04-30 00:00"), "April's last day");
+        assert_eq!(monthly(20).last_due_at(at("2026-01-02 10:00")), at("2025-12-20 00:00"), "across a year");
+        let credits = Credits { remaining: Some(0), refill: Some(daily) };
+        assert_eq!(credits.clone().refilled(at("2026-12-01 23:00"), at("2026-12-02 08:00")).0.remaining, Some(5));
+        assert_eq!(credits.refilled(at("2026-12-02 01:00"), at("2026-12-02 08:00")), (credits_of(0), false));
+    }
+
+    fn credits_of(remaining: i64) -> Credits {
+        let refill = Refill { interval: "daily".into(), amount: 5, refill_day: None };
+        Credits { remaining: Some(remaining), refill: Some(refill) }
     }
 
     #[test]

@@ -184,9 +184,18 @@ pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at 
      AND id = $2 AND deleted_at IS NULL \
      AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
      RETURNING name, meta, expires, enabled, credits, ratelimits";
+/// Credits that an update sets (`$10` true) count as refilled then: a refill is due again only from its next
+/// day on.
 pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
-     credits = $7, ratelimits = $8, updated_at = $9 WHERE workspace_id = $1 AND id = $2";
-pub(super) const SET_KEY_CREDITS: &str = "UPDATE keys SET credits = $3 WHERE workspace_id = $1 AND id = $2";
+     credits = $7, ratelimits = $8, updated_at = $9, last_refill_at = CASE WHEN $10 THEN $9 ELSE last_refill_at END \
+     WHERE workspace_id = $1 AND id = $2";
+/// [`HOLD_LIVE_KEY`] for a spend: the credits, and when they were last refilled or set.
+pub(super) const HOLD_KEY_CREDITS: &str = "UPDATE keys SET updated_at = updated_at WHERE workspace_id = $1 \
+     AND id = $2 AND deleted_at IS NULL \
+     AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
+     RETURNING credits, COALESCE(last_refill_at, created_at)";
+pub(super) const SET_KEY_CREDITS: &str =
+    "UPDATE keys SET credits = $3, last_refill_at = $4 WHERE workspace_id = $1 AND id = $2";
 pub(super) const LINK_KEY_TO_IDENTITY: &str = "UPDATE keys SET identity_id = $3 WHERE workspace_id = $1 AND id = $2";
 
 /// A [`HOLD_LIVE_KEY`] row.
@@ -400,29 +409,38 @@ macro_rules! impl_keys {
                     self.write(move |connection| {
                         let (workspace, key_id) = owned.clone();
                         Box::pin(async move {
-                            let held: Option<KeyFieldsRow> = sqlx::query_as(HOLD_LIVE_KEY)
+                            let held: Option<(Option<String>, i64)> = sqlx::query_as(HOLD_KEY_CREDITS)
                                 .bind(workspace.as_str())
                                 .bind(&key_id)
                                 .fetch_optional(&mut *connection)
                                 .await?;
-                            let Some(held) = held else { return Ok(Written::unchanged(CreditsSpent::NotFound)) };
-                            let Some(credits) = key_fields(&key_id, held)?.credits else {
+                            let Some((credits, last_refilled)) = held else {
+                                return Ok(Written::unchanged(CreditsSpent::NotFound));
+                            };
+                            let Some(credits) = credits.as_deref().map(parse_credits).transpose()? else {
                                 return Ok(Written::unchanged(CreditsSpent::Unlimited));
                             };
+                            let now = now_ms();
+                            let (credits, refilled) = credits.refilled(last_refilled, now);
                             let spent = match credits.remaining {
                                 None => CreditsSpent::Unlimited,
                                 Some(remaining) if remaining < cost => CreditsSpent::Exceeded { remaining },
-                                Some(remaining) => {
-                                    let left = Credits { remaining: Some(remaining - cost), ..credits };
-                                    sqlx::query(SET_KEY_CREDITS)
-                                        .bind(workspace.as_str())
-                                        .bind(&key_id)
-                                        .bind(json_text(&left)?)
-                                        .execute(&mut *connection)
-                                        .await?;
-                                    CreditsSpent::Spent { remaining: remaining - cost }
-                                }
+                                Some(remaining) => CreditsSpent::Spent { remaining: remaining - cost },
                             };
+                            let left = match spent {
+                                CreditsSpent::Spent { remaining } => Some(remaining),
+                                CreditsSpent::Exceeded { remaining } if refilled => Some(remaining),
+                                _ => None,
+                            };
+                            if let Some(left) = left {
+                                sqlx::query(SET_KEY_CREDITS)
+                                    .bind(workspace.as_str())
+                                    .bind(&key_id)
+                                    .bind(json_text(&Credits { remaining: Some(left), ..credits })?)
+                                    .bind(if refilled { now } else { last_refilled })
+                                    .execute(&mut *connection)
+                                    .await?;
+                            }
                             Ok(Written::unchanged(spent))
                         })
                     })
@@ -578,6 +596,7 @@ macro_rules! impl_keys {
                         .bind(fields.credits.as_ref().map(json_text).transpose()?)
                         .bind(json_text(&fields.ratelimits)?)
                         .bind(now_ms())
+                        .bind(changes.credits.is_some())
                         .execute(&mut *connection)
                         .await?;
                     // On PostgreSQL the key's API may have been deleted since the key was held: its key is then

@@ -51,3 +51,16 @@ pub async fn assert_the_database_never_holds(server: &TestServer, secret: &str) 
         assert_eq!(holding, 0, "{table} holds the secret");
     }
 }
+
+/// Dates when key `key_id`'s credits were last refilled or set, as if that had been at `at_ms`.
+pub async fn set_last_refill(server: &TestServer, key_id: &str, at_ms: i64) {
+    let url = server.database_url();
+    let query = "UPDATE keys SET last_refill_at = $1 WHERE id = $2";
+    if url.starts_with("sqlite:") {
+        let mut connection = SqliteConnection::connect(&url).await.expect("connect");
+        sqlx::query(query).bind(at_ms).bind(key_id).execute(&mut connection).await.expect("update");
+    } else {
+        let mut connection = PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(query).bind(at_ms).bind(key_id).execute(&mut connection).await.expect("update");
+    }
+}

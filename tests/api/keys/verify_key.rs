@@ -3,6 +3,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, SigilProcess, TestDatabase, TestServer};
 use crate::keys::get_key::api_and_key;
+use crate::keys::set_last_refill;
 
 crate::backend_tests!(
     verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits,
@@ -13,6 +14,7 @@ crate::backend_tests!(
     verify_key_200_takes_from_all_limits_or_from_none,
     verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none,
     verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
+    verify_key_200_refills_credits_once_a_refill_day_has_begun,
     verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema,
     verify_key_401_for_an_unknown_root_key,
     verify_key_412_for_a_ratelimit_neither_the_key_nor_its_identity_has,
@@ -161,6 +163,28 @@ async fn verify_key_200_for_64_concurrent_verifications_never_overspends_credits
     let codes: Vec<Value> = join_all(verifications).await.into_iter().map(|r| r.body["data"]["code"].clone()).collect();
     assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 10, "{codes:?}");
     assert_eq!(codes.iter().filter(|code| **code == "USAGE_EXCEEDED").count(), 54, "{codes:?}");
+}
+
+async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: TestServer) {
+    let admin = server.admin_key().await;
+    let credits = json!({"remaining": 0, "refill": {"interval": "daily", "amount": 5}});
+    let (_, key_id, key) = api_and_key(&server, &admin, json!({"credits": credits})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "USAGE_EXCEEDED", "refilled today");
+    let yesterday = now_ms() - 24 * 60 * 60 * 1000;
+    set_last_refill(&server, &key_id, yesterday).await;
+    let refilled = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!((&refilled["code"], &refilled["credits"]), (&json!("VALID"), &json!(4)), "topped up to 5, 1 spent");
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 3, "once a day");
+    // Credits set by an update count as refilled then.
+    set_last_refill(&server, &key_id, yesterday).await;
+    let set = json!({"keyId": key_id, "operation": "set", "value": 1});
+    assert_eq!(server.call("keys.updateCredits", &admin, set).await.status, 200);
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 0, "the set value, not a refill");
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("in range")
 }
 
 async fn verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema(server: TestServer) {
