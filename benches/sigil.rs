@@ -100,9 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let client = client(args.concurrency);
     let seeded = seed(&client, &server.base_url, &key, 1000).await;
     let seeded = Arc::new(seeded);
+    let verified = Arc::new(seed_verified_keys(&client, &server.base_url, &key).await);
 
     let mut operations = Vec::new();
-    for operation in operations_to_run(seeded.clone()) {
+    for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified)) {
         let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
         operations.push(result);
     }
@@ -128,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
             rate("getIdentity by externalId") / http_floor.requests_per_second,
         ),
         ("createIdentity during a retry storm / just before it".to_owned(), rate(CREATES_DURING_STORM) / rate(CREATES)),
+        ("verifyKey / HTTP floor".to_owned(), rate(VERIFY) / http_floor.requests_per_second),
+        ("verifyKey with credits / HTTP floor".to_owned(), rate(VERIFY_WITH_CREDITS) / http_floor.requests_per_second),
     ]);
     println!("retry storm answers by status: {storm_answers:?}");
     let report = Report {
@@ -196,6 +199,48 @@ fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
                 let external_id = if n % 2 == 0 { upserted(w, n).1 } else { format!("upsert_{w}_{n}") };
                 json!({"externalId": external_id, "meta": {"n": n}})
             }),
+        },
+    ]
+}
+
+const VERIFY: &str = "verifyKey (identity limit)";
+const VERIFY_WITH_CREDITS: &str = "verifyKey (identity limit, credits)";
+
+/// Two keys of an identity with an auto-applied limit too high to be reached: one without credits, one with
+/// more than can be spent. Every verification then passes every check (and the one with credits writes).
+async fn seed_verified_keys(client: &reqwest::Client, base_url: &str, key: &str) -> (String, String) {
+    let post = |operation: &str, body: Value| {
+        client.post(format!("{base_url}/v2/{operation}")).bearer_auth(key).json(&body).send()
+    };
+    let limit = json!([{"name": "requests", "limit": 1_000_000, "duration": 60_000, "autoApply": true}]);
+    post("identities.createIdentity", json!({"externalId": "verified", "ratelimits": limit})).await.expect("identity");
+    let api: Value = post("apis.createApi", json!({"name": "bench"})).await.expect("api").json().await.expect("api");
+    let mut keys = Vec::new();
+    for credits in [Value::Null, json!({"remaining": 1_000_000_000})] {
+        let mut body = json!({"apiId": api["data"]["apiId"], "externalId": "verified", "prefix": "sk"});
+        if !credits.is_null() {
+            body["credits"] = credits;
+        }
+        let created: Value = post("keys.createKey", body).await.expect("key").json().await.expect("key");
+        keys.push(created["data"]["key"].as_str().expect("key").to_owned());
+    }
+    (keys[0].clone(), keys[1].clone())
+}
+
+fn verifications(keys: Arc<(String, String)>) -> Vec<Operation> {
+    let with_credits = keys.clone();
+    vec![
+        Operation {
+            name: VERIFY,
+            path: "/v2/keys.verifyKey",
+            expected: 200,
+            body: Box::new(move |_, _| json!({"key": keys.0})),
+        },
+        Operation {
+            name: VERIFY_WITH_CREDITS,
+            path: "/v2/keys.verifyKey",
+            expected: 200,
+            body: Box::new(move |_, _| json!({"key": with_credits.1})),
         },
     ]
 }
