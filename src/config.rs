@@ -35,6 +35,27 @@ pub enum Command {
     /// Manage root keys.
     #[command(subcommand)]
     RootKey(RootKeyCommand),
+    /// Exit 0 when the server at --url is ready (its database answers), 1 otherwise: for container health
+    /// checks in images without curl.
+    Healthcheck(HealthcheckArgs),
+    /// Copy a SQLite database, consistent as of one moment, while `serve` runs on it.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The server's base URL (http only: the check runs beside the server).
+    #[arg(long, env = "SIGIL_HEALTHCHECK_URL", default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The file to write; it must not exist yet.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

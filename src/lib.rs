@@ -1,11 +1,13 @@
 //! Sigil: a self-hosted identity service speaking Unkey's v2 HTTP API.
 
+pub mod backup;
 pub mod config;
 pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod error_docs;
 pub mod extract;
+pub mod healthcheck;
 pub mod http_server;
 pub mod idempotency;
 pub mod json_shape;

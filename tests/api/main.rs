@@ -2,6 +2,7 @@
 //! on PostgreSQL. Folders mirror the routes; one module per status code (`cargo test status_409`).
 
 mod apis;
+mod backup;
 mod chaos_proxy;
 mod database_outage;
 mod disk_full;

@@ -10,6 +10,25 @@ use crate::harness::{Backend, SigilProcess, TestDatabase, TestServer};
 
 crate::backend_tests!(readiness_is_200_while_the_database_answers);
 
+/// `sigil healthcheck --url URL`: whether it exited 0, and what it said on stderr.
+async fn healthcheck(url: &str) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["healthcheck", "--url", url])
+        .output()
+        .await
+        .expect("runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_1_when_no_server_answers_or_the_url_is_wrong() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
+    let (checked, stderr) = healthcheck(&format!("http://{unused}")).await;
+    assert!(!checked && stderr.contains("could not be asked"), "{stderr}");
+    let (checked, stderr) = healthcheck("https://127.0.0.1:1").await;
+    assert!(!checked && stderr.contains("only http://"), "{stderr}");
+}
+
 async fn readiness_is_200_while_the_database_answers(server: TestServer) {
     let response = reqwest::get(format!("{}/v2/readiness", server.base_url)).await.expect("answers");
     assert_eq!(response.status(), 200);
@@ -33,7 +52,10 @@ async fn readiness_is_503_within_its_bound_while_postgres_is_silent_and_liveness
         }
     };
     assert_eq!(probe("/v2/readiness").await.0, 200);
+    assert_eq!(healthcheck(&node.base_url).await, (true, String::new()), "sigil healthcheck: ready");
     proxy.go_silent();
+    let (checked, stderr) = healthcheck(&node.base_url).await;
+    assert!(!checked && stderr.contains("503"), "sigil healthcheck: not ready: {stderr}");
     let (status, body, took) = probe("/v2/readiness").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(
