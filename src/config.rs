@@ -44,9 +44,19 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// The server's base URL (http only: the check runs beside the server).
-    #[arg(long, env = "SIGIL_HEALTHCHECK_URL", default_value = "http://127.0.0.1:7070")]
-    pub url: String,
+    /// The server's base URL (http only: the check runs beside the server); by default the address `serve`
+    /// listens on (SIGIL_LISTEN, or 127.0.0.1:7070).
+    #[arg(long, env = "SIGIL_HEALTHCHECK_URL")]
+    pub url: Option<String>,
+}
+
+impl HealthcheckArgs {
+    pub fn url(&self) -> String {
+        self.url.clone().unwrap_or_else(|| {
+            let listen = std::env::var("SIGIL_LISTEN").unwrap_or_else(|_| "127.0.0.1:7070".to_owned());
+            format!("http://{listen}")
+        })
+    }
 }
 
 #[derive(Debug, Args)]

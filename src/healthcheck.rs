@@ -24,7 +24,9 @@ pub async fn healthcheck(base_url: &str) -> anyhow::Result<()> {
     let authority = uri.authority().context("the URL names no host")?.clone();
     let status = tokio::time::timeout(ANSWER_WITHIN, async {
         let port = authority.port_u16().unwrap_or(80);
-        let stream = TcpStream::connect((authority.host(), port)).await?;
+        // An IPv6 host comes in brackets ([::1]), which the socket address must not have.
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let stream = TcpStream::connect((host, port)).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         let request = Request::get(uri.path()).header(header::HOST, authority.as_str()).body(Empty::<Bytes>::new())?;

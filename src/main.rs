@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => sigil::server::serve(args).await,
         Command::RootKey(RootKeyCommand::Create(args)) => sigil::server::create_root_key(args).await,
         Command::RootKey(RootKeyCommand::Revoke(args)) => sigil::server::revoke_root_key(args).await,
-        Command::Healthcheck(args) => sigil::healthcheck::healthcheck(&args.url).await,
+        Command::Healthcheck(args) => sigil::healthcheck::healthcheck(&args.url()).await,
         Command::Backup(args) => sigil::backup::backup(&args.database.url, &args.to).await,
     };
     match outcome {

@@ -183,7 +183,7 @@ pub(super) const DELETE_KEY_ROW: &str = "DELETE FROM keys WHERE workspace_id = $
 pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at WHERE workspace_id = $1 \
      AND id = $2 AND deleted_at IS NULL \
      AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
-     RETURNING name, meta, expires, enabled, credits, ratelimits";
+     RETURNING name, meta, expires, enabled, credits, ratelimits, COALESCE(last_refill_at, created_at)";
 /// Credits that an update sets (`$10` true) count as refilled then: a refill is due again only from its next
 /// day on.
 pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
@@ -199,10 +199,13 @@ pub(super) const SET_KEY_CREDITS: &str =
 pub(super) const LINK_KEY_TO_IDENTITY: &str = "UPDATE keys SET identity_id = $3 WHERE workspace_id = $1 AND id = $2";
 
 /// A [`HOLD_LIVE_KEY`] row.
-pub(super) type KeyFieldsRow = (Option<String>, Option<String>, Option<i64>, bool, Option<String>, String);
+pub(super) type KeyFieldsRow = (Option<String>, Option<String>, Option<i64>, bool, Option<String>, String, i64);
 
-pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow) -> Result<KeyFields, StoreError> {
-    let (name, meta, expires, enabled, credits, ratelimits) = row;
+/// The key's fields as an update finds them. With `refilled_at` (an update of credits, at that moment),
+/// credits whose refill fell due since they were last refilled or set are refilled first, so that the change
+/// applies to what the key holds then.
+pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow, refilled_at: Option<i64>) -> Result<KeyFields, StoreError> {
+    let (name, meta, expires, enabled, credits, ratelimits, last_refilled) = row;
     let invalid =
         |what: &str, error: serde_json::Error| StoreError::InvalidData(format!("{what} of key {key_id}: {error}"));
     Ok(KeyFields {
@@ -211,7 +214,12 @@ pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow) -> Result<KeyFields, S
         expires,
         enabled,
         credits: credits
-            .map(|text| serde_json::from_str(&text))
+            .map(|text| {
+                serde_json::from_str::<Credits>(&text).map(|credits| match refilled_at {
+                    Some(now_ms) => credits.refilled(last_refilled, now_ms).0,
+                    None => credits,
+                })
+            })
             .transpose()
             .map_err(|error| invalid("credits", error))?,
         ratelimits: serde_json::from_str(&ratelimits).map_err(|error| invalid("ratelimits", error))?,
@@ -565,7 +573,9 @@ macro_rules! impl_keys {
                         .fetch_optional(&mut *connection)
                         .await?;
                     let Some(held) = held else { return Ok(Written::unchanged(KeyUpdate::NotFound)) };
-                    let fields = match changes.apply(key_fields(key_id, held)?) {
+                    // Changed credits count as refilled now (WRITE_KEY_FIELDS); others are written as they are.
+                    let refilled_at = changes.credits.is_some().then(now_ms);
+                    let fields = match changes.apply(key_fields(key_id, held, refilled_at)?) {
                         Ok(fields) => fields,
                         Err(refusal) => return Ok(Written::unchanged(KeyUpdate::Refused(refusal))),
                     };

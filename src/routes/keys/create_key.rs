@@ -62,6 +62,10 @@ pub async fn create_key(
     let request = write.body;
     let root_key = auth.authenticate(&state).await?;
     let workspace = root_key.workspace.clone();
+    let api = state.store.get_api(&workspace, &request.api_id).await?;
+    if api.is_none() || !root_key.may(Needed::api(ApiAction::CreateKey, Some(&request.api_id))) {
+        return Err(ApiError::new(ErrorCode::ApiNotFound, "The specified API was not found."));
+    }
     if let Some(idempotency_key) = &write.idempotency_key
         && state.idempotency.record_key.is_none()
         // A record made on a node that has a record key answers (or says it cannot) as any record does.
@@ -72,10 +76,6 @@ pub async fn create_key(
             "keys.createKey takes an Idempotency-Key only when the server has a record key (SIGIL_RECORD_KEY), \
              which seals the new key in the request's record: a record never holds a key in plaintext.",
         ));
-    }
-    let api = state.store.get_api(&workspace, &request.api_id).await?;
-    if api.is_none() || !root_key.may(Needed::api(ApiAction::CreateKey, Some(&request.api_id))) {
-        return Err(ApiError::new(ErrorCode::ApiNotFound, "The specified API was not found."));
     }
     check_unsupported(&request)?;
     check_credits(request.credits.as_ref())?;

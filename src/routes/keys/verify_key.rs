@@ -158,15 +158,15 @@ pub async fn verify_key(
     let Some(key) = key.filter(|key| root_key.may(Needed::api(ApiAction::VerifyKey, Some(&key.api_id)))) else {
         return Ok(Envelope::data(Verification::not_found()));
     };
-    let limits = limits_to_check(&key, &request.ratelimits)?;
     let mut verification = describe(&key)?;
     let now = now_ms();
     if !key.enabled {
         return Ok(verification.denied("DISABLED"));
     }
-    if key.expires.is_some_and(|expires| expires <= now) {
+    if key.expires.is_some_and(|expires| now > expires) {
         return Ok(verification.denied("EXPIRED"));
     }
+    let limits = limits_to_check(&key, &request.ratelimits)?;
     if !limits.is_empty() {
         let checks: Vec<RatelimitCheck> = limits
             .iter()

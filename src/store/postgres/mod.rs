@@ -245,6 +245,17 @@ impl Ratelimits for PostgresStore {
         checks: &[RatelimitCheck],
         now_ms: i64,
     ) -> Result<Vec<RatelimitOutcome>, StoreError> {
+        if let [check] = checks {
+            let check = check.clone();
+            return self
+                .write_one_statement(move |connection| {
+                    let check = check.clone();
+                    Box::pin(async move {
+                        Ok(Written::unchanged(vec![ratelimits::take_one(connection, &check, now_ms).await?]))
+                    })
+                })
+                .await;
+        }
         let checks = Arc::new(checks.to_vec());
         self.write(move |connection| {
             let checks = Arc::clone(&checks);

@@ -1,20 +1,38 @@
-//! Ratelimit counters in PostgreSQL, shared by every node: one transaction holds the rows of all the
-//! counters a verification checks (taken in one order, so two never wait on each other), and adds the
-//! costs only when no limit is exceeded.
+//! Ratelimit counters in PostgreSQL, shared by every node. One limit is checked and taken by one statement,
+//! which holds its row only while it runs: a hot counter (an identity's, shared by all its keys) then
+//! serializes statements, not transactions and their round trips. Several limits need all or nothing: one
+//! transaction holds the rows of all their counters (taken in one order, so two never wait on each other),
+//! and adds the costs only when no limit is exceeded.
 
 use sqlx::PgConnection;
 
 use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome, decide, window_start};
 use crate::store::StoreError;
 
-/// Holds the counter's row (made on first use) and returns its count in the window starting at `$5`; a
-/// count of an earlier window is reset.
+/// Holds the counter's row (made on first use) and returns its count in the window starting at `$5`. Windows
+/// only move forward: a node whose clock runs behind counts into the newer window another node began,
+/// instead of resetting it (which would forget its count at every boundary).
 const HOLD_COUNTER: &str = "INSERT INTO ratelimit_counters (workspace_id, name, identifier, duration, window_start, count) \
      VALUES ($1, $2, $3, $4, $5, 0) \
      ON CONFLICT (workspace_id, name, identifier, duration) DO UPDATE SET \
-       count = CASE WHEN ratelimit_counters.window_start = EXCLUDED.window_start THEN ratelimit_counters.count ELSE 0 END, \
-       window_start = EXCLUDED.window_start \
+       count = CASE WHEN EXCLUDED.window_start > ratelimit_counters.window_start THEN 0 ELSE ratelimit_counters.count END, \
+       window_start = GREATEST(ratelimit_counters.window_start, EXCLUDED.window_start) \
      RETURNING count";
+/// Takes `$6` from the counter when that leaves it within `$7` in the window starting at `$5` (or a newer one
+/// another node began); no row is returned when it would not.
+const TAKE_FROM_COUNTER: &str = "INSERT INTO ratelimit_counters (workspace_id, name, identifier, duration, window_start, count) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (workspace_id, name, identifier, duration) DO UPDATE SET \
+       count = CASE WHEN EXCLUDED.window_start > ratelimit_counters.window_start \
+         THEN EXCLUDED.count ELSE ratelimit_counters.count + EXCLUDED.count END, \
+       window_start = GREATEST(ratelimit_counters.window_start, EXCLUDED.window_start) \
+     WHERE CASE WHEN EXCLUDED.window_start > ratelimit_counters.window_start \
+       THEN 0 ELSE ratelimit_counters.count END + EXCLUDED.count <= $7 \
+     RETURNING count";
+/// The counter's count in the window starting at `$5` or a newer one (0 when it holds an earlier window's,
+/// or none).
+const COUNT_OF_COUNTER: &str = "SELECT COALESCE(MAX(CASE WHEN window_start >= $5 THEN count END), 0) \
+     FROM ratelimit_counters WHERE workspace_id = $1 AND name = $2 AND identifier = $3 AND duration = $4";
 const ADD_TO_COUNTER: &str = "UPDATE ratelimit_counters SET count = count + $5 \
      WHERE workspace_id = $1 AND name = $2 AND identifier = $3 AND duration = $4";
 
@@ -52,4 +70,42 @@ pub(super) async fn take_in(
         }
     }
     Ok(outcomes)
+}
+
+/// One limit, by one statement: taken when it fits, else read to say what is left.
+pub(super) async fn take_one(
+    connection: &mut PgConnection,
+    check: &RatelimitCheck,
+    now_ms: i64,
+) -> Result<RatelimitOutcome, StoreError> {
+    let counter = &check.counter;
+    let window = window_start(now_ms, counter.duration);
+    // A cost over the limit never fits; the statement would insert it into an empty counter.
+    let taken: Option<i64> = if check.cost <= check.limit {
+        sqlx::query_scalar(TAKE_FROM_COUNTER)
+            .bind(&counter.workspace)
+            .bind(&counter.name)
+            .bind(&counter.identifier)
+            .bind(counter.duration)
+            .bind(window)
+            .bind(check.cost)
+            .bind(check.limit)
+            .fetch_optional(&mut *connection)
+            .await?
+    } else {
+        None
+    };
+    let reset = window + counter.duration;
+    if let Some(count) = taken {
+        return Ok(RatelimitOutcome { remaining: (check.limit - count).max(0), reset, exceeded: false });
+    }
+    let count: i64 = sqlx::query_scalar(COUNT_OF_COUNTER)
+        .bind(&counter.workspace)
+        .bind(&counter.name)
+        .bind(&counter.identifier)
+        .bind(counter.duration)
+        .bind(window)
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(RatelimitOutcome { remaining: (check.limit - count).max(0), reset, exceeded: true })
 }

@@ -6,33 +6,49 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome, decide, window_start};
 
-/// Counters kept at most before those of past windows are dropped.
-const PRUNE_PAST: usize = 100_000;
+/// Counters kept before those of past windows are first dropped; after a prune, twice as many as are left,
+/// so that pruning costs a constant share of the takes however many counters are live.
+const FIRST_PRUNE: usize = 100_000;
 
-#[derive(Default)]
 pub(super) struct MemoryCounters {
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
     /// Each counter's window start and count.
-    counts: Mutex<HashMap<CounterKey, (i64, i64)>>,
+    by_counter: HashMap<CounterKey, (i64, i64)>,
+    prune_past: usize,
+}
+
+impl Default for MemoryCounters {
+    fn default() -> Self {
+        Self { counts: Mutex::new(Counts { by_counter: HashMap::new(), prune_past: FIRST_PRUNE }) }
+    }
 }
 
 impl MemoryCounters {
     pub(super) fn take(&self, checks: &[RatelimitCheck], now_ms: i64) -> Vec<RatelimitOutcome> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let current: Vec<i64> = checks
+        // A window only moves forward: after the clock steps back, counting goes on in the newer window.
+        let current: Vec<(i64, i64)> = checks
             .iter()
             .map(|check| {
                 let window = window_start(now_ms, check.counter.duration);
-                counts.get(&check.counter).filter(|(start, _)| *start == window).map_or(0, |(_, count)| *count)
+                match counts.by_counter.get(&check.counter) {
+                    Some(&(start, count)) if start >= window => (start, count),
+                    _ => (window, 0),
+                }
             })
             .collect();
-        let (take, outcomes) = decide(checks, &current, now_ms);
+        let counted: Vec<i64> = current.iter().map(|(_, count)| *count).collect();
+        let (take, outcomes) = decide(checks, &counted, now_ms);
         if take {
-            for (check, count) in checks.iter().zip(current) {
-                let window = window_start(now_ms, check.counter.duration);
-                counts.insert(check.counter.clone(), (window, count + check.cost));
+            for (check, (start, count)) in checks.iter().zip(current) {
+                counts.by_counter.insert(check.counter.clone(), (start, count + check.cost));
             }
-            if counts.len() > PRUNE_PAST {
-                counts.retain(|counter, (start, _)| *start + counter.duration > now_ms);
+            if counts.by_counter.len() > counts.prune_past {
+                counts.by_counter.retain(|counter, (start, _)| *start + counter.duration > now_ms);
+                counts.prune_past = FIRST_PRUNE.max(2 * counts.by_counter.len());
             }
         }
         outcomes

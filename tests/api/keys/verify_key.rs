@@ -90,6 +90,8 @@ async fn verify_key_200_disabled_and_expired(server: TestServer) {
     let data = verify(&server, &admin, json!({"key": disabled})).await;
     assert_eq!((&data["valid"], &data["code"], &data["enabled"]), (&json!(false), &json!("DISABLED"), &json!(false)));
     assert_eq!(data["credits"], 1, "a disabled key spends nothing");
+    let unknown_limit = json!({"key": disabled, "ratelimits": [{"name": "nope"}]});
+    assert_eq!(verify(&server, &admin, unknown_limit).await["code"], "DISABLED", "no 412 for a key no longer valid");
     let (_, key_id, expired) = api_and_key(&server, &admin, json!({"expires": 1_000})).await;
     let data = verify(&server, &admin, json!({"key": expired})).await;
     assert_eq!((&data["code"], &data["keyId"]), (&json!("EXPIRED"), &json!(key_id)));
@@ -117,6 +119,11 @@ async fn verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key
     assert_eq!((&named["code"], &named["ratelimits"][0]["remaining"]), (&json!("VALID"), &json!(2)));
     let over = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 3}]})).await;
     assert_eq!((&over["code"], &over["ratelimits"][0]["exceeded"]), (&json!("RATE_LIMITED"), &json!(true)));
+    assert_eq!(over["ratelimits"][0]["remaining"], 2, "a denial takes nothing");
+    let beyond = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 11}]})).await;
+    assert_eq!((&beyond["code"], &beyond["ratelimits"][0]["remaining"]), (&json!("RATE_LIMITED"), &json!(2)));
+    let fits = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 2}]})).await;
+    assert_eq!((&fits["code"], &fits["ratelimits"][0]["remaining"]), (&json!("VALID"), &json!(0)));
     let inline = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1, "duration": 1000}]});
     let first = verify(&server, &admin, inline.clone()).await;
     assert_eq!((&first["code"], &first["ratelimits"][0]["id"]), (&json!("VALID"), &json!("")));
@@ -169,12 +176,19 @@ async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: Test
     let admin = server.admin_key().await;
     let credits = json!({"remaining": 0, "refill": {"interval": "daily", "amount": 5}});
     let (_, key_id, key) = api_and_key(&server, &admin, json!({"credits": credits})).await;
-    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "USAGE_EXCEEDED", "refilled today");
+    // Refilled in an hour, as far as the key knows: nothing is due now, whatever the time of day.
+    set_last_refill(&server, &key_id, now_ms() + 60 * 60 * 1000).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "USAGE_EXCEEDED", "none due");
     let yesterday = now_ms() - 24 * 60 * 60 * 1000;
     set_last_refill(&server, &key_id, yesterday).await;
     let refilled = verify(&server, &admin, json!({"key": key})).await;
     assert_eq!((&refilled["code"], &refilled["credits"]), (&json!("VALID"), &json!(4)), "topped up to 5, 1 spent");
     assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 3, "once a day");
+    // A change of credits applies to what the key holds once the refill due is made.
+    set_last_refill(&server, &key_id, yesterday).await;
+    let increment = json!({"keyId": key_id, "operation": "increment", "value": 10});
+    let incremented = server.call("keys.updateCredits", &admin, increment).await;
+    assert_eq!(incremented.body["data"]["remaining"], 15, "refilled to 5, then 10 more: {}", incremented.body);
     // Credits set by an update count as refilled then.
     set_last_refill(&server, &key_id, yesterday).await;
     let set = json!({"keyId": key_id, "operation": "set", "value": 1});
