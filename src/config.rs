@@ -40,6 +40,52 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Copy a SQLite database, consistent as of one moment, while `serve` runs on it.
     Backup(BackupArgs),
+    /// Move identities in and out as JSON Lines.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// Write a workspace's live identities to stdout, one JSON object per line, as getIdentity shows each.
+    Export(ExportArgs),
+    /// Create identities from a JSON Lines file (export's format) through the store, reporting every line.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long)]
+    pub workspace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    /// Leave the existing identity as it is, and report the line as already existing.
+    Skip,
+    /// Replace the existing identity's meta and ratelimits with the line's.
+    Update,
+    /// Stop at the first line whose externalId is taken (lines before it stay imported).
+    Fail,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Created when missing, as `root-key create` does.
+    #[arg(long)]
+    pub workspace: String,
+    /// What to do with a line whose externalId a live identity already holds.
+    #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
+    pub on_conflict: OnConflict,
+    /// Also write the per-line report here, as JSON Lines.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+    /// The JSON Lines file to read.
+    pub file: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,8 @@ pub mod extract;
 pub mod healthcheck;
 pub mod http_server;
 pub mod idempotency;
+pub mod identities_export;
+pub mod identities_import;
 pub mod json_shape;
 pub mod metrics;
 pub mod middleware;

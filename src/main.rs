@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sigil::config::{Cli, Command, LogFormat, RootKeyCommand};
+use sigil::config::{Cli, Command, IdentitiesCommand, LogFormat, RootKeyCommand};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -24,6 +24,8 @@ async fn main() -> ExitCode {
         Command::RootKey(RootKeyCommand::Revoke(args)) => sigil::server::revoke_root_key(args).await,
         Command::Healthcheck(args) => sigil::healthcheck::healthcheck(&args.url()).await,
         Command::Backup(args) => sigil::backup::backup(&args.database.url, &args.to).await,
+        Command::Identities(IdentitiesCommand::Export(args)) => sigil::identities_export::export(args).await,
+        Command::Identities(IdentitiesCommand::Import(args)) => sigil::identities_import::import(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

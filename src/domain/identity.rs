@@ -88,7 +88,9 @@ pub fn replace_ratelimits(current: &[Ratelimit], sent: &[RatelimitInput]) -> Vec
             id: current
                 .iter()
                 .find(|held| held.name == input.name)
-                .map_or_else(|| new_id("rl"), |held| held.id.clone()),
+                .map(|held| held.id.clone())
+                .or_else(|| input.id.clone())
+                .unwrap_or_else(|| new_id("rl")),
             name: input.name.clone(),
             limit: input.limit,
             duration: input.duration,
@@ -103,6 +105,9 @@ pub fn replace_ratelimits(current: &[Ratelimit], sent: &[RatelimitInput]) -> Vec
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RatelimitInput {
+    /// The id to keep for a new name (an import's); never read from a request.
+    #[serde(skip)]
+    pub id: Option<String>,
     pub name: String,
     #[serde(deserialize_with = "integer")]
     pub limit: i64,
@@ -137,6 +142,8 @@ pub enum Creation {
 
 #[derive(Debug, Clone)]
 pub struct NewIdentity {
+    /// The id to keep (an import's); `None` for a new one.
+    pub id: Option<String>,
     pub external_id: String,
     pub meta: Meta,
     pub ratelimits: Vec<RatelimitInput>,
@@ -276,7 +283,7 @@ mod tests {
     use serde_json::json;
 
     fn limit(name: &str) -> RatelimitInput {
-        RatelimitInput { name: name.into(), limit: 10, duration: 1000, auto_apply: false }
+        RatelimitInput { id: None, name: name.into(), limit: 10, duration: 1000, auto_apply: false }
     }
 
     #[test]

@@ -111,10 +111,11 @@ macro_rules! live_identity_id {
     };
 }
 
-/// Inserts one identity; the conflict target is the partial unique index `identities_live_external_id`
-/// (same columns, any order).
+/// Inserts one identity, unless a live one holds its externalId (the partial unique index
+/// `identities_live_external_id`) or, for an id kept by an import, another identity has that id: any unique
+/// conflict inserts nothing, and the caller reads who holds the externalId.
 pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id";
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
     "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
 
@@ -363,7 +364,7 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     new: &NewIdentity,
                 ) -> Result<Written<Creation>, StoreError> {
-                    let id = new_id("id");
+                    let id = new.id.clone().unwrap_or_else(|| new_id("id"));
                     let inserted: Option<String> = sqlx::query_scalar(CREATE_IDENTITY)
                         .bind(&id)
                         .bind(workspace.as_str())

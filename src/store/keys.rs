@@ -517,6 +517,7 @@ macro_rules! impl_keys {
                     external_id: &str,
                 ) -> Result<Written<String>, StoreError> {
                     let new = NewIdentity {
+                        id: None,
                         external_id: external_id.to_owned(),
                         meta: Default::default(),
                         ratelimits: Vec::new(),

@@ -11,6 +11,7 @@ mod harness;
 mod hostile_input;
 mod idempotency;
 mod identities;
+mod identities_import_export;
 mod isolation;
 mod keys;
 mod logs;

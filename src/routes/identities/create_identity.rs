@@ -43,7 +43,8 @@ pub async fn create_identity(
     let root_key = auth.authenticate(&state).await?;
     root_key.authorize(Needed::identity(IdentityAction::Create, None))?;
     check_meta_and_ratelimits(Some(&request.meta), Some(&request.ratelimits))?;
-    let new = NewIdentity { external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
+    let new =
+        NewIdentity { id: None, external_id: request.external_id, meta: request.meta, ratelimits: request.ratelimits };
     let (store, workspace) = (state.store.clone(), root_key.workspace.clone());
     let external_id = new.external_id.clone();
     let answer = move |creation: &Creation| match creation {

@@ -110,7 +110,7 @@ impl Fields {
                 let name = fields.required_string_at(&path, "name")?;
                 let limit = fields.integer_at(&path, "limit", 1)?;
                 let duration = fields.integer_at(&path, "duration", 1000)?;
-                Ok(RatelimitInput { name, limit, duration, auto_apply: false })
+                Ok(RatelimitInput { id: None, name, limit, duration, auto_apply: false })
             })
             .collect::<Result<_, _>>()
             .map(Some)

@@ -29,7 +29,7 @@ const GROUPS_IN_FLIGHT: usize = 4;
 /// earlier row of the same group) are skipped, and only the inserted ids come back.
 const CREATE_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
-     ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id";
+     ON CONFLICT DO NOTHING RETURNING id";
 /// The live identities holding these externalIds, in any workspace: the caller keeps the (workspace,
 /// externalId) pairs it asked for. Naming the workspace here would let PostgreSQL pick
 /// `identities_live_by_workspace` and filter every identity of the workspace, which it did (150–300 ms per
@@ -130,7 +130,8 @@ async fn create_identities(
         if waiting.is_empty() {
             break;
         }
-        let ids: Vec<String> = waiting.iter().map(|_| new_id("id")).collect();
+        let ids: Vec<String> =
+            waiting.iter().map(|&index| group[index].new.id.clone().unwrap_or_else(|| new_id("id"))).collect();
         let workspaces: Vec<&str> = waiting.iter().map(|&index| group[index].workspace.as_str()).collect();
         let external_ids: Vec<&str> = waiting.iter().map(|&index| group[index].new.external_id.as_str()).collect();
         let now = now_ms();

@@ -47,7 +47,12 @@ pub async fn create_identity(
     caller.authorize(Needed::identity(IdentityAction::Create, None))?;
     check_meta_size(meta.as_ref())?;
     check_unique_names(ratelimits.as_deref())?;
-    let new = NewIdentity { external_id, meta: meta.unwrap_or_default(), ratelimits: ratelimits.unwrap_or_default() };
+    let new = NewIdentity {
+        id: None,
+        external_id,
+        meta: meta.unwrap_or_default(),
+        ratelimits: ratelimits.unwrap_or_default(),
+    };
     let (store, workspace) = (state.store.clone(), caller.root_key.workspace.clone());
     let external_id = new.external_id.clone();
     let answer = move |creation: &Creation| match creation {
