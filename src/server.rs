@@ -24,7 +24,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
     let state = AppState::new(store.clone(), args.limits(), idempotency);
     let in_flight = state.in_flight.clone();
-    let purge = tokio::spawn(purge_expired_idempotency_keys(store.clone()));
+    let purge = tokio::spawn(purge_what_has_ended(store.clone()));
     http_server::serve(listener, app(state), in_flight, args.connection_limits(), shutdown_signal()).await;
     purge.abort();
     if tokio::time::timeout(store::DATABASE_DEADLINE, store.close()).await.is_err() {
@@ -110,31 +110,46 @@ pub async fn mint_root_key(
 
 const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
-/// Expired idempotency records are never replayed; this only keeps the table small. Each batch is one
-/// bounded statement in the queue of writes, so a purge of millions of records lets writes pass between
-/// its batches instead of holding the writer.
-async fn purge_expired_idempotency_keys(store: Arc<dyn Store>) {
+/// Expired idempotency records are never replayed, and ended ratelimit windows never counted again; this
+/// only keeps their tables small. Each batch is one bounded statement, so a purge of millions of rows lets
+/// writes pass between its batches instead of holding the writer.
+async fn purge_what_has_ended(store: Arc<dyn Store>) {
     let mut every = tokio::time::interval(PURGE_INTERVAL);
     loop {
         every.tick().await;
-        let mut purged = 0;
-        loop {
-            match store.purge_expired_idempotency_keys().await {
-                Ok(batch) => {
-                    purged += batch;
-                    if batch < store::IDEMPOTENCY_PURGE_BATCH {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not purge expired idempotency keys");
+        purge_in_batches("expired idempotency keys", || store.purge_expired_idempotency_keys()).await;
+        purge_in_batches("ended ratelimit counters", || store.purge_ended_ratelimit_counters(now_ms())).await;
+    }
+}
+
+/// Runs `purge_batch` until a batch comes back short of [`store::PURGE_BATCH`].
+async fn purge_in_batches<Purge, Batch>(what: &str, purge_batch: Purge)
+where
+    Purge: Fn() -> Batch,
+    Batch: std::future::Future<Output = Result<u64, store::StoreError>>,
+{
+    let mut purged = 0;
+    loop {
+        match purge_batch().await {
+            Ok(batch) => {
+                purged += batch;
+                if batch < store::PURGE_BATCH {
                     break;
                 }
+                tokio::task::yield_now().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "could not purge {what}");
+                break;
             }
         }
-        tracing::debug!(purged, "purged expired idempotency keys");
     }
+    tracing::debug!(purged, "purged {what}");
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 async fn shutdown_signal() {

@@ -17,8 +17,8 @@ use crate::domain::idempotency::{IdempotencyRecord, RecordedAnswer, StoredRespon
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
 
-/// Records expired idempotency keys, at most this many per statement, so that a purge never holds the
-/// writer for long.
+/// Rows a purge deletes at most per statement (expired idempotency records, ended ratelimit counters), so
+/// that a purge never holds the writer for long.
 pub const PURGE_BATCH: u64 = 1_000;
 
 /// The records of `Idempotency-Key`s, by workspace.

@@ -16,4 +16,12 @@ pub trait Ratelimits: Send + Sync {
         checks: &[RatelimitCheck],
         now_ms: i64,
     ) -> Result<Vec<RatelimitOutcome>, StoreError>;
+
+    /// Deletes at most [`PURGE_BATCH`](crate::store::PURGE_BATCH) counters whose window ended at least
+    /// [`ENDED_FOR_MS`] before `now_ms` (housekeeping: such a counter counts as 0 anyway); returns how many.
+    async fn purge_ended_ratelimit_counters(&self, now_ms: i64) -> Result<u64, StoreError>;
 }
+
+/// How long after its window's end a counter is kept: longer than nodes' clocks differ, so that no node's
+/// current window is purged.
+pub const ENDED_FOR_MS: i64 = 60_000;

@@ -352,7 +352,7 @@ async fn a_replay_goes_only_to_the_root_key_that_made_it(server: TestServer) {
 #[tokio::test]
 async fn expired_records_are_purged_in_bounded_batches() {
     let server = TestServer::start(Backend::Sqlite).await.unwrap();
-    let batch = sigil::store::IDEMPOTENCY_PURGE_BATCH;
+    let batch = sigil::store::PURGE_BATCH;
     let mut connection = SqliteConnection::connect(&server.database_url()).await.expect("connect");
     for n in 0..batch + batch / 2 {
         sqlx::query(

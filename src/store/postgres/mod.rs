@@ -263,6 +263,13 @@ impl Ratelimits for PostgresStore {
         })
         .await
     }
+
+    async fn purge_ended_ratelimit_counters(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write_one_statement(move |connection| {
+            Box::pin(async move { Ok(Written::unchanged(ratelimits::purge_ended(connection, now_ms).await?)) })
+        })
+        .await
+    }
 }
 
 #[async_trait::async_trait]

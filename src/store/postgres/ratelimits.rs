@@ -7,7 +7,15 @@
 use sqlx::PgConnection;
 
 use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome, decide, window_start};
-use crate::store::StoreError;
+use crate::store::ratelimits::ENDED_FOR_MS;
+use crate::store::{PURGE_BATCH, StoreError};
+
+/// A batch of counters whose window ended before `$1`. The end is checked again on the row itself: under
+/// READ COMMITTED, a counter taken from since the batch was chosen is a new row version, which the outer
+/// condition sees, so a live window is never deleted.
+const PURGE_ENDED_COUNTERS: &str = "DELETE FROM ratelimit_counters WHERE ctid IN \
+     (SELECT ctid FROM ratelimit_counters WHERE window_start + duration < $1 LIMIT $2) \
+     AND window_start + duration < $1";
 
 /// Holds the counter's row (made on first use) and returns its count in the window starting at `$5`. Windows
 /// only move forward: a node whose clock runs behind counts into the newer window another node began,
@@ -108,4 +116,13 @@ pub(super) async fn take_one(
         .fetch_one(&mut *connection)
         .await?;
     Ok(RatelimitOutcome { remaining: (check.limit - count).max(0), reset, exceeded: true })
+}
+
+pub(super) async fn purge_ended(connection: &mut PgConnection, now_ms: i64) -> Result<u64, StoreError> {
+    let purged = sqlx::query(PURGE_ENDED_COUNTERS)
+        .bind(now_ms - ENDED_FOR_MS)
+        .bind(i64::try_from(PURGE_BATCH).unwrap_or(i64::MAX))
+        .execute(&mut *connection)
+        .await?;
+    Ok(purged.rows_affected())
 }

@@ -40,6 +40,7 @@ use ratelimits::MemoryCounters;
 
 use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome};
 use crate::store::Ratelimits;
+use crate::store::ratelimits::ENDED_FOR_MS;
 
 const READ_CONNECTIONS: u32 = 8;
 /// Bounds only the wait for a connection at startup: every later use is bounded by `DATABASE_DEADLINE`.
@@ -210,6 +211,11 @@ impl Ratelimits for SqliteStore {
         now_ms: i64,
     ) -> Result<Vec<RatelimitOutcome>, StoreError> {
         Ok(self.ratelimit_counters.take(checks, now_ms))
+    }
+
+    async fn purge_ended_ratelimit_counters(&self, now_ms: i64) -> Result<u64, StoreError> {
+        // All at once: a sweep of memory, not a statement that holds the writer.
+        Ok(self.ratelimit_counters.purge_ended(now_ms, ENDED_FOR_MS))
     }
 }
 

@@ -53,4 +53,12 @@ impl MemoryCounters {
         }
         outcomes
     }
+
+    /// Drops every counter whose window ended `ended_for_ms` before `now_ms`: memory has no writer to hold.
+    pub(super) fn purge_ended(&self, now_ms: i64, ended_for_ms: i64) -> u64 {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = counts.by_counter.len();
+        counts.by_counter.retain(|counter, (start, _)| *start + counter.duration + ended_for_ms >= now_ms);
+        (before - counts.by_counter.len()) as u64
+    }
 }

@@ -15,6 +15,7 @@ crate::backend_tests!(
     verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none,
     verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
     verify_key_200_refills_credits_once_a_refill_day_has_begun,
+    ended_ratelimit_windows_are_purged_and_live_ones_kept,
     verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema,
     verify_key_401_for_an_unknown_root_key,
     verify_key_412_for_a_ratelimit_neither_the_key_nor_its_identity_has,
@@ -199,6 +200,20 @@ async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: Test
 fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
     i64::try_from(since_epoch.as_millis()).expect("in range")
+}
+
+async fn ended_ratelimit_windows_are_purged_and_live_ones_kept(server: TestServer) {
+    let admin = server.admin_key().await;
+    let monthly = json!({"name": "monthly", "limit": 5, "duration": 2_592_000_000_i64, "autoApply": true});
+    let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": [monthly]})).await;
+    let burst = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1, "duration": 1000}]});
+    assert_eq!(verify(&server, &admin, burst).await["code"], "VALID");
+    let now = now_ms();
+    assert_eq!(server.store.purge_ended_ratelimit_counters(now).await.expect("purge"), 0, "nothing ended a minute ago");
+    let later = now + sigil::store::RATELIMIT_COUNTERS_KEPT_AFTER_THEIR_END_MS + 2_000;
+    assert_eq!(server.store.purge_ended_ratelimit_counters(later).await.expect("purge"), 1, "the burst window");
+    let monthly = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!(monthly["ratelimits"][0]["remaining"], 3, "the monthly window was kept: 2 taken of 5");
 }
 
 async fn verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema(server: TestServer) {
