@@ -18,11 +18,16 @@ pub use update_key::update_key;
 pub use verify_key::verify_key;
 pub use whoami::whoami;
 
+use axum::response::Response;
+
 use crate::AppState;
-use crate::domain::key::CreditsRefusal;
+use crate::domain::key::{CreditsRefusal, KeyChanges};
 use crate::domain::permission::{ApiAction, Needed, RootKey};
+use crate::domain::workspace::WorkspaceId;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{WriteAnswer, run_write};
+use crate::store::KeyUpdate;
 
 /// A write to one key may go ahead: the key is looked up first (404), then the permission, a plain 403 as in
 /// Unkey. A key that is gone, perhaps written away by the very request this one retries, is still found
@@ -72,4 +77,22 @@ fn credits_refused(refusal: CreditsRefusal) -> ApiError {
         ),
     };
     ApiError::invalid_input(message, vec![ValidationError::new(location, message)])
+}
+
+/// Applies `changes` to key `key_id` (updateKey's and updateCredits' write), answered by `answer`.
+async fn write_key_changes<Answer: WriteAnswer>(
+    state: &AppState,
+    root_key_hash: &str,
+    workspace: &WorkspaceId,
+    idempotency_key: Option<IdempotencyKey>,
+    key_id: String,
+    changes: KeyChanges,
+    answer: impl Fn(&KeyUpdate) -> Answer + Send + Sync + 'static,
+) -> Response {
+    let store = state.store.clone();
+    run_write(state, root_key_hash, workspace, idempotency_key, answer, |recording| {
+        let (store, workspace, key_id, changes) = (store.clone(), workspace.clone(), key_id.clone(), changes.clone());
+        Box::pin(async move { store.update_key(&workspace, &key_id, &changes, recording).await })
+    })
+    .await
 }

@@ -17,8 +17,7 @@ use crate::domain::permission::ApiAction;
 use crate::envelope::Envelope;
 use crate::error::{ApiError, ValidationError};
 use crate::extract::{RootKeyHeader, ValidWrite};
-use crate::idempotency::run_write;
-use crate::routes::keys::{authorize_key_write, credits_refused, key_not_found};
+use crate::routes::keys::{authorize_key_write, credits_refused, key_not_found, write_key_changes};
 use crate::store::{KeyUpdate, parse_credits};
 
 #[derive(Deserialize)]
@@ -49,7 +48,6 @@ pub async fn update_credits(
     authorize_key_write(&state, &root_key, &request.key_id, write.idempotency_key.as_ref(), ApiAction::UpdateKey)
         .await?;
     let changes = KeyChanges { credits: Some(change), ..KeyChanges::default() };
-    let (store, key_id) = (state.store.clone(), request.key_id);
     let answer = |updated: &KeyUpdate| match updated {
         KeyUpdate::Updated(key) => {
             let credits = key.credits.as_deref().map(parse_credits).transpose().map_err(ApiError::from)?;
@@ -58,17 +56,7 @@ pub async fn update_credits(
         KeyUpdate::NotFound => Err(key_not_found()),
         KeyUpdate::Refused(refusal) => Err(credits_refused(*refusal)),
     };
-    Ok(run_write(
-        &state,
-        &auth.key_hash().unwrap_or_default(),
-        &workspace,
-        write.idempotency_key,
-        answer,
-        |recording| {
-            let (store, workspace, key_id, changes) =
-                (store.clone(), workspace.clone(), key_id.clone(), changes.clone());
-            Box::pin(async move { store.update_key(&workspace, &key_id, &changes, recording).await })
-        },
-    )
-    .await)
+    let root_key_hash = auth.key_hash().unwrap_or_default();
+    let key_id = request.key_id;
+    Ok(write_key_changes(&state, &root_key_hash, &workspace, write.idempotency_key, key_id, changes, answer).await)
 }

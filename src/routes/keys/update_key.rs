@@ -21,8 +21,7 @@ use crate::domain::permission::ApiAction;
 use crate::envelope::Envelope;
 use crate::error::{ApiError, ValidationError};
 use crate::extract::{RootKeyHeader, ValidWrite};
-use crate::idempotency::run_write;
-use crate::routes::keys::{authorize_key_write, credits_refused, key_not_found, not_supported};
+use crate::routes::keys::{authorize_key_write, credits_refused, key_not_found, not_supported, write_key_changes};
 use crate::store::KeyUpdate;
 
 #[derive(Deserialize)]
@@ -98,25 +97,14 @@ pub async fn update_key(
         }),
         ratelimits: request.ratelimits,
     };
-    let (store, key_id) = (state.store.clone(), request.key_id);
     let answer = |updated: &KeyUpdate| match updated {
         KeyUpdate::Updated(_) => Ok(Envelope::data(Map::<String, Value>::new())),
         KeyUpdate::NotFound => Err(key_not_found()),
         KeyUpdate::Refused(refusal) => Err(credits_refused(*refusal)),
     };
-    Ok(run_write(
-        &state,
-        &auth.key_hash().unwrap_or_default(),
-        &workspace,
-        write.idempotency_key,
-        answer,
-        |recording| {
-            let (store, workspace, key_id, changes) =
-                (store.clone(), workspace.clone(), key_id.clone(), changes.clone());
-            Box::pin(async move { store.update_key(&workspace, &key_id, &changes, recording).await })
-        },
-    )
-    .await)
+    let root_key_hash = auth.key_hash().unwrap_or_default();
+    let key_id = request.key_id;
+    Ok(write_key_changes(&state, &root_key_hash, &workspace, write.idempotency_key, key_id, changes, answer).await)
 }
 
 /// Unkey's refill rules on update, with its messages: a monthly refill names its day, a daily one none.
