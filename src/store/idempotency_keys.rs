@@ -109,7 +109,7 @@ macro_rules! impl_idempotency_keys {
             use $crate::domain::idempotency::{IdempotencyRecord, RecordedAnswer};
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, WriteFuture, now_ms, write_op};
+            use $crate::store::backend::{Backend, CREATE_ATTEMPTS, WriteFuture, now_ms, write_op};
             use $crate::store::changes::Written;
             use $crate::store::idempotency_keys::*;
 
@@ -153,6 +153,39 @@ macro_rules! impl_idempotency_keys {
                         self.write(recorded_write).await
                     };
                     written.inspect_err(|error| self.write_failed(error))
+                }
+
+                /// [`write_recorded`](Self::write_recorded), run again when it comes back
+                /// [`StoreError::Contended`]: nothing was written, since a row it read changed under it (on
+                /// PostgreSQL, an identity deleted or an externalId taken between two of its statements).
+                pub(super) async fn write_recorded_uncontended<T, Write>(
+                    &self,
+                    workspace: &WorkspaceId,
+                    recording: Option<Recording<T>>,
+                    one_statement: bool,
+                    write: Write,
+                ) -> Result<Recorded<T>, StoreError>
+                where
+                    T: Send + 'static,
+                    Write: for<'c> Fn(&'c mut <Self as Backend>::Connection) -> WriteFuture<'c, Written<T>>
+                        + Send
+                        + Sync
+                        + 'static,
+                {
+                    let write = std::sync::Arc::new(write);
+                    let mut attempts = 1;
+                    loop {
+                        let write = std::sync::Arc::clone(&write);
+                        let outcome = self
+                            .write_recorded(workspace, recording.clone(), one_statement, move |connection| {
+                                write(connection)
+                            })
+                            .await;
+                        match outcome {
+                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
+                            outcome => return outcome,
+                        }
+                    }
                 }
 
                 /// Before a write with `recording` runs in this transaction: holds its key (PostgreSQL), and

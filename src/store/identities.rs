@@ -330,7 +330,7 @@ macro_rules! impl_identities {
             use $crate::domain::ids::new_id;
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
+            use $crate::store::backend::{Backend, now_ms};
             use $crate::store::changes::{Change, Written};
             use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::identities::*;
@@ -526,24 +526,14 @@ macro_rules! impl_identities {
                     recording: Option<Recording<Creation>>,
                 ) -> Result<Recorded<Creation>, StoreError> {
                     if recording.is_some() {
-                        // The live identity it collided with may be deleted before it is read (PostgreSQL):
-                        // nothing was written, so the create is tried again.
-                        let mut attempts = 1;
-                        loop {
-                            let owned = (workspace.clone(), new.clone());
-                            let created = self
-                                .write_recorded(workspace, recording.clone(), false, move |connection| {
-                                    let (workspace, new) = owned.clone();
-                                    Box::pin(
-                                        async move { Self::create_identity_in(connection, &workspace, &new).await },
-                                    )
-                                })
-                                .await;
-                            match created {
-                                Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                                created => return created,
-                            }
-                        }
+                        // The live identity it collided with may be deleted before it is read (PostgreSQL).
+                        let owned = (workspace.clone(), new.clone());
+                        return self
+                            .write_recorded_uncontended(workspace, recording, false, move |connection| {
+                                let (workspace, new) = owned.clone();
+                                Box::pin(async move { Self::create_identity_in(connection, &workspace, &new).await })
+                            })
+                            .await;
                     }
                     match <Self as IdentityBackend>::create_identity(self, workspace, new).await {
                         Ok(id) => {
@@ -694,22 +684,14 @@ macro_rules! impl_identities {
                         return Ok(Recorded::Ran(IdentityUpdate::NotFound));
                     }
                     let one_statement = changes.ratelimits.is_none() && changes.external_id.is_none();
-                    let mut attempts = 1;
-                    loop {
-                        let owned = (workspace.clone(), identity.to_owned(), changes.clone());
-                        let updated = self
-                            .write_recorded(workspace, recording.clone(), one_statement, move |connection| {
-                                let (workspace, identity, changes) = owned.clone();
-                                Box::pin(async move {
-                                    Self::update_identity_in(connection, &workspace, &identity, &changes).await
-                                })
-                            })
-                            .await;
-                        match updated {
-                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                            updated => return updated,
-                        }
-                    }
+                    let owned = (workspace.clone(), identity.to_owned(), changes.clone());
+                    self.write_recorded_uncontended(workspace, recording, one_statement, move |connection| {
+                        let (workspace, identity, changes) = owned.clone();
+                        Box::pin(
+                            async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await },
+                        )
+                    })
+                    .await
                 }
 
                 async fn delete_identity(

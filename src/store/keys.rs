@@ -307,7 +307,7 @@ macro_rules! impl_keys {
             use $crate::domain::key::{Credits, KeyChanges};
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
-            use $crate::store::backend::{Backend, CREATE_ATTEMPTS, now_ms};
+            use $crate::store::backend::{Backend, now_ms};
             use $crate::store::changes::Written;
             use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::keys::*;
@@ -463,24 +463,12 @@ macro_rules! impl_keys {
                     changes: &KeyChanges,
                     recording: Option<Recording<KeyUpdate>>,
                 ) -> Result<Recorded<KeyUpdate>, StoreError> {
-                    // As in create_key: the identity named may be deleted between its insert's no-op and its
-                    // read (PostgreSQL), and nothing was written, so the transaction is run again.
-                    let mut attempts = 1;
-                    loop {
-                        let owned = (workspace.clone(), key_id.to_owned(), changes.clone());
-                        let updated = self
-                            .write_recorded(workspace, recording.clone(), false, move |connection| {
-                                let (workspace, key_id, changes) = owned.clone();
-                                Box::pin(
-                                    async move { Self::update_key_in(connection, &workspace, &key_id, &changes).await },
-                                )
-                            })
-                            .await;
-                        match updated {
-                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                            updated => return updated,
-                        }
-                    }
+                    let owned = (workspace.clone(), key_id.to_owned(), changes.clone());
+                    self.write_recorded_uncontended(workspace, recording, false, move |connection| {
+                        let (workspace, key_id, changes) = owned.clone();
+                        Box::pin(async move { Self::update_key_in(connection, &workspace, &key_id, &changes).await })
+                    })
+                    .await
                 }
 
                 async fn create_key(
@@ -489,22 +477,12 @@ macro_rules! impl_keys {
                     key: &NewKey,
                     recording: Option<Recording<String>>,
                 ) -> Result<Recorded<String>, StoreError> {
-                    // The identity the key named may be deleted between its insert's no-op and its read
-                    // (PostgreSQL): nothing was written, so the transaction is run again.
-                    let mut attempts = 1;
-                    loop {
-                        let owned = (workspace.clone(), key.clone());
-                        let created = self
-                            .write_recorded(workspace, recording.clone(), false, move |connection| {
-                                let (workspace, key) = owned.clone();
-                                Box::pin(async move { Self::create_key_in(connection, &workspace, &key).await })
-                            })
-                            .await;
-                        match created {
-                            Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                            created => return created,
-                        }
-                    }
+                    let owned = (workspace.clone(), key.clone());
+                    self.write_recorded_uncontended(workspace, recording, false, move |connection| {
+                        let (workspace, key) = owned.clone();
+                        Box::pin(async move { Self::create_key_in(connection, &workspace, &key).await })
+                    })
+                    .await
                 }
             }
 
