@@ -14,6 +14,9 @@
 //!
 //! Writes the results as JSON too (`--json`, default `target/bench/sigil.json`).
 
+// Beside this file, not in benches/, where cargo would take it for a bench of its own.
+#[path = "sigil/floors.rs"]
+mod floors;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -67,6 +70,8 @@ struct Report {
     concurrency: usize,
     seconds_per_operation: f64,
     storage_floor_inserts_per_second: f64,
+    /// What the database's own tools insert per second (`floors.rs`), by floor.
+    database_floors: BTreeMap<String, f64>,
     http_floor: OperationResult,
     operations: Vec<OperationResult>,
     server_peak_rss_mb: f64,
@@ -91,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let database = BenchDatabase::create(&args.database).await?;
 
     let storage_floor = storage_floor(&database, args.concurrency, duration).await?;
+    let database_floors = database_floors(&database, args.concurrency, duration).await?;
     let http_floor = http_floor(args.concurrency, duration).await;
 
     let mut server = Server::start(&database.url).await;
@@ -132,12 +138,17 @@ async fn main() -> anyhow::Result<()> {
         ("verifyKey / HTTP floor".to_owned(), rate(VERIFY) / http_floor.requests_per_second),
         ("verifyKey with credits / HTTP floor".to_owned(), rate(VERIFY_WITH_CREDITS) / http_floor.requests_per_second),
     ]);
+    let mut ratios = ratios;
+    for (floor, per_second) in &database_floors {
+        ratios.insert(format!("createIdentity / {floor}"), rate("createIdentity") / per_second);
+    }
     println!("retry storm answers by status: {storm_answers:?}");
     let report = Report {
         backend: backend.to_owned(),
         concurrency: args.concurrency,
         seconds_per_operation: args.seconds,
         storage_floor_inserts_per_second: storage_floor,
+        database_floors,
         http_floor,
         operations,
         server_peak_rss_mb,
@@ -505,6 +516,29 @@ async fn storage_floor(database: &BenchDatabase, concurrency: usize, duration: D
     Ok(inserted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The floors of `floors.rs` for this database: `sqlite3` at synchronous FULL and NORMAL, or `pgbench`.
+async fn database_floors(
+    database: &BenchDatabase,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let scratch = tempfile::tempdir()?;
+    let mut found = BTreeMap::new();
+    if database.backend == "sqlite" {
+        for synchronous in ["FULL", "NORMAL"] {
+            if let Some(rate) = floors::sqlite3_inserts_per_second(scratch.path(), synchronous, duration).await {
+                found.insert(format!("sqlite3 INSERTs, synchronous={synchronous}"), rate);
+            }
+        }
+    } else if let Some((url, schema)) = &database.admin_url {
+        let pgbench = floors::pgbench_inserts_per_second(url, schema, concurrency, duration, scratch.path()).await;
+        if let Some(rate) = pgbench {
+            found.insert(format!("pgbench single-row INSERTs, c={concurrency}"), rate);
+        }
+    }
+    Ok(found)
+}
+
 /// A fresh SQLite file, or a fresh schema in the given PostgreSQL database.
 struct BenchDatabase {
     backend: &'static str,
@@ -604,6 +638,9 @@ fn print_table(report: &Report) {
         );
     }
     println!("{:<32} {:>9.0}", "storage floor (inserts/s)", report.storage_floor_inserts_per_second);
+    for (floor, per_second) in &report.database_floors {
+        println!("{floor}: {per_second:.0}/s");
+    }
     println!("server peak RSS: {:.1} MB", report.server_peak_rss_mb);
     for (name, ratio) in &report.ratios {
         println!("{name}: {ratio:.2}x");
