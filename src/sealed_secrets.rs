@@ -10,6 +10,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rand::TryRngCore;
+use sha2::{Digest, Sha256};
 
 /// What a sealed value starts with in a recorded body, where it stands for the secret.
 const SEALED: &str = "sigil-sealed:v1:";
@@ -19,7 +20,11 @@ const SEALED_BODY: &str = "sigil-sealed-body:v1\n";
 const NONCE_BYTES: usize = 12;
 
 /// The key that seals secrets in recorded answers.
-pub struct RecordKey(Aes256Gcm);
+pub struct RecordKey {
+    cipher: Aes256Gcm,
+    /// SHA-256 of the key and a label: tells keys apart without telling anything of them.
+    check: String,
+}
 
 impl std::fmt::Debug for RecordKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,14 +38,20 @@ impl RecordKey {
         let bytes = STANDARD.decode(text.trim()).map_err(|error| format!("the record key is not base64: {error}"))?;
         let cipher = Aes256Gcm::new_from_slice(&bytes)
             .map_err(|_| format!("the record key must be 32 bytes, not {}", bytes.len()))?;
-        Ok(Self(cipher))
+        let check = STANDARD.encode(Sha256::digest([bytes.as_slice(), b"sigil record key check"].concat()));
+        Ok(Self { cipher, check })
+    }
+
+    /// A value that is the same for the same key and tells nothing of it, for nodes to compare keys.
+    pub fn check_value(&self) -> &str {
+        &self.check
     }
 
     fn seal(&self, secret: &str, bound_to: &str) -> String {
         let mut nonce = [0_u8; NONCE_BYTES];
         rand::rngs::OsRng.try_fill_bytes(&mut nonce).expect("the operating system gives random bytes");
         let payload = Payload { msg: secret.as_bytes(), aad: bound_to.as_bytes() };
-        let sealed = self.0.encrypt(Nonce::from_slice(&nonce), payload).expect("AES-GCM seals any short message");
+        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), payload).expect("AES-GCM seals any short message");
         format!("{SEALED}{}", STANDARD.encode([nonce.as_slice(), &sealed].concat()))
     }
 
@@ -48,7 +59,7 @@ impl RecordKey {
         let bytes = STANDARD.decode(sealed).ok()?;
         let (nonce, ciphertext) = bytes.split_at_checked(NONCE_BYTES)?;
         let payload = Payload { msg: ciphertext, aad: bound_to.as_bytes() };
-        String::from_utf8(self.0.decrypt(Nonce::from_slice(nonce), payload).ok()?).ok()
+        String::from_utf8(self.cipher.decrypt(Nonce::from_slice(nonce), payload).ok()?).ok()
     }
 }
 
@@ -103,5 +114,7 @@ mod tests {
         let lookalike = format!(r#"{{"meta":{{"n":"{SEALED}x"}}}}"#);
         assert_eq!(open_in(lookalike.clone(), None, "b"), Some(lookalike), "a client's string is not opened");
         assert!(RecordKey::from_base64("c2hvcnQ=").is_err());
+        assert_eq!(key().check_value(), key().check_value());
+        assert_ne!(key().check_value(), other.check_value());
     }
 }

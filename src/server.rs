@@ -20,6 +20,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let idempotency = args.idempotency()?;
     let store = store::open_for_serving(&args.database.url).await?;
     create_first_workspace(&*store).await?;
+    if let Some(record_key) = &idempotency.record_key {
+        check_record_key(&*store, record_key).await?;
+    }
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
     let state = AppState::new(store.clone(), args.limits(), idempotency);
@@ -33,6 +36,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("sigil stopped");
     Ok(())
 }
+
+/// The first node started with a record key stores its check value; a node given another key refuses to
+/// start, since createKey retries recorded under one key answer 503 on a node with the other.
+async fn check_record_key(store: &dyn Store, record_key: &crate::sealed_secrets::RecordKey) -> anyhow::Result<()> {
+    let stored = store.setting_or(RECORD_KEY_CHECK, record_key.check_value()).await?;
+    anyhow::ensure!(
+        stored == record_key.check_value(),
+        "this database's createKey records are sealed under another record key: give every node the same \
+         SIGIL_RECORD_KEY. To change the key, stop every node, delete the setting ({RECORD_KEY_CHECK:?} in table \
+         settings), and start them with the new one; retries of createKeys recorded under the old key then answer \
+         503 until their records expire (24 h)."
+    );
+    Ok(())
+}
+
+const RECORD_KEY_CHECK: &str = "record_key_check";
 
 /// An empty database gets workspace "default" and one all-permissions root key, printed once. When several
 /// nodes start on one empty database, only the one whose insert created the workspace prints a key.

@@ -21,6 +21,7 @@ mod postgres;
 mod ratelimits;
 mod root_key_cache;
 mod root_keys;
+mod settings;
 mod sqlite;
 mod stats;
 mod workspaces;
@@ -40,6 +41,7 @@ pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
 pub use ratelimits::{ENDED_FOR_MS as RATELIMIT_COUNTERS_KEPT_AFTER_THEIR_END_MS, Ratelimits};
 pub use root_keys::RootKeys;
+pub use settings::Settings;
 pub use sqlite::SqliteStore;
 pub use stats::StoreStats;
 pub use workspaces::Workspaces;
@@ -47,7 +49,9 @@ pub use workspaces::Workspaces;
 /// Everything Sigil keeps, one resource at a time (lldap's shape): each resource is a trait of its own, in a
 /// file of its own with the SQL both databases run for it, and a store is all of them over one database.
 #[async_trait]
-pub trait Store: Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyKeys + Ratelimits + Send + Sync {
+pub trait Store:
+    Workspaces + RootKeys + Identities + Apis + Keys + IdempotencyKeys + Ratelimits + Settings + Send + Sync
+{
     /// What operators see of the store on `/metrics`: its identity cache, queues and connection waits.
     fn stats(&self) -> StoreStats;
 

@@ -343,3 +343,30 @@ async fn a_node_whose_change_listener_hangs_stops_serving_from_memory() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Nodes given different record keys would answer each other's createKey retries 503: the second refuses to
+/// start, and one given the same key starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_record_key_refuses_to_start() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let first_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let first = SigilProcess::start_with_env(&url, &[], &[("SIGIL_RECORD_KEY", first_key)]).await;
+    let other_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &url])
+            .env("SIGIL_RECORD_KEY", other_key)
+            .output(),
+    )
+    .await
+    .expect("it stops at once")
+    .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("another record key") && !stderr.contains(other_key), "{stderr}");
+    let same = SigilProcess::start_with_env(&url, &[], &[("SIGIL_RECORD_KEY", first_key)]).await;
+    same.kill().await;
+    first.kill().await;
+}

@@ -34,6 +34,7 @@ use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
 use crate::store::keys::impl_keys;
 use crate::store::root_keys::impl_root_keys;
+use crate::store::settings::impl_settings;
 use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_deadline};
@@ -237,6 +238,7 @@ impl_identities!(PostgresStore);
 impl_idempotency_keys!(PostgresStore);
 impl_apis!(PostgresStore);
 impl_keys!(PostgresStore);
+impl_settings!(PostgresStore);
 
 #[async_trait::async_trait]
 impl Ratelimits for PostgresStore {

@@ -32,6 +32,7 @@ use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
 use crate::store::keys::impl_keys;
 use crate::store::root_keys::impl_root_keys;
+use crate::store::settings::impl_settings;
 use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{Store, StoreError, StoreStats, within_deadline};
@@ -202,6 +203,7 @@ impl_identities!(SqliteStore);
 impl_idempotency_keys!(SqliteStore);
 impl_apis!(SqliteStore);
 impl_keys!(SqliteStore);
+impl_settings!(SqliteStore);
 
 #[async_trait::async_trait]
 impl Ratelimits for SqliteStore {
