@@ -137,7 +137,7 @@ async fn purge_what_has_ended(store: Arc<dyn Store>) {
     loop {
         every.tick().await;
         purge_in_batches("expired idempotency keys", || store.purge_expired_idempotency_keys()).await;
-        purge_in_batches("ended ratelimit counters", || store.purge_ended_ratelimit_counters(now_ms())).await;
+        purge_in_batches("ended ratelimit counters", || store.purge_ended_ratelimit_counters(store::now_ms())).await;
     }
 }
 
@@ -164,11 +164,6 @@ where
         }
     }
     tracing::debug!(purged, "purged {what}");
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 async fn shutdown_signal() {

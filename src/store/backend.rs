@@ -81,7 +81,7 @@ pub async fn within_deadline_at<T>(
     tokio::time::timeout_at(deadline, work).await.unwrap_or(Err(StoreError::TimedOut))
 }
 
-pub(super) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

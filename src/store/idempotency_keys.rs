@@ -117,7 +117,7 @@ macro_rules! impl_idempotency_keys {
                 /// Runs `write` in a transaction of its own, or as one statement when it is one (`one_statement`)
                 /// and has no key to record; with a `recording`, answers from the key's record or records the
                 /// write's answer beside it ([`answered_in`](Self::answered_in),
-                /// [`recorded_in`](Self::recorded_in)).
+                /// [`recorded_in`](Self::recorded_in)). A write that comes back contended is run again.
                 pub(super) async fn write_recorded<T, Write>(
                     &self,
                     workspace: &WorkspaceId,
@@ -147,43 +147,18 @@ macro_rules! impl_idempotency_keys {
                             Self::recorded_in(connection, &workspace, recording.as_ref(), written).await
                         })
                     });
-                    let written = if one_statement {
-                        self.write_one_statement(recorded_write).await
-                    } else {
-                        self.write(recorded_write).await
-                    };
-                    written.inspect_err(|error| self.write_failed(error))
-                }
-
-                /// [`write_recorded`](Self::write_recorded), run again when it comes back
-                /// [`StoreError::Contended`]: nothing was written, since a row it read changed under it (on
-                /// PostgreSQL, an identity deleted or an externalId taken between two of its statements).
-                pub(super) async fn write_recorded_uncontended<T, Write>(
-                    &self,
-                    workspace: &WorkspaceId,
-                    recording: Option<Recording<T>>,
-                    one_statement: bool,
-                    write: Write,
-                ) -> Result<Recorded<T>, StoreError>
-                where
-                    T: Send + 'static,
-                    Write: for<'c> Fn(&'c mut <Self as Backend>::Connection) -> WriteFuture<'c, Written<T>>
-                        + Send
-                        + Sync
-                        + 'static,
-                {
-                    let write = std::sync::Arc::new(write);
+                    // Contended: nothing was written, since a row the write read changed under it (on
+                    // PostgreSQL, an identity deleted or an externalId taken between two of its statements).
                     let mut attempts = 1;
                     loop {
-                        let write = std::sync::Arc::clone(&write);
-                        let outcome = self
-                            .write_recorded(workspace, recording.clone(), one_statement, move |connection| {
-                                write(connection)
-                            })
-                            .await;
-                        match outcome {
+                        let written = if one_statement {
+                            self.write_one_statement(recorded_write.clone()).await
+                        } else {
+                            self.write(recorded_write.clone()).await
+                        };
+                        match written {
                             Err(StoreError::Contended(_)) if attempts < CREATE_ATTEMPTS => attempts += 1,
-                            outcome => return outcome,
+                            written => return written.inspect_err(|error| self.write_failed(error)),
                         }
                     }
                 }

@@ -529,7 +529,7 @@ macro_rules! impl_identities {
                         // The live identity it collided with may be deleted before it is read (PostgreSQL).
                         let owned = (workspace.clone(), new.clone());
                         return self
-                            .write_recorded_uncontended(workspace, recording, false, move |connection| {
+                            .write_recorded(workspace, recording, false, move |connection| {
                                 let (workspace, new) = owned.clone();
                                 Box::pin(async move { Self::create_identity_in(connection, &workspace, &new).await })
                             })
@@ -685,7 +685,7 @@ macro_rules! impl_identities {
                     }
                     let one_statement = changes.ratelimits.is_none() && changes.external_id.is_none();
                     let owned = (workspace.clone(), identity.to_owned(), changes.clone());
-                    self.write_recorded_uncontended(workspace, recording, one_statement, move |connection| {
+                    self.write_recorded(workspace, recording, one_statement, move |connection| {
                         let (workspace, identity, changes) = owned.clone();
                         Box::pin(
                             async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await },

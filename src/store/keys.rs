@@ -464,7 +464,7 @@ macro_rules! impl_keys {
                     recording: Option<Recording<KeyUpdate>>,
                 ) -> Result<Recorded<KeyUpdate>, StoreError> {
                     let owned = (workspace.clone(), key_id.to_owned(), changes.clone());
-                    self.write_recorded_uncontended(workspace, recording, false, move |connection| {
+                    self.write_recorded(workspace, recording, false, move |connection| {
                         let (workspace, key_id, changes) = owned.clone();
                         Box::pin(async move { Self::update_key_in(connection, &workspace, &key_id, &changes).await })
                     })
@@ -478,7 +478,7 @@ macro_rules! impl_keys {
                     recording: Option<Recording<String>>,
                 ) -> Result<Recorded<String>, StoreError> {
                     let owned = (workspace.clone(), key.clone());
-                    self.write_recorded_uncontended(workspace, recording, false, move |connection| {
+                    self.write_recorded(workspace, recording, false, move |connection| {
                         let (workspace, key) = owned.clone();
                         Box::pin(async move { Self::create_key_in(connection, &workspace, &key).await })
                     })

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use apis::Apis;
-pub use backend::{DATABASE_DEADLINE, within_deadline, within_deadline_at};
+pub use backend::{DATABASE_DEADLINE, now_ms, within_deadline, within_deadline_at};
 pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;

@@ -238,3 +238,58 @@ async fn a_node_cut_off_from_the_database_serves_nothing_stale_and_hears_again_o
     assert_eq!(status, 200);
     reads_within_bound(&cut_off, &key, &id, (200, json!({"v": 5}))).await;
 }
+
+/// The keys routes, verification included, answer 503 within the deadline while PostgreSQL is silent, and
+/// verify again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_answer_503_within_the_deadline_while_the_database_is_silent() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let (proxied, proxy) = behind_a_proxy(&database.url()).await;
+    let node = SigilProcess::start(&proxied).await;
+    let key = admin_key(&database.url()).await;
+    let client = reqwest::Client::new();
+    let send = async |operation: &str, body: Value| {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{}/v2/{operation}", node.base_url))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .expect("the node answers");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("JSON"), started.elapsed())
+    };
+    let identity = json!({"externalId": "user_1",
+        "ratelimits": [{"name": "requests", "limit": 100, "duration": 60_000, "autoApply": true}]});
+    assert_eq!(send("identities.createIdentity", identity).await.0, 200);
+    let (_, api, _) = send("apis.createApi", json!({"name": "production"})).await;
+    let created = json!({"apiId": api["data"]["apiId"], "externalId": "user_1", "credits": {"remaining": 10}});
+    let (_, created, _) = send("keys.createKey", created).await;
+    let (key_id, plaintext) = (created["data"]["keyId"].clone(), created["data"]["key"].clone());
+    assert_eq!(send("keys.verifyKey", json!({"key": plaintext})).await.1["data"]["code"], "VALID");
+
+    proxy.go_silent();
+    for (operation, body) in [
+        ("keys.verifyKey", json!({"key": plaintext})),
+        ("keys.createKey", json!({"apiId": api["data"]["apiId"]})),
+        ("keys.updateCredits", json!({"keyId": key_id, "operation": "increment", "value": 1})),
+        ("keys.getKey", json!({"keyId": key_id})),
+    ] {
+        let (status, body, took) = send(operation, body).await;
+        assert_eq!(status, 503, "{operation}: {body}");
+        assert!(took < DATABASE_DEADLINE + MARGIN, "{operation} took {took:?}");
+    }
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let (status, body, _) = send("keys.verifyKey", json!({"key": plaintext})).await;
+        if status == 200 {
+            assert_eq!(body["data"]["code"], "VALID", "{body}");
+            break;
+        }
+        assert!(started.elapsed() < RECOVERS_WITHIN, "verification never came back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.kill().await;
+}

@@ -31,7 +31,7 @@ use crate::envelope::Envelope;
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::extract::{RootKeyHeader, ValidJson};
 use crate::routes::keys::not_supported;
-use crate::store::{CreditsSpent, StoredKey, parse_credits};
+use crate::store::{CreditsSpent, StoredKey, now_ms, parse_credits};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,7 +158,8 @@ pub async fn verify_key(
     let Some(key) = key.filter(|key| root_key.may(Needed::api(ApiAction::VerifyKey, Some(&key.api_id)))) else {
         return Ok(Envelope::data(Verification::not_found()));
     };
-    let mut verification = describe(&key)?;
+    let stored_limits = StoredLimits::of(&key)?;
+    let mut verification = describe(&key, &stored_limits)?;
     let now = now_ms();
     if !key.enabled {
         return Ok(verification.denied("DISABLED"));
@@ -166,7 +167,7 @@ pub async fn verify_key(
     if key.expires.is_some_and(|expires| now > expires) {
         return Ok(verification.denied("EXPIRED"));
     }
-    let limits = limits_to_check(&key, &request.ratelimits)?;
+    let limits = limits_to_check(&key, stored_limits, &request.ratelimits)?;
     if !limits.is_empty() {
         let checks: Vec<RatelimitCheck> = limits
             .iter()
@@ -225,19 +226,20 @@ pub async fn verify_key(
 }
 
 /// The key as a verification shows it, before any check.
-fn describe(key: &StoredKey) -> Result<Verification, ApiError> {
+fn describe(key: &StoredKey, limits: &StoredLimits) -> Result<Verification, ApiError> {
     let json = |text: &str| RawValue::from_string(text.to_owned()).map_err(ApiError::unexpected);
     let credits = key.credits.as_deref().map(parse_credits).transpose()?.and_then(|credits| credits.remaining);
-    let key_limits = key_ratelimits(key)?;
     let identity = match &key.identity {
         None => None,
         Some(identity) => Some(VerifiedIdentity {
             id: identity.id.clone(),
             external_id: identity.external_id.clone(),
             meta: Some(json(identity.meta.get())?).filter(|meta| meta.get() != "{}"),
-            ratelimits: identity_ratelimits(key)?
-                .into_iter()
-                .filter(|limit| !key_limits.iter().any(|own| own.name == limit.name))
+            ratelimits: limits
+                .identity
+                .iter()
+                .filter(|limit| !limits.key.iter().any(|own| own.name == limit.name))
+                .cloned()
                 .collect(),
         }),
     };
@@ -255,27 +257,36 @@ fn describe(key: &StoredKey) -> Result<Verification, ApiError> {
     })
 }
 
-fn key_ratelimits(key: &StoredKey) -> Result<Vec<Ratelimit>, ApiError> {
-    serde_json::from_str(&key.ratelimits).map_err(ApiError::unexpected)
+/// The ratelimits stored on the key and on its live identity, read once per verification.
+struct StoredLimits {
+    key: Vec<Ratelimit>,
+    identity: Vec<Ratelimit>,
 }
 
-fn identity_ratelimits(key: &StoredKey) -> Result<Vec<Ratelimit>, ApiError> {
-    match &key.identity {
-        Some(identity) => serde_json::from_str(identity.ratelimits.get()).map_err(ApiError::unexpected),
-        None => Ok(Vec::new()),
+impl StoredLimits {
+    fn of(key: &StoredKey) -> Result<Self, ApiError> {
+        let identity = match &key.identity {
+            Some(identity) => serde_json::from_str(identity.ratelimits.get()).map_err(ApiError::unexpected)?,
+            None => Vec::new(),
+        };
+        Ok(Self { key: serde_json::from_str(&key.ratelimits).map_err(ApiError::unexpected)?, identity })
     }
 }
 
 /// The limits this verification checks, by name: the key's and its identity's merged (the key's winning),
 /// those that apply themselves at cost 1, and those the request names.
-fn limits_to_check(key: &StoredKey, requested: &[RatelimitRequest]) -> Result<Vec<Limit>, ApiError> {
+fn limits_to_check(
+    key: &StoredKey,
+    limits: StoredLimits,
+    requested: &[RatelimitRequest],
+) -> Result<Vec<Limit>, ApiError> {
     let mut stored: BTreeMap<String, (Ratelimit, String)> = BTreeMap::new();
     if let Some(identity) = &key.identity {
-        for limit in identity_ratelimits(key)? {
+        for limit in limits.identity {
             stored.insert(limit.name.clone(), (limit, identity.id.clone()));
         }
     }
-    for limit in key_ratelimits(key)? {
+    for limit in limits.key {
         stored.insert(limit.name.clone(), (limit, key.id.clone()));
     }
     let mut checked: BTreeMap<String, Limit> = stored
@@ -333,9 +344,4 @@ fn check_inline_limits(requested: &[RatelimitRequest]) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
