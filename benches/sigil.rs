@@ -47,6 +47,10 @@ struct Args {
     seconds: f64,
     #[arg(long, default_value = "target/bench/sigil.json")]
     json: PathBuf,
+    /// Drives only the operations whose name contains this (the floors and the storm still run), to
+    /// profile one operation with `perf record -p <sigil's pid>`.
+    #[arg(long)]
+    only: Option<String>,
     /// Accepted and ignored: `cargo bench` passes it to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let http_floor = http_floor(args.concurrency, duration).await;
 
     let mut server = Server::start(&database.url).await;
+    println!("sigil serving at {} as pid {}", server.base_url, server.process.id().expect("running"));
     let store = sigil::store::open(&database.url).await?;
     let (workspace, _) = store.ensure_workspace("bench").await?;
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await?;
@@ -109,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
     let verified = Arc::new(seed_verified_keys(&client, &server.base_url, &key).await);
 
     let mut operations = Vec::new();
-    for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified)) {
+    let chosen = |operation: &Operation| args.only.as_ref().is_none_or(|only| operation.name.contains(only.as_str()));
+    for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified)).filter(chosen) {
         let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
         operations.push(result);
     }

@@ -49,7 +49,7 @@ macro_rules! impl_apis {
             use $crate::store::StoreError;
             use $crate::store::apis::*;
             use $crate::store::backend::{Backend, now_ms};
-            use $crate::store::changes::Written;
+            use $crate::store::changes::{Change, Written};
             use $crate::store::idempotency_keys::{Recorded, Recording};
 
             #[async_trait::async_trait]
@@ -110,7 +110,11 @@ macro_rules! impl_apis {
                                 .bind(now_ms())
                                 .fetch_optional(&mut *connection)
                                 .await?;
-                            Ok(Written::unchanged(deleted.is_some()))
+                            // Its keys no longer verify, on any node: rare enough to void all that was read.
+                            Ok(match deleted {
+                                Some(_) => Written::new(true, vec![Change::Everything]),
+                                None => Written::unchanged(false),
+                            })
                         })
                     })
                     .await

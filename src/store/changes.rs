@@ -32,6 +32,9 @@ pub enum Change {
         #[serde(rename = "externalId")]
         external_id: String,
     },
+    /// An API key updated or deleted: what any node read of it is void. Named by its hash, the name it is
+    /// verified by.
+    Key { workspace: String, hash: String },
     /// A root key revoked (or its permissions changed): what any node read of it is void.
     RootKey { hash: String },
     /// Everything any node read is void: a write whose outcome is unknown, or changes that were dropped.
@@ -53,6 +56,10 @@ impl Change {
             id: id.to_owned(),
             external_id: external_id.to_owned(),
         }
+    }
+
+    pub fn key(workspace: &WorkspaceId, hash: &str) -> Self {
+        Self::Key { workspace: workspace.as_str().to_owned(), hash: hash.to_owned() }
     }
 
     /// Whether other nodes need to hear of it.
@@ -136,7 +143,7 @@ pub fn from_notice(payload: &str) -> Notice {
     }
 }
 
-const KNOWN_KINDS: [&str; 4] = ["identity_created", "identity", "root_key", "everything"];
+const KNOWN_KINDS: [&str; 5] = ["identity_created", "identity", "key", "root_key", "everything"];
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +155,7 @@ mod tests {
         for change in [
             Change::identity(&workspace, "id_1", "user_1"),
             Change::identity_created(&workspace, "id_1", "user_1"),
+            Change::key(&workspace, "def"),
             Change::RootKey { hash: "abc".into() },
             Change::Everything,
         ] {
@@ -162,7 +170,7 @@ mod tests {
     #[test]
     fn a_newer_kind_is_ignored_and_a_newer_version_or_garbage_voids_everything() {
         assert_eq!(from_notice(r#"{"v":2,"kind":"identity"}"#), Notice::Change(Change::Everything));
-        assert_eq!(from_notice(r#"{"v":1,"kind":"key","id":"key_1"}"#), Notice::Unknown);
+        assert_eq!(from_notice(r#"{"v":1,"kind":"permission","id":"perm_1"}"#), Notice::Unknown);
         assert_eq!(from_notice(r#"{"v":1,"kind":"identity","id":"id_1"}"#), Notice::Unreadable);
         assert_eq!(from_notice("not json"), Notice::Unreadable);
     }

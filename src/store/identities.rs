@@ -535,12 +535,22 @@ macro_rules! impl_identities {
                             })
                             .await;
                     }
+                    let identities = self.caches().map(|caches| &caches.identities);
+                    // A retry storm of duplicates is answered from memory, not queued for the one writer.
+                    if let Some(existing_id) = identities.and_then(|cache| cache.holder_of(workspace, &new.external_id))
+                    {
+                        return Ok(Recorded::Ran(Creation::AlreadyExists { existing_id }));
+                    }
+                    let read = identities.map(|cache| cache.read_version(workspace, &new.external_id));
                     match <Self as IdentityBackend>::create_identity(self, workspace, new).await {
                         Ok(id) => {
                             self.apply(vec![Change::identity_created(workspace, &id, &new.external_id)]).await;
                             Ok(Recorded::Ran(Creation::Created { id }))
                         }
                         Err(StoreError::Conflict { existing_id }) => {
+                            if let (Some(cache), Some(read)) = (identities, read) {
+                                cache.insert_holder(workspace, &new.external_id, &existing_id, read);
+                            }
                             Ok(Recorded::Ran(Creation::AlreadyExists { existing_id }))
                         }
                         Err(error) => {

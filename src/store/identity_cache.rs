@@ -10,6 +10,12 @@
 //! therefore stores an entry that is void already, and a read that starts after a write was acknowledged
 //! never returns what that write replaced.
 //!
+//! The only writer also remembers which identity holds an externalId, from the creates that collided with
+//! it, so that a create repeating a live externalId is answered 409 without waiting for the writer. The
+//! same counters void that memory: a delete or a rename bumps the externalId's counter before it is
+//! acknowledged, so a create after it goes to the writer and succeeds. Nodes of a shared database hear of
+//! other nodes' deletes only after they were acknowledged, so they do not remember holders.
+//!
 //! No entry is served longer than [`TIME_TO_LIVE`] after it was stored. That bounds what no counter can
 //! catch: a write whose request was abandoned (timed out, or its client left) after the write was sent,
 //! which may commit without this process bumping anything, and on PostgreSQL a change whose notice never
@@ -31,9 +37,14 @@ pub const TIME_TO_LIVE: Duration = Duration::from_secs(5);
 const VERSIONS: usize = 4096;
 /// Bytes of identities (roughly: their ids and meta as JSON) kept at most.
 const CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
+/// Bytes of externalIds and the ids holding them kept at most.
+const HOLDERS_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 
 pub(super) struct IdentityCache {
     entries: Cache<String, Entry>,
+    /// The identity holding an externalId (by [`cache_key`]), with the version it was learned at; only
+    /// while this process is the only writer.
+    holders: Option<Cache<String, Holder>>,
     versions: Box<[AtomicU64]>,
     hasher: RandomState,
     /// Whether entries may be served: false while a PostgreSQL node cannot hear of other nodes' writes.
@@ -60,26 +71,42 @@ struct Entry {
     version: u64,
 }
 
+#[derive(Clone)]
+struct Holder {
+    identity_id: String,
+    version: u64,
+}
+
 /// The version an entry was read at, to be handed back to [`IdentityCache::insert`].
 pub(super) struct ReadVersion(u64);
 
 impl IdentityCache {
     /// For the only process that writes the database: it serves from the start.
     pub fn for_the_only_writer() -> Self {
-        Self::build(TIME_TO_LIVE, true)
+        Self::build(TIME_TO_LIVE, true, true)
     }
 
     /// For one of several nodes writing the database: it serves nothing until [`Self::start_serving`].
     pub fn for_a_shared_database() -> Self {
-        Self::build(TIME_TO_LIVE, false)
+        Self::build(TIME_TO_LIVE, false, false)
     }
 
-    fn build(time_to_live: Duration, serving: bool) -> Self {
+    fn build(time_to_live: Duration, serving: bool, only_writer: bool) -> Self {
         let entries = Cache::builder().max_capacity(CAPACITY_BYTES).time_to_live(time_to_live).weigher(
             |key: &String, entry: &Entry| u32::try_from(key.len() + weight(&entry.identity)).unwrap_or(u32::MAX),
         );
+        let holders = only_writer.then(|| {
+            Cache::builder()
+                .max_capacity(HOLDERS_CAPACITY_BYTES)
+                .time_to_live(time_to_live)
+                .weigher(|key: &String, holder: &Holder| {
+                    u32::try_from(key.len() + holder.identity_id.len()).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
         Self {
             entries: entries.build(),
+            holders,
             versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
             hasher: RandomState::new(),
             serving: AtomicBool::new(serving),
@@ -102,6 +129,27 @@ impl IdentityCache {
         }
         let entry = self.entries.get(&cache_key(workspace, key))?;
         (entry.version == self.version(workspace, key).load(Ordering::SeqCst)).then(|| Identity::clone(&entry.identity))
+    }
+
+    /// The id of the live identity holding `external_id`, when this process is the only writer and has seen
+    /// it held (read it, or had a create collide with it) since the last change to that externalId.
+    pub fn holder_of(&self, workspace: &WorkspaceId, external_id: &str) -> Option<String> {
+        let holders = self.holders.as_ref()?;
+        let current = self.version(workspace, external_id).load(Ordering::SeqCst);
+        let key = cache_key(workspace, external_id);
+        if let Some(holder) = holders.get(&key).filter(|holder| holder.version == current) {
+            return Some(holder.identity_id);
+        }
+        let entry = self.entries.get(&key).filter(|entry| entry.version == current)?;
+        (entry.identity.external_id == external_id).then(|| entry.identity.id.clone())
+    }
+
+    /// Remembers that `identity_id` held `external_id` when a write that began at `read` found it so.
+    pub fn insert_holder(&self, workspace: &WorkspaceId, external_id: &str, identity_id: &str, read: ReadVersion) {
+        if let Some(holders) = &self.holders {
+            let holder = Holder { identity_id: identity_id.to_owned(), version: read.0 };
+            holders.insert(cache_key(workspace, external_id), holder);
+        }
     }
 
     /// Whether what this node read may be served: false while a PostgreSQL node cannot hear other nodes.
@@ -233,7 +281,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_forgotten_after_its_time_to_live() {
-        let cache = IdentityCache::build(Duration::from_millis(50), true);
+        let cache = IdentityCache::build(Duration::from_millis(50), true, true);
         let workspace = WorkspaceId::from_stored("ws_1".to_owned());
         let stored = identity("id_1", "user_1");
         let read = cache.read_version(&workspace, "id_1");
@@ -241,5 +289,36 @@ mod tests {
         assert_eq!(cache.get(&workspace, "id_1"), Some(stored));
         std::thread::sleep(Duration::from_millis(120));
         assert_eq!(cache.get(&workspace, "id_1"), None);
+    }
+
+    #[test]
+    fn a_holder_is_known_until_its_external_id_changes_and_only_to_the_only_writer() {
+        let cache = IdentityCache::for_the_only_writer();
+        let workspace = WorkspaceId::from_stored("ws_1".to_owned());
+        assert_eq!(cache.holder_of(&workspace, "user_1"), None);
+        let read = cache.read_version(&workspace, "user_1");
+        cache.insert_holder(&workspace, "user_1", "id_1", read);
+        assert_eq!(cache.holder_of(&workspace, "user_1").as_deref(), Some("id_1"));
+
+        let raced = cache.read_version(&workspace, "user_1");
+        cache.changed(&workspace, "id_1", "user_1");
+        assert_eq!(cache.holder_of(&workspace, "user_1"), None, "deleted or renamed");
+        cache.insert_holder(&workspace, "user_1", "id_1", raced);
+        assert_eq!(cache.holder_of(&workspace, "user_1"), None, "learned before the change, stored after it");
+
+        let read = cache.read_version(&workspace, "user_2");
+        cache.insert(&workspace, "user_2", &identity("id_2", "user_2"), read);
+        assert_eq!(cache.holder_of(&workspace, "user_2").as_deref(), Some("id_2"), "read by externalId");
+        let read = cache.read_version(&workspace, "id_3");
+        cache.insert(&workspace, "id_3", &identity("id_9", "id_3"), read);
+        let read = cache.read_version(&workspace, "id_9");
+        cache.insert(&workspace, "id_9", &identity("id_9", "id_3"), read);
+        assert_eq!(cache.holder_of(&workspace, "id_9"), None, "an id is not an externalId");
+
+        let shared = IdentityCache::for_a_shared_database();
+        shared.start_serving();
+        let read = shared.read_version(&workspace, "user_1");
+        shared.insert_holder(&workspace, "user_1", "id_1", read);
+        assert_eq!(shared.holder_of(&workspace, "user_1"), None, "another node may have deleted it, unheard");
     }
 }

@@ -173,10 +173,10 @@ pub(super) const LIVE_KEYS_OF_IDENTITY: &str =
 /// deleted API is no live key, as [`LIVE_KEY`] has it.
 pub(super) const SOFT_DELETE_KEY: &str = "UPDATE keys SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 \
      AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
-     RETURNING id";
+     RETURNING hash";
 pub(super) const DELETE_KEY_ROW: &str = "DELETE FROM keys WHERE workspace_id = $1 AND id = $2 \
      AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
-     RETURNING id";
+     RETURNING hash";
 
 /// Takes the live key's row for this transaction (on PostgreSQL, an UPDATE locks the row even when it
 /// changes nothing) and reads the fields an update changes.
@@ -188,7 +188,7 @@ pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at 
 /// day on.
 pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
      credits = $7, ratelimits = $8, updated_at = $9, last_refill_at = CASE WHEN $10 THEN $9 ELSE last_refill_at END \
-     WHERE workspace_id = $1 AND id = $2";
+     WHERE workspace_id = $1 AND id = $2 RETURNING hash";
 /// [`HOLD_LIVE_KEY`] for a spend: the credits, and when they were last refilled or set.
 pub(super) const HOLD_KEY_CREDITS: &str = "UPDATE keys SET updated_at = updated_at WHERE workspace_id = $1 \
      AND id = $2 AND deleted_at IS NULL \
@@ -308,7 +308,7 @@ macro_rules! impl_keys {
             use $crate::domain::workspace::WorkspaceId;
             use $crate::store::StoreError;
             use $crate::store::backend::{Backend, now_ms};
-            use $crate::store::changes::Written;
+            use $crate::store::changes::{Change, Written};
             use $crate::store::idempotency_keys::{Recorded, Recording};
             use $crate::store::keys::*;
 
@@ -381,7 +381,16 @@ macro_rules! impl_keys {
                     workspace: &WorkspaceId,
                     hash: &str,
                 ) -> Result<Option<StoredKey>, StoreError> {
-                    self.live_key(LIVE_KEY_BY_HASH, workspace, hash).await
+                    let cache = self.caches().and_then(|caches| caches.keys());
+                    if let Some(known) = cache.and_then(|cache| cache.get(workspace, hash)) {
+                        return Ok(known);
+                    }
+                    let read = cache.map(|cache| cache.read_version(workspace, hash));
+                    let key = self.live_key(LIVE_KEY_BY_HASH, workspace, hash).await?;
+                    if let (Some(cache), Some(read)) = (cache, read) {
+                        cache.insert(workspace, hash, key.as_ref(), read);
+                    }
+                    Ok(key)
                 }
 
                 async fn delete_key(
@@ -401,7 +410,10 @@ macro_rules! impl_keys {
                                 sqlx::query_scalar(SOFT_DELETE_KEY).bind(workspace.as_str()).bind(key_id).bind(now_ms())
                             };
                             let deleted: Option<String> = delete.fetch_optional(&mut *connection).await?;
-                            Ok(Written::unchanged(deleted.is_some()))
+                            Ok(match deleted {
+                                Some(hash) => Written::new(true, vec![Change::key(&workspace, &hash)]),
+                                None => Written::unchanged(false),
+                            })
                         })
                     })
                     .await
@@ -575,7 +587,7 @@ macro_rules! impl_keys {
                             .execute(&mut *connection)
                             .await?;
                     }
-                    sqlx::query(WRITE_KEY_FIELDS)
+                    let hash: String = sqlx::query_scalar(WRITE_KEY_FIELDS)
                         .bind(workspace.as_str())
                         .bind(key_id)
                         .bind(&fields.name)
@@ -586,8 +598,10 @@ macro_rules! impl_keys {
                         .bind(json_text(&fields.ratelimits)?)
                         .bind(now_ms())
                         .bind(changes.credits.is_some())
-                        .execute(&mut *connection)
+                        .fetch_one(&mut *connection)
                         .await?;
+                    let mut written = identity_changes;
+                    written.push(Change::key(workspace, &hash));
                     // On PostgreSQL the key's API may have been deleted since the key was held: its key is then
                     // no live key, and the update is answered as one of a missing key.
                     let row: Option<LiveKeyRow> = sqlx::query_as(LIVE_KEY)
@@ -596,8 +610,8 @@ macro_rules! impl_keys {
                         .fetch_optional(&mut *connection)
                         .await?;
                     Ok(match row {
-                        Some(row) => Written::new(KeyUpdate::Updated(Box::new(stored_key(row)?)), identity_changes),
-                        None => Written::unchanged(KeyUpdate::NotFound),
+                        Some(row) => Written::new(KeyUpdate::Updated(Box::new(stored_key(row)?)), written),
+                        None => Written::new(KeyUpdate::NotFound, written),
                     })
                 }
             }

@@ -16,6 +16,7 @@ mod error;
 mod idempotency_keys;
 mod identities;
 mod identity_cache;
+mod key_cache;
 mod keys;
 mod postgres;
 mod ratelimits;

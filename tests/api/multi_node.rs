@@ -179,7 +179,7 @@ async fn json_logs_name_every_request_id_and_no_secret() {
 
 /// How soon a node must hear of another node's change. Well under the time to live, so that a node that
 /// heard nothing fails these tests instead of passing them once its entries expire.
-const HEARD_WITHIN: Duration = Duration::from_secs(1);
+pub(crate) const HEARD_WITHIN: Duration = Duration::from_secs(1);
 const _: () = assert!(HEARD_WITHIN.as_millis() * 3 <= CACHED_IDENTITY_TIME_TO_LIVE.as_millis());
 
 /// Two nodes on one database, reached through these URLs, and a key for both.

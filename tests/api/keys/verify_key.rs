@@ -9,6 +9,7 @@ crate::backend_tests!(
     verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits,
     verify_key_200_not_found_alike_for_every_key_it_may_not_tell_apart,
     verify_key_200_disabled_and_expired,
+    verify_key_200_follows_every_change_to_the_key_its_identity_and_its_api_at_once,
     verify_key_200_two_keys_of_one_identity_share_its_limit,
     verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key,
     verify_key_200_takes_from_all_limits_or_from_none,
@@ -96,6 +97,50 @@ async fn verify_key_200_disabled_and_expired(server: TestServer) {
     let (_, key_id, expired) = api_and_key(&server, &admin, json!({"expires": 1_000})).await;
     let data = verify(&server, &admin, json!({"key": expired})).await;
     assert_eq!((&data["code"], &data["keyId"]), (&json!("EXPIRED"), &json!(key_id)));
+}
+
+/// A node keeps what it read of a key in memory: every change to the key, its identity or its API must void
+/// it before the change is acknowledged. Each step verifies first, so the key is in memory when it changes.
+async fn verify_key_200_follows_every_change_to_the_key_its_identity_and_its_api_at_once(server: TestServer) {
+    let admin = server.admin_key().await;
+    identity_with_limit(&server, &admin, "user_1", json!([limit("requests", 100, true)])).await;
+    let (api_id, key_id, key) = api_and_key(&server, &admin, json!({"externalId": "user_1"})).await;
+    let change = |operation: &'static str, body: Value| {
+        let (server, admin) = (&server, &admin);
+        async move {
+            let response = server.call(operation, admin, body).await;
+            assert_eq!(response.status, 200, "{operation}: {}", response.body);
+        }
+    };
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "VALID");
+    change("keys.updateKey", json!({"keyId": key_id, "enabled": false})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "DISABLED");
+    change("keys.updateKey", json!({"keyId": key_id, "enabled": true})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "VALID");
+
+    change("identities.updateIdentity", json!({"identity": "user_1", "meta": {"plan": "enterprise"}})).await;
+    let data = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!(data["identity"]["meta"], json!({"plan": "enterprise"}), "{data}");
+    change("identities.updateIdentity", json!({"identity": "user_1", "ratelimits": [limit("requests", 1, true)]}))
+        .await;
+    let data = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!((&data["code"], &data["ratelimits"][0]["limit"]), (&json!("RATE_LIMITED"), &json!(1)), "{data}");
+    change("identities.deleteIdentity", json!({"identity": "user_1"})).await;
+    let data = verify(&server, &admin, json!({"key": key})).await;
+    assert_eq!((&data["code"], data.get("identity")), (&json!("VALID"), None), "{data}");
+    change("keys.updateKey", json!({"keyId": key_id, "externalId": "user_2"})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["identity"]["externalId"], "user_2");
+
+    change("keys.updateCredits", json!({"keyId": key_id, "operation": "set", "value": 0})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "USAGE_EXCEEDED");
+    change("keys.deleteKey", json!({"keyId": key_id})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["code"], "NOT_FOUND");
+
+    let (other_api, _, other) = api_and_key(&server, &admin, json!({})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": other})).await["code"], "VALID");
+    change("apis.deleteApi", json!({"apiId": other_api})).await;
+    assert_eq!(verify(&server, &admin, json!({"key": other})).await["code"], "NOT_FOUND");
+    assert_ne!(api_id, other_api);
 }
 
 /// Identity limits are counted on the identity, so every key of it shares them.
@@ -280,4 +325,48 @@ async fn two_postgres_nodes_give_exactly_an_identitys_limit_of_valid_verificatio
     let codes = join_all(verifications).await;
     assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 50, "{codes:?}");
     assert_eq!(codes.iter().filter(|code| **code == "RATE_LIMITED").count(), 150, "{codes:?}");
+}
+
+/// What a PostgreSQL node read of a key is void once another node changes it, within the change bus's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_changed_on_one_postgres_node_verifies_accordingly_on_the_other() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let url = database.url();
+    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
+    let key = crate::harness::admin_key(&url).await;
+    let client = reqwest::Client::new();
+    let call = |node: &SigilProcess, operation: &str, body: Value| {
+        let request = client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&key).json(&body);
+        async move { request.send().await.expect("answers").json::<Value>().await.expect("JSON") }
+    };
+    let api = call(&first, "apis.createApi", json!({"name": "production"})).await;
+    let created = call(&first, "keys.createKey", json!({"apiId": api["data"]["apiId"], "externalId": "user_1"})).await;
+    let (key_id, api_key) = (created["data"]["keyId"].clone(), created["data"]["key"].clone());
+    let verified_on_second = |expected: &'static str| {
+        let call = &call;
+        let (second, api_key) = (&second, &api_key);
+        async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let data = call(second, "keys.verifyKey", json!({"key": api_key})).await["data"].clone();
+                if data["code"] == expected {
+                    return data;
+                }
+                assert!(started.elapsed() < crate::multi_node::HEARD_WITHIN, "still {data}, not {expected}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    verified_on_second("VALID").await;
+    call(&first, "keys.updateKey", json!({"keyId": key_id, "enabled": false})).await;
+    verified_on_second("DISABLED").await;
+    call(&first, "keys.updateKey", json!({"keyId": key_id, "enabled": true})).await;
+    verified_on_second("VALID").await;
+    call(&first, "identities.updateIdentity", json!({"identity": "user_1", "meta": {"plan": "pro"}})).await;
+    let started = tokio::time::Instant::now();
+    while verified_on_second("VALID").await["identity"]["meta"] != json!({"plan": "pro"}) {
+        assert!(started.elapsed() < crate::multi_node::HEARD_WITHIN, "the identity's change was not heard");
+    }
+    call(&first, "keys.deleteKey", json!({"keyId": key_id})).await;
+    verified_on_second("NOT_FOUND").await;
 }

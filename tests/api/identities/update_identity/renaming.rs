@@ -15,6 +15,11 @@ crate::backend_tests!(
 async fn renaming_moves_the_identity_and_its_keys_to_the_new_externalid(server: TestServer) {
     let key = server.admin_key().await;
     let (_, key_id, _) = api_and_key(&server, &key, json!({"externalId": "user_old"})).await;
+    // Collisions teach a SQLite node who holds user_old; the rename must make it forget before it answers.
+    for _ in 0..2 {
+        let collision = server.call("identities.createIdentity", &key, json!({"externalId": "user_old"})).await;
+        collision.assert_error(409, "unkey/data/identity_already_exists");
+    }
     let renamed = server
         .call(
             "identities.updateIdentity",
