@@ -41,12 +41,12 @@ async fn a_conflicts_log_line_names_workspace_root_key_field_value_and_holder() 
 
     let line = log_line(&node, conflict_id).await;
     let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
-    let span = &entry["span"];
-    assert_eq!(span["workspace"], workspace.as_str(), "{line}");
-    assert_eq!(span["root_key_id"], root_key_id, "{line}");
-    assert_eq!(span["conflicting_field"], "externalId", "{line}");
-    assert_eq!(span["conflicting_value"], "user_123", "{line}");
-    assert_eq!(span["existing_identity_id"], existing_id, "{line}");
+    let fields = &entry["fields"];
+    assert_eq!(fields["workspace"], workspace.as_str(), "{line}");
+    assert_eq!(fields["root_key_id"], root_key_id, "{line}");
+    assert_eq!(fields["conflicting_field"], "externalId", "{line}");
+    assert_eq!(fields["conflicting_value"], "user_123", "{line}");
+    assert_eq!(fields["existing_identity_id"], existing_id, "{line}");
     let created_line = log_line(&node, created["meta"]["requestId"].as_str().unwrap()).await;
     assert!(created_line.contains(&root_key_id) && created_line.contains(workspace.as_str()), "{created_line}");
     for secret in [key.as_str(), &sigil::domain::root_key::hash(&key)] {
