@@ -51,6 +51,9 @@ struct Args {
     /// profile one operation with `perf record -p <sigil's pid>`.
     #[arg(long)]
     only: Option<String>,
+    /// Passed to `sigil serve`: a `redis://` URL to count verifyKey's ratelimits in.
+    #[arg(long)]
+    ratelimit_counters: Option<String>,
     /// Accepted and ignored: `cargo bench` passes it to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -71,6 +74,8 @@ struct OperationResult {
 #[derive(Serialize)]
 struct Report {
     backend: String,
+    /// Where verifyKey counted, when not in the database.
+    ratelimit_counters: Option<String>,
     concurrency: usize,
     seconds_per_operation: f64,
     storage_floor_inserts_per_second: f64,
@@ -103,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let database_floors = database_floors(&database, args.concurrency, duration).await?;
     let http_floor = http_floor(args.concurrency, duration).await;
 
-    let mut server = Server::start(&database.url).await;
+    let mut server = Server::start(&database.url, args.ratelimit_counters.as_deref()).await;
     println!("sigil serving at {} as pid {}", server.base_url, server.process.id().expect("running"));
     let store = sigil::store::open(&database.url).await?;
     let (workspace, _) = store.ensure_workspace("bench").await?;
@@ -151,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
     println!("retry storm answers by status: {storm_answers:?}");
     let report = Report {
         backend: backend.to_owned(),
+        ratelimit_counters: args.ratelimit_counters.clone(),
         concurrency: args.concurrency,
         seconds_per_operation: args.seconds,
         storage_floor_inserts_per_second: storage_floor,
@@ -585,9 +591,10 @@ struct Server {
 
 impl Server {
     /// The server logs every request, as in production, into a pipe this process empties without keeping.
-    async fn start(database_url: &str) -> Self {
+    async fn start(database_url: &str, ratelimit_counters: Option<&str>) -> Self {
         let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
+            .args(ratelimit_counters.map(|url| ["--ratelimit-counters", url]).into_iter().flatten())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -628,8 +635,11 @@ impl Server {
 
 fn print_table(report: &Report) {
     println!(
-        "\nSigil benchmark: backend {}, concurrency {}, {} s per operation",
-        report.backend, report.concurrency, report.seconds_per_operation
+        "\nSigil benchmark: backend {}{}, concurrency {}, {} s per operation",
+        report.backend,
+        report.ratelimit_counters.as_ref().map(|url| format!(" (ratelimit counters in {url})")).unwrap_or_default(),
+        report.concurrency,
+        report.seconds_per_operation
     );
     println!("{:<32} {:>9} {:>9} {:>9} {:>9}  unexpected", "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms");
     for result in std::iter::once(&report.http_floor).chain(&report.operations) {

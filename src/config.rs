@@ -180,6 +180,11 @@ pub struct ServeArgs {
     /// A file holding the record key, as `--record-key` takes it (for systemd credentials and the like).
     #[arg(long, env = "SIGIL_RECORD_KEY_FILE")]
     pub record_key_file: Option<std::path::PathBuf>,
+    /// A `redis://` URL: keep verifyKey's ratelimit counters in that Redis instead of the database. For
+    /// PostgreSQL nodes whose keys share hot limits (README, "Ratelimit counters"); every node must name the
+    /// same Redis.
+    #[arg(long, env = "SIGIL_RATELIMIT_COUNTERS")]
+    pub ratelimit_counters: Option<String>,
 }
 
 impl ServeArgs {

@@ -32,12 +32,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::{IdempotencySettings, KeyTurns};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Ratelimits, Store};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Where verifyKey counts: the store, or Redis (`--ratelimit-counters`).
+    pub ratelimits: Arc<dyn Ratelimits>,
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
     pub idempotency_turns: Arc<KeyTurns>,
@@ -73,6 +75,7 @@ impl AppState {
         let idle = limits.body_read_timeout.as_secs().saturating_sub(1).max(1);
         let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a header value");
         Self {
+            ratelimits: store.clone(),
             store,
             limits,
             idempotency,
@@ -81,6 +84,11 @@ impl AppState {
             in_flight: InFlight::new(limits.max_in_flight),
             keep_alive,
         }
+    }
+
+    /// Counts verifyKey's ratelimits in `ratelimits` instead of the store.
+    pub fn counting_in(self, ratelimits: Arc<dyn Ratelimits>) -> Self {
+        Self { ratelimits, ..self }
     }
 }
 

@@ -20,6 +20,7 @@ mod key_cache;
 mod keys;
 mod postgres;
 mod ratelimits;
+mod redis_counters;
 mod root_key_cache;
 mod root_keys;
 mod settings;
@@ -41,6 +42,7 @@ pub use keys::{CreditsSpent, KeyUpdate, Keys, KeysOf, NewKey, StoredKey, parse_c
 pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
 pub use ratelimits::{ENDED_FOR_MS as RATELIMIT_COUNTERS_KEPT_AFTER_THEIR_END_MS, Ratelimits};
+pub use redis_counters::RedisCounters;
 pub use root_keys::RootKeys;
 pub use settings::Settings;
 pub use sqlite::SqliteStore;

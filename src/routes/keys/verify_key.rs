@@ -182,7 +182,7 @@ pub async fn verify_key(
                 cost: limit.cost,
             })
             .collect();
-        let outcomes = state.store.take_ratelimits(&checks, now).await?;
+        let outcomes = state.ratelimits.take_ratelimits(&checks, now).await?;
         let rate_limited = outcomes.iter().any(|outcome| outcome.exceeded);
         verification.ratelimits = Some(
             limits

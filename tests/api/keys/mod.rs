@@ -6,6 +6,7 @@ pub mod get_key;
 mod update_credits;
 mod update_key;
 mod verify_key;
+mod verify_key_redis_counters;
 mod whoami;
 
 use sqlx::{Connection, PgConnection, SqliteConnection};

@@ -1,0 +1,125 @@
+//! verifyKey with its ratelimit counters in Redis (`--ratelimit-counters`): as exact as in the database,
+//! across nodes, all or nothing across limits; a node that cannot reach Redis does not start.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, SigilProcess, TestDatabase};
+
+/// Redis runs beside PostgreSQL on every development and CI machine.
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn limit(name: &str, limit: i64) -> Value {
+    json!({"name": name, "limit": limit, "duration": 60_000, "autoApply": true})
+}
+
+/// Two nodes, counting in one Redis, and keys of one identity with `ratelimits` on one of the nodes' API.
+struct Nodes {
+    first: SigilProcess,
+    second: SigilProcess,
+    root_key: String,
+    _database: TestDatabase,
+}
+
+impl Nodes {
+    async fn start() -> Option<Self> {
+        let database = TestDatabase::create(Backend::Postgres).await?;
+        let url = database.url();
+        let options = ["--ratelimit-counters", REDIS];
+        let (first, second) =
+            tokio::join!(SigilProcess::start_with(&url, &options), SigilProcess::start_with(&url, &options));
+        let root_key = crate::harness::admin_key(&url).await;
+        Some(Self { first, second, root_key, _database: database })
+    }
+
+    async fn call(&self, node: &SigilProcess, operation: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v2/{operation}", node.base_url))
+            .bearer_auth(&self.root_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 200, "{operation}");
+        response.json().await.expect("JSON")
+    }
+
+    /// Keys of identity `user_1`, whose limits are `ratelimits`.
+    async fn keys_of_one_identity(&self, ratelimits: Value, count: usize) -> Vec<String> {
+        self.call(&self.first, "identities.createIdentity", json!({"externalId": "user_1", "ratelimits": ratelimits}))
+            .await;
+        let api = self.call(&self.first, "apis.createApi", json!({"name": "production"})).await;
+        let mut keys = Vec::new();
+        for _ in 0..count {
+            let body = json!({"apiId": api["data"]["apiId"], "externalId": "user_1"});
+            let created = self.call(&self.first, "keys.createKey", body).await;
+            keys.push(created["data"]["key"].as_str().expect("key").to_owned());
+        }
+        keys
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_counting_in_redis_give_exactly_an_identitys_limit_of_valid_verifications() {
+    let Some(nodes) = Nodes::start().await else { return };
+    let keys = nodes.keys_of_one_identity(json!([limit("requests", 50)]), 2).await;
+    let verifications = (0..200).map(|n| {
+        let node = if n % 2 == 0 { &nodes.first } else { &nodes.second };
+        let body = json!({"key": keys[(n / 2) % 2]});
+        let nodes = &nodes;
+        async move { nodes.call(node, "keys.verifyKey", body).await["data"]["code"].clone() }
+    });
+    let codes = join_all(verifications).await;
+    assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 50, "{codes:?}");
+    assert_eq!(codes.iter().filter(|code| **code == "RATE_LIMITED").count(), 150, "{codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_counters_take_from_all_limits_or_from_none() {
+    let Some(nodes) = Nodes::start().await else { return };
+    let keys = nodes.keys_of_one_identity(json!([limit("minute", 3), limit("burst", 2)]), 1).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let data = nodes.call(&nodes.first, "keys.verifyKey", json!({"key": keys[0]})).await["data"].clone();
+        let remaining = |name: &str| {
+            data["ratelimits"].as_array().expect("checked").iter().find(|l| l["name"] == name).expect(name)["remaining"]
+                .clone()
+        };
+        seen.push((data["code"].clone(), remaining("minute"), remaining("burst")));
+    }
+    assert_eq!(
+        seen,
+        [
+            (json!("VALID"), json!(2), json!(1)),
+            (json!("VALID"), json!(1), json!(0)),
+            (json!("RATE_LIMITED"), json!(1), json!(0)),
+        ],
+        "the denied verification took nothing from the minute limit"
+    );
+    let inline = json!({"key": keys[0], "ratelimits": [{"name": "burst", "cost": 0}]});
+    let data = nodes.call(&nodes.second, "keys.verifyKey", inline).await["data"].clone();
+    assert_eq!(data["code"], "VALID", "a cost of 0 fits a spent limit, on the other node too: {data}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_reach_its_redis_does_not_start() {
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let unreachable = format!("redis://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &database.url()])
+            .args(["--ratelimit-counters", &unreachable])
+            .output(),
+    )
+    .await
+    .expect("it stops at once")
+    .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--ratelimit-counters"), "{stderr}");
+}
