@@ -47,8 +47,8 @@ struct Args {
     seconds: f64,
     #[arg(long, default_value = "target/bench/sigil.json")]
     json: PathBuf,
-    /// Drives only the operations whose name contains this (the floors and the storm still run), to
-    /// profile one operation with `perf record -p <sigil's pid>`.
+    /// Drives only the operations whose name contains one of these comma-separated parts (the floors and
+    /// the storm still run), to profile one operation with `perf record -p <sigil's pid>`.
     #[arg(long)]
     only: Option<String>,
     /// Passed to `sigil serve`: a `redis://` URL to count verifyKey's ratelimits in.
@@ -119,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
     let verified = Arc::new(seed_verified_keys(&client, &server.base_url, &key).await);
 
     let mut operations = Vec::new();
-    let chosen = |operation: &Operation| args.only.as_ref().is_none_or(|only| operation.name.contains(only.as_str()));
+    let chosen = |operation: &Operation| {
+        args.only.as_ref().is_none_or(|only| only.split(',').any(|part| operation.name.contains(part)))
+    };
     for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified)).filter(chosen) {
         let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
         operations.push(result);
@@ -612,7 +614,16 @@ impl Server {
                 break address;
             }
         };
-        tokio::spawn(async move { tokio::io::copy(&mut log, &mut tokio::io::sink()).await });
+        // SIGIL_BENCH_LOG=<file> keeps the server's log, to read its warnings after a run.
+        match std::env::var_os("SIGIL_BENCH_LOG") {
+            Some(path) => {
+                let mut file = tokio::fs::File::create(path).await.expect("SIGIL_BENCH_LOG");
+                tokio::spawn(async move { tokio::io::copy(&mut log, &mut file).await });
+            }
+            None => {
+                tokio::spawn(async move { tokio::io::copy(&mut log, &mut tokio::io::sink()).await });
+            }
+        }
         Self { base_url: format!("http://{address}"), process }
     }
 

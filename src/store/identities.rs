@@ -101,12 +101,21 @@ pub(super) trait IdentityBackend {
 /// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
 /// (primary key, live-externalId index) joined by UNION ALL: an `id = $2 OR external_id = $2` filter makes
 /// SQLite scan every live identity of the workspace.
+///
+/// The externalId is looked up alone, behind a materialized CTE, and its workspace checked after: with the
+/// workspace in the same condition, PostgreSQL, guessing on a table that had grown since its last ANALYZE,
+/// took `identities_live_external_id_folded` (workspace first) and filtered every identity of the
+/// workspace, 42 ms per lookup at 24,600 identities (auto_explain), which made gets, updates and list
+/// pages run at about 100 a second in the benchmark for the seconds until autovacuum's next ANALYZE. On
+/// externalId alone only the live-externalId index applies.
 macro_rules! live_identity_id {
     () => {
-        "(SELECT id FROM (\
+        "(WITH holders AS MATERIALIZED (\
+           SELECT id, workspace_id FROM identities WHERE external_id = $2 AND deleted_at IS NULL\
+         ) SELECT id FROM (\
            SELECT id, 0 AS rank FROM identities WHERE id = $2 AND workspace_id = $1 AND deleted_at IS NULL \
            UNION ALL \
-           SELECT id, 1 AS rank FROM identities WHERE external_id = $2 AND workspace_id = $1 AND deleted_at IS NULL\
+           SELECT id, 1 AS rank FROM holders WHERE workspace_id = $1\
          ) AS candidates ORDER BY rank LIMIT 1)"
     };
 }
