@@ -125,8 +125,10 @@ macro_rules! live_identity_id {
 /// conflict inserts nothing, and the caller reads who holds the externalId.
 pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id";
-pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str =
-    "SELECT id FROM identities WHERE workspace_id = $1 AND external_id = $2 AND deleted_at IS NULL";
+/// By externalId alone first, for the reason [`live_identity_id`] gives.
+pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str = "WITH holders AS MATERIALIZED (\
+       SELECT id, workspace_id FROM identities WHERE external_id = $2 AND deleted_at IS NULL\
+     ) SELECT id FROM holders WHERE workspace_id = $1";
 
 /// Follows an update in its transaction, which already holds the row. The unique index on live externalIds
 /// decides a race with a create or another rename.
