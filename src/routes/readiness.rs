@@ -1,5 +1,5 @@
-//! `GET /v2/readiness`: 200 while the database answers a query within [`READINESS_BOUND`], 503 in the error
-//! envelope otherwise, for load balancers and orchestrators. (`/v2/liveness` never asks the database: a
+//! `GET /v2/readiness`: 200 while the database (and Redis, when it keeps the ratelimit counters) answers
+//! within [`READINESS_BOUND`], 503 in the error envelope otherwise, for load balancers and orchestrators. (`/v2/liveness` never asks the database: a
 //! node whose database is away is alive, and restarting it would not help.)
 
 use std::time::Duration;
@@ -20,7 +20,8 @@ pub struct Readiness {
 }
 
 pub async fn readiness(State(state): State<AppState>) -> Result<Envelope<Readiness>, ApiError> {
-    match tokio::time::timeout(READINESS_BOUND, state.store.ready()).await {
+    let ready = async { state.store.ready().await.and(state.ratelimits.counters_ready().await) };
+    match tokio::time::timeout(READINESS_BOUND, ready).await {
         Ok(Ok(())) => Ok(Envelope::data(Readiness { message: "OK" })),
         Ok(Err(error)) => Err(error.into()),
         Err(_) => Err(ApiError::new(

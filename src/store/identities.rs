@@ -107,7 +107,8 @@ pub(super) trait IdentityBackend {
 /// took `identities_live_external_id_folded` (workspace first) and filtered every identity of the
 /// workspace, 42 ms per lookup at 24,600 identities (auto_explain), which made gets, updates and list
 /// pages run at about 100 a second in the benchmark for the seconds until autovacuum's next ANALYZE. On
-/// externalId alone only the live-externalId index applies.
+/// externalId alone only the live-externalId index applies. The price: the live identities holding the
+/// externalId in every workspace are read, a handful, since workspaces are the operator's to create.
 macro_rules! live_identity_id {
     () => {
         "(WITH holders AS MATERIALIZED (\

@@ -17,6 +17,12 @@ pub trait Ratelimits: Send + Sync {
         now_ms: i64,
     ) -> Result<Vec<RatelimitOutcome>, StoreError>;
 
+    /// Whether the counters can be taken from, for `/v2/readiness`. Counters kept by the store are ready
+    /// when the store is, which readiness asks anyway.
+    async fn counters_ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Deletes at most [`PURGE_BATCH`](crate::store::PURGE_BATCH) counters whose window ended at least
     /// [`ENDED_FOR_MS`] before `now_ms` (housekeeping: such a counter counts as 0 anyway); returns how many.
     async fn purge_ended_ratelimit_counters(&self, now_ms: i64) -> Result<u64, StoreError>;

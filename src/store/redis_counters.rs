@@ -5,15 +5,18 @@
 //! scripts one at a time. Counters need no durability (Unkey keeps its own in memory); each expires a minute
 //! after its window ends, so nothing purges them.
 
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
 use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome, decide, window_start};
 use crate::store::ratelimits::{ENDED_FOR_MS, Ratelimits};
-use crate::store::{StoreError, within_deadline};
+use crate::store::{DATABASE_DEADLINE, StoreError};
 
-/// For each counter `KEYS[i]`: its window start (`ARGV[4i-3]`), cost, limit and how long to keep it past
-/// that window (ms). A counter holds `w` (its window start) and `c` (its count); windows only move forward,
+/// For each counter `KEYS[i]`: its window start (`ARGV[4i-3]`), cost, limit and how long to keep it from
+/// now (ms): until a minute after that window ends, or after the newer one a node ahead of this one began. A counter holds `w` (its window start) and `c` (its count); windows only move forward,
 /// as in the other stores. Returns the counts before the take, which [`decide`] reads exactly as the script
 /// did: taken from all when no count plus its cost passes its limit.
 const TAKE: &str = r#"
@@ -29,14 +32,22 @@ end
 if take then
   for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'w', starts[i], 'c', counts[i] + tonumber(ARGV[4 * i - 2]))
-    redis.call('PEXPIRE', key, tonumber(ARGV[4 * i]))
+    redis.call('PEXPIRE', key, tonumber(ARGV[4 * i]) + starts[i] - tonumber(ARGV[4 * i - 3]))
   end
 end
 return counts
 "#;
 
+/// Within readiness's own bound, so that a silent Redis makes readiness answer 503, and start a
+/// replacement connection, rather than be cut short first.
+const PING_DEADLINE: Duration = Duration::from_secs(1);
+
 pub struct RedisCounters {
-    connection: ConnectionManager,
+    client: redis::Client,
+    /// Reconnects by itself when the connection breaks, but not when it goes silent: see [`Self::run`].
+    connection: Arc<Mutex<ConnectionManager>>,
+    /// Held while a replacement connection is being made, so that a silent Redis gets one attempt at a time.
+    replacing: Arc<tokio::sync::Mutex<()>>,
     take: redis::Script,
 }
 
@@ -44,10 +55,55 @@ impl RedisCounters {
     /// Connects, and fails when Redis does not answer: a node must not serve verifications it cannot count.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let connection = tokio::time::timeout(crate::store::DATABASE_DEADLINE, client.get_connection_manager())
+        let connection = tokio::time::timeout(DATABASE_DEADLINE, client.get_connection_manager())
             .await
             .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer"))??;
-        Ok(Self { connection, take: redis::Script::new(TAKE) })
+        Ok(Self {
+            client,
+            connection: Arc::new(Mutex::new(connection)),
+            replacing: Arc::default(),
+            take: redis::Script::new(TAKE),
+        })
+    }
+
+    /// Runs `work` within `deadline`. Past it, or past the client's own response timeout, the connection
+    /// may have gone silent without closing (a dropped NAT entry, a failover), which the connection manager
+    /// never notices: a replacement is made in the background, and the work answers 503 at once.
+    async fn run<T, Work>(
+        &self,
+        deadline: Duration,
+        work: impl FnOnce(ConnectionManager) -> Work,
+    ) -> Result<T, StoreError>
+    where
+        Work: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match tokio::time::timeout(deadline, work(connection)).await {
+            // The client's own response timeout, shorter than ours, comes back as an error; the connection
+            // it gave up on is no better.
+            Ok(Err(error)) if error.is_timeout() => {
+                self.replace_connection();
+                Err(unavailable(error))
+            }
+            Ok(answer) => answer.map_err(unavailable),
+            Err(_) => {
+                self.replace_connection();
+                Err(StoreError::TimedOut)
+            }
+        }
+    }
+
+    fn replace_connection(&self) {
+        let Ok(replacing) = Arc::clone(&self.replacing).try_lock_owned() else { return };
+        let (client, connection) = (self.client.clone(), Arc::clone(&self.connection));
+        tokio::spawn(async move {
+            let _replacing = replacing;
+            match tokio::time::timeout(DATABASE_DEADLINE, client.get_connection_manager()).await {
+                Ok(Ok(fresh)) => *connection.lock().unwrap_or_else(PoisonError::into_inner) = fresh,
+                Ok(Err(error)) => tracing::warn!(%error, "cannot reconnect to the Redis of the ratelimit counters"),
+                Err(_) => tracing::warn!("the Redis of the ratelimit counters did not answer a new connection"),
+            }
+        });
     }
 }
 
@@ -68,10 +124,17 @@ impl Ratelimits for RedisCounters {
             let keep_ms = (window + counter.duration + ENDED_FOR_MS - now_ms).max(1);
             invocation.key(format!("sigil:ratelimit:{key}")).arg(window).arg(check.cost).arg(check.limit).arg(keep_ms);
         }
-        let mut connection = self.connection.clone();
-        let counts: Vec<i64> =
-            within_deadline(async { invocation.invoke_async(&mut connection).await.map_err(unavailable) }).await?;
+        let counts: Vec<i64> = self
+            .run(DATABASE_DEADLINE, |mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
         Ok(decide(checks, &counts, now_ms).1)
+    }
+
+    async fn counters_ready(&self) -> Result<(), StoreError> {
+        let ping = |mut connection: ConnectionManager| async move {
+            redis::cmd("PING").query_async::<String>(&mut connection).await
+        };
+        self.run(PING_DEADLINE, ping).await.map(drop)
     }
 
     /// Counters expire by themselves.

@@ -1,7 +1,8 @@
 //! Ratelimit counters in PostgreSQL, shared by every node, in an unlogged table (migration 0012). One limit
 //! is checked and taken by one statement, which holds its row only while it runs: a hot counter (an
 //! identity's, shared by all its keys) then serializes statements, not transactions and their round trips.
-//! (A denied check reads the count with a second statement, and a counter's first use makes it with one.) Several limits need all or nothing: one
+//! (A denied check reads the count with a second statement, and a counter's first use makes it with a
+//! third.) Several limits need all or nothing: one
 //! transaction holds the rows of all their counters (taken in one order, so two never wait on each other),
 //! and adds the costs only when no limit is exceeded.
 
@@ -117,10 +118,15 @@ pub(super) async fn take_one(
     if let Some(count) = take(TAKE_FROM_EXISTING_COUNTER).fetch_optional(&mut *connection).await? {
         return Ok(taken(count));
     }
-    if let Some(count) = count_of(connection, check, window).await? {
+    // Each statement commits on its own: a counter that did not exist for the UPDATE may exist now, made by
+    // a concurrent first take, with room left for this one.
+    if let Some(count) = count_of(connection, check, window).await?
+        && count.saturating_add(check.cost) > check.limit
+    {
         return Ok(exceeded(count));
     }
-    // The counter's first use (or first since it was purged): made by the statement that takes from it.
+    // The counter's first use (or first since it was purged), or one made since the UPDATE: the statement
+    // that takes from it makes it when it is missing.
     match take(TAKE_FROM_COUNTER).fetch_optional(&mut *connection).await? {
         Some(count) => Ok(taken(count)),
         None => Ok(exceeded(count_of(connection, check, window).await?.unwrap_or(0))),

@@ -15,6 +15,7 @@ crate::backend_tests!(
     verify_key_200_takes_from_all_limits_or_from_none,
     verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none,
     verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
+    verify_key_200_concurrent_first_takes_of_a_new_counter_all_fit,
     verify_key_200_refills_credits_once_a_refill_day_has_begun,
     ended_ratelimit_windows_are_purged_and_live_ones_kept,
     verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema,
@@ -216,6 +217,18 @@ async fn verify_key_200_for_64_concurrent_verifications_never_overspends_credits
     let codes: Vec<Value> = join_all(verifications).await.into_iter().map(|r| r.body["data"]["code"].clone()).collect();
     assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 10, "{codes:?}");
     assert_eq!(codes.iter().filter(|code| **code == "USAGE_EXCEEDED").count(), 54, "{codes:?}");
+}
+
+/// The first takes of a counter race to make it (PostgreSQL: each statement commits on its own): none of
+/// them may be refused while the limit has room.
+async fn verify_key_200_concurrent_first_takes_of_a_new_counter_all_fit(server: TestServer) {
+    let admin = server.admin_key().await;
+    let (_, _, key) = api_and_key(&server, &admin, json!({})).await;
+    let inline = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1000, "duration": 60_000}]});
+    let codes = join_all((0..200).map(|_| verify(&server, &admin, inline.clone()))).await;
+    assert!(codes.iter().all(|data| data["code"] == "VALID"), "{codes:?}");
+    let data = verify(&server, &admin, inline).await;
+    assert_eq!(data["ratelimits"][0]["remaining"], 1000 - 201, "{data}");
 }
 
 async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: TestServer) {

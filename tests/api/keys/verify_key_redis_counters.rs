@@ -1,11 +1,13 @@
 //! verifyKey with its ratelimit counters in Redis (`--ratelimit-counters`): as exact as in the database,
-//! across nodes, all or nothing across limits; a node that cannot reach Redis does not start.
+//! across nodes, all or nothing across limits; a node that cannot reach Redis does not start, and one whose
+//! Redis goes silent answers 503 and is unready until it answers again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::chaos_proxy::ChaosProxy;
 use crate::harness::{Backend, SigilProcess, TestDatabase};
 
 /// Redis runs beside PostgreSQL on every development and CI machine (`SIGIL_TEST_REDIS_URL` overrides it).
@@ -147,4 +149,49 @@ async fn a_node_that_cannot_reach_its_redis_does_not_start() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--ratelimit-counters"), "{stderr}");
+}
+
+/// A Redis that goes silent without closing costs verifications a 503 within the deadline and makes the
+/// node unready; once it answers again, so does the node, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_costs_503s_and_unreadiness_until_it_answers_again() {
+    let redis = redis_url();
+    if !redis_is_up(&redis).await {
+        return;
+    }
+    let Some(database) = TestDatabase::create(Backend::Sqlite).await else { return };
+    let proxy = ChaosProxy::start(redis.trim_start_matches("redis://").trim_end_matches('/')).await;
+    let proxied = format!("redis://{}", proxy.address);
+    let node = SigilProcess::start_with(&database.url(), &["--ratelimit-counters", &proxied]).await;
+    let root_key = crate::harness::admin_key(&database.url()).await;
+    let client = reqwest::Client::new();
+    let call = |operation: &str, body: Value| {
+        let request = client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&root_key).json(&body);
+        async move {
+            let started = Instant::now();
+            let response = request.send().await.expect("answers");
+            (response.status().as_u16(), response.json::<Value>().await.expect("JSON"), started.elapsed())
+        }
+    };
+    let ready = || async { reqwest::get(format!("{}/v2/readiness", node.base_url)).await.expect("answers").status() };
+    let api = call("apis.createApi", json!({"name": "production"})).await.1;
+    let body = json!({"apiId": api["data"]["apiId"], "ratelimits": [limit("requests", 100)]});
+    let key = call("keys.createKey", body).await.1["data"]["key"].clone();
+    assert_eq!(call("keys.verifyKey", json!({"key": key})).await.1["data"]["code"], "VALID");
+    assert_eq!(ready().await, 200);
+
+    proxy.go_silent();
+    let (status, body, took) = call("keys.verifyKey", json!({"key": key})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    assert_eq!(ready().await, 503);
+
+    proxy.restore();
+    let started = Instant::now();
+    while ready().await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the node never reached Redis again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(call("keys.verifyKey", json!({"key": key})).await.1["data"]["code"], "VALID");
+    node.kill().await;
 }
