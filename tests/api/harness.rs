@@ -7,6 +7,7 @@
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -264,6 +265,24 @@ impl ApiResponse {
 
 /// An all-permissions root key in workspace `test` of the database at `database_url`, minted as
 /// `sigil root-key create` does, beside any server on it.
+/// Runs `sigil serve` with `args` (and `env`), expects it to refuse to start within 30 s, and returns what it
+/// printed on stderr.
+pub async fn refused_to_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output(),
+    )
+    .await
+    .expect("it stops at once")
+    .expect("runs");
+    assert!(!refused.status.success(), "it started");
+    String::from_utf8_lossy(&refused.stderr).into_owned()
+}
+
 pub async fn admin_key(database_url: &str) -> String {
     let store = sigil::store::open(database_url).await.expect("open");
     let (workspace, _) = store.ensure_workspace("test").await.expect("workspace");

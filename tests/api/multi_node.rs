@@ -9,7 +9,7 @@ use sigil::server::mint_root_key;
 use sigil::store::{CACHED_IDENTITY_TIME_TO_LIVE, identity_changes_listener_name};
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::{Backend, SigilProcess, TestDatabase};
+use crate::harness::{Backend, SigilProcess, TestDatabase, refused_to_start};
 
 const CONCURRENT_CREATES: usize = 500;
 
@@ -353,18 +353,7 @@ async fn a_node_with_another_record_key_refuses_to_start() {
     let first_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     let first = SigilProcess::start_with_env(&url, &[], &[("SIGIL_RECORD_KEY", first_key)]).await;
     let other_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-    let refused = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &url])
-            .env("SIGIL_RECORD_KEY", other_key)
-            .output(),
-    )
-    .await
-    .expect("it stops at once")
-    .expect("runs");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = refused_to_start(&["--database", &url], &[("SIGIL_RECORD_KEY", other_key)]).await;
     assert!(stderr.contains("another record key") && !stderr.contains(other_key), "{stderr}");
     let same = SigilProcess::start_with_env(&url, &[], &[("SIGIL_RECORD_KEY", first_key)]).await;
     same.kill().await;

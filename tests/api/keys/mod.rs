@@ -3,6 +3,7 @@
 mod create_key;
 mod delete_key;
 pub mod get_key;
+mod two_nodes;
 mod update_credits;
 mod update_key;
 mod verify_key;

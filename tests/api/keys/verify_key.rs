@@ -1,9 +1,10 @@
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, SigilProcess, TestDatabase, TestServer};
+use crate::harness::TestServer;
 use crate::keys::get_key::api_and_key;
 use crate::keys::set_last_refill;
+use crate::keys::two_nodes::TwoNodes;
 
 crate::backend_tests!(
     verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits,
@@ -313,55 +314,21 @@ async fn verify_key_412_for_a_ratelimit_neither_the_key_nor_its_identity_has(ser
 /// Several PostgreSQL nodes count one identity's limit together, exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_postgres_nodes_give_exactly_an_identitys_limit_of_valid_verifications() {
-    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
-    let url = database.url();
-    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
-    let key = crate::harness::admin_key(&url).await;
-    let client = reqwest::Client::new();
-    let call = |node: &SigilProcess, operation: &str, body: Value| {
-        client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&key).json(&body).send()
-    };
-    let identity = json!({"externalId": "user_1", "ratelimits": [limit("requests", 50, true)]});
-    call(&first, "identities.createIdentity", identity).await.expect("answers");
-    let api: Value = call(&first, "apis.createApi", json!({"name": "production"})).await.unwrap().json().await.unwrap();
-    let mut keys = Vec::new();
-    for _ in 0..2 {
-        let body = json!({"apiId": api["data"]["apiId"], "externalId": "user_1"});
-        let created: Value = call(&first, "keys.createKey", body).await.unwrap().json().await.unwrap();
-        keys.push(created["data"]["key"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned());
-    }
-    let verifications = (0..200).map(|n| {
-        let node = if n % 2 == 0 { &first } else { &second };
-        let request = call(node, "keys.verifyKey", json!({"key": keys[(n / 2) % 2]}));
-        async move { request.await.expect("answers").json::<Value>().await.expect("JSON")["data"]["code"].clone() }
-    });
-    let codes = join_all(verifications).await;
-    assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 50, "{codes:?}");
-    assert_eq!(codes.iter().filter(|code| **code == "RATE_LIMITED").count(), 150, "{codes:?}");
+    let Some(nodes) = TwoNodes::start(&[]).await else { return };
+    nodes.give_exactly_an_identitys_limit_of_valid_verifications().await;
 }
 
 /// What a PostgreSQL node read of a key is void once another node changes it, within the change bus's bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_changed_on_one_postgres_node_verifies_accordingly_on_the_other() {
-    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
-    let url = database.url();
-    let (first, second) = tokio::join!(SigilProcess::start(&url), SigilProcess::start(&url));
-    let key = crate::harness::admin_key(&url).await;
-    let client = reqwest::Client::new();
-    let call = |node: &SigilProcess, operation: &str, body: Value| {
-        let request = client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&key).json(&body);
-        async move { request.send().await.expect("answers").json::<Value>().await.expect("JSON") }
-    };
-    let api = call(&first, "apis.createApi", json!({"name": "production"})).await;
-    let created = call(&first, "keys.createKey", json!({"apiId": api["data"]["apiId"], "externalId": "user_1"})).await;
-    let (key_id, api_key) = (created["data"]["keyId"].clone(), created["data"]["key"].clone());
+    let Some(nodes) = TwoNodes::start(&[]).await else { return };
+    let (key_id, api_key) = nodes.keys_of_one_identity(json!([]), 1).await.remove(0);
     let verified_on_second = |expected: &'static str| {
-        let call = &call;
-        let (second, api_key) = (&second, &api_key);
+        let (nodes, api_key) = (&nodes, &api_key);
         async move {
             let started = tokio::time::Instant::now();
             loop {
-                let data = call(second, "keys.verifyKey", json!({"key": api_key})).await["data"].clone();
+                let data = nodes.call(&nodes.second, "keys.verifyKey", json!({"key": api_key})).await["data"].clone();
                 if data["code"] == expected {
                     return data;
                 }
@@ -370,16 +337,17 @@ async fn a_key_changed_on_one_postgres_node_verifies_accordingly_on_the_other() 
             }
         }
     };
+    let change = |operation: &'static str, body: Value| nodes.call(&nodes.first, operation, body);
     verified_on_second("VALID").await;
-    call(&first, "keys.updateKey", json!({"keyId": key_id, "enabled": false})).await;
+    change("keys.updateKey", json!({"keyId": key_id, "enabled": false})).await;
     verified_on_second("DISABLED").await;
-    call(&first, "keys.updateKey", json!({"keyId": key_id, "enabled": true})).await;
+    change("keys.updateKey", json!({"keyId": key_id, "enabled": true})).await;
     verified_on_second("VALID").await;
-    call(&first, "identities.updateIdentity", json!({"identity": "user_1", "meta": {"plan": "pro"}})).await;
+    change("identities.updateIdentity", json!({"identity": "user_1", "meta": {"plan": "pro"}})).await;
     let started = tokio::time::Instant::now();
     while verified_on_second("VALID").await["identity"]["meta"] != json!({"plan": "pro"}) {
         assert!(started.elapsed() < crate::multi_node::HEARD_WITHIN, "the identity's change was not heard");
     }
-    call(&first, "keys.deleteKey", json!({"keyId": key_id})).await;
+    change("keys.deleteKey", json!({"keyId": key_id})).await;
     verified_on_second("NOT_FOUND").await;
 }

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::chaos_proxy::ChaosProxy;
-use crate::harness::{Backend, SigilProcess, TestDatabase};
+use crate::harness::{Backend, SigilProcess, TestDatabase, refused_to_start};
+use crate::keys::two_nodes::TwoNodes;
 
 /// Redis runs beside PostgreSQL on every development and CI machine (`SIGIL_TEST_REDIS_URL` overrides it).
 fn redis_url() -> String {
@@ -38,78 +38,28 @@ fn limit(name: &str, limit: i64) -> Value {
     json!({"name": name, "limit": limit, "duration": 60_000, "autoApply": true})
 }
 
-/// Two nodes, counting in one Redis, and keys of one identity with `ratelimits` on one of the nodes' API.
-struct Nodes {
-    first: SigilProcess,
-    second: SigilProcess,
-    root_key: String,
-    _database: TestDatabase,
-}
-
-impl Nodes {
-    async fn start() -> Option<Self> {
-        let redis = redis_url();
-        if !redis_is_up(&redis).await {
-            return None;
-        }
-        let database = TestDatabase::create(Backend::Postgres).await?;
-        let url = database.url();
-        let options = ["--ratelimit-counters", redis.as_str()];
-        let (first, second) =
-            tokio::join!(SigilProcess::start_with(&url, &options), SigilProcess::start_with(&url, &options));
-        let root_key = crate::harness::admin_key(&url).await;
-        Some(Self { first, second, root_key, _database: database })
+/// Two PostgreSQL nodes counting in the one Redis; `None` when Redis or PostgreSQL is down outside CI.
+async fn nodes_counting_in_redis() -> Option<TwoNodes> {
+    let redis = redis_url();
+    if !redis_is_up(&redis).await {
+        return None;
     }
-
-    async fn call(&self, node: &SigilProcess, operation: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}/v2/{operation}", node.base_url))
-            .bearer_auth(&self.root_key)
-            .json(&body)
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 200, "{operation}");
-        response.json().await.expect("JSON")
-    }
-
-    /// Keys of identity `user_1`, whose limits are `ratelimits`.
-    async fn keys_of_one_identity(&self, ratelimits: Value, count: usize) -> Vec<String> {
-        self.call(&self.first, "identities.createIdentity", json!({"externalId": "user_1", "ratelimits": ratelimits}))
-            .await;
-        let api = self.call(&self.first, "apis.createApi", json!({"name": "production"})).await;
-        let mut keys = Vec::new();
-        for _ in 0..count {
-            let body = json!({"apiId": api["data"]["apiId"], "externalId": "user_1"});
-            let created = self.call(&self.first, "keys.createKey", body).await;
-            keys.push(created["data"]["key"].as_str().expect("key").to_owned());
-        }
-        keys
-    }
+    TwoNodes::start(&["--ratelimit-counters", redis.as_str()]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_counting_in_redis_give_exactly_an_identitys_limit_of_valid_verifications() {
-    let Some(nodes) = Nodes::start().await else { return };
-    let keys = nodes.keys_of_one_identity(json!([limit("requests", 50)]), 2).await;
-    let verifications = (0..200).map(|n| {
-        let node = if n % 2 == 0 { &nodes.first } else { &nodes.second };
-        let body = json!({"key": keys[(n / 2) % 2]});
-        let nodes = &nodes;
-        async move { nodes.call(node, "keys.verifyKey", body).await["data"]["code"].clone() }
-    });
-    let codes = join_all(verifications).await;
-    assert_eq!(codes.iter().filter(|code| **code == "VALID").count(), 50, "{codes:?}");
-    assert_eq!(codes.iter().filter(|code| **code == "RATE_LIMITED").count(), 150, "{codes:?}");
+    let Some(nodes) = nodes_counting_in_redis().await else { return };
+    nodes.give_exactly_an_identitys_limit_of_valid_verifications().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_counters_take_from_all_limits_or_from_none() {
-    let Some(nodes) = Nodes::start().await else { return };
-    let keys = nodes.keys_of_one_identity(json!([limit("minute", 3), limit("burst", 2)]), 1).await;
+    let Some(nodes) = nodes_counting_in_redis().await else { return };
+    let (_, key) = nodes.keys_of_one_identity(json!([limit("minute", 3), limit("burst", 2)]), 1).await.remove(0);
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let data = nodes.call(&nodes.first, "keys.verifyKey", json!({"key": keys[0]})).await["data"].clone();
+        let data = nodes.call(&nodes.first, "keys.verifyKey", json!({"key": key})).await["data"].clone();
         let remaining = |name: &str| {
             data["ratelimits"].as_array().expect("checked").iter().find(|l| l["name"] == name).expect(name)["remaining"]
                 .clone()
@@ -125,7 +75,7 @@ async fn redis_counters_take_from_all_limits_or_from_none() {
         ],
         "the denied verification took nothing from the minute limit"
     );
-    let inline = json!({"key": keys[0], "ratelimits": [{"name": "burst", "cost": 0}]});
+    let inline = json!({"key": key, "ratelimits": [{"name": "burst", "cost": 0}]});
     let data = nodes.call(&nodes.second, "keys.verifyKey", inline).await["data"].clone();
     assert_eq!(data["code"], "VALID", "a cost of 0 fits a spent limit, on the other node too: {data}");
 }
@@ -136,18 +86,8 @@ async fn a_node_that_cannot_reach_its_redis_does_not_start() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let unreachable = format!("redis://{}", closed.local_addr().expect("address"));
     drop(closed);
-    let refused = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &database.url()])
-            .args(["--ratelimit-counters", &unreachable])
-            .output(),
-    )
-    .await
-    .expect("it stops at once")
-    .expect("runs");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let args = ["--database", &database.url(), "--ratelimit-counters", &unreachable];
+    let stderr = refused_to_start(&args, &[]).await;
     assert!(stderr.contains("--ratelimit-counters"), "{stderr}");
 }
 
