@@ -1,4 +1,5 @@
-//! `cargo bench --bench sigil -- [--database postgres://…] [--concurrency 32] [--seconds 3]`
+//! `cargo bench --bench sigil -- [--database postgres://…] [--ratelimit-counters redis://…] [--concurrency 32]
+//! [--seconds 3] [--only <name>,…]`; `SIGIL_BENCH_LOG=<file>` keeps the server's log.
 //!
 //! Starts the release `sigil` binary on a fresh database, seeds it, drives every operation over real HTTP
 //! with N concurrent keep-alive connections, and prints per operation: requests/s, p50/p99/p99.9 latency,

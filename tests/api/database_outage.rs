@@ -247,18 +247,10 @@ async fn keys_answer_503_within_the_deadline_while_the_database_is_silent() {
     let (proxied, proxy) = behind_a_proxy(&database.url()).await;
     let node = SigilProcess::start(&proxied).await;
     let key = admin_key(&database.url()).await;
-    let client = reqwest::Client::new();
     let send = async |operation: &str, body: Value| {
         let started = Instant::now();
-        let response = client
-            .post(format!("{}/v2/{operation}", node.base_url))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .expect("the node answers");
-        let status = response.status().as_u16();
-        (status, response.json::<Value>().await.expect("JSON"), started.elapsed())
+        let response = node.call(operation, &key, body).await;
+        (response.status, response.body, started.elapsed())
     };
     let identity = json!({"externalId": "user_1",
         "ratelimits": [{"name": "requests", "limit": 100, "duration": 60_000, "autoApply": true}]});

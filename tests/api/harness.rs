@@ -188,12 +188,7 @@ impl TestServer {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> ApiResponse {
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text}"));
-        ApiResponse { status, headers, body, text }
+        send(request).await
     }
 
     /// Creates an identity with the admin key and returns its id.
@@ -221,6 +216,16 @@ impl TestServer {
             }
         }
     }
+}
+
+/// Sends `request` and reads its answer, which must be JSON.
+async fn send(request: reqwest::RequestBuilder) -> ApiResponse {
+    let response = request.send().await.expect("request reaches the server");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text}"));
+    ApiResponse { status, headers, body, text }
 }
 
 impl Drop for TestServer {
@@ -301,6 +306,12 @@ pub struct SigilProcess {
 }
 
 impl SigilProcess {
+    /// POSTs `body` as JSON to `/v2/<operation>` with `Bearer <key>`, as [`TestServer::call`] does.
+    pub async fn call(&self, operation: &str, key: &str, body: Value) -> ApiResponse {
+        send(reqwest::Client::new().post(format!("{}/v2/{operation}", self.base_url)).bearer_auth(key).json(&body))
+            .await
+    }
+
     /// Starts the real binary on a free port and waits until it says where it listens.
     pub async fn start(database_url: &str) -> Self {
         Self::start_with(database_url, &[]).await

@@ -26,15 +26,9 @@ impl TwoNodes {
 
     /// The body of a 200 to `operation` on `node`.
     pub async fn call(&self, node: &SigilProcess, operation: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}/v2/{operation}", node.base_url))
-            .bearer_auth(&self.root_key)
-            .json(&body)
-            .send()
-            .await
-            .expect("answers");
-        assert_eq!(response.status(), 200, "{operation}");
-        response.json().await.expect("JSON")
+        let response = node.call(operation, &self.root_key, body).await;
+        assert_eq!(response.status, 200, "{operation}: {}", response.text);
+        response.body
     }
 
     /// `count` keys, made on the first node, of identity `user_1`, whose limits are `ratelimits`.

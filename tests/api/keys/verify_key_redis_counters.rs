@@ -104,13 +104,12 @@ async fn a_silent_redis_costs_503s_and_unreadiness_until_it_answers_again() {
     let proxied = format!("redis://{}", proxy.address);
     let node = SigilProcess::start_with(&database.url(), &["--ratelimit-counters", &proxied]).await;
     let root_key = crate::harness::admin_key(&database.url()).await;
-    let client = reqwest::Client::new();
-    let call = |operation: &str, body: Value| {
-        let request = client.post(format!("{}/v2/{operation}", node.base_url)).bearer_auth(&root_key).json(&body);
+    let call = |operation: &'static str, body: Value| {
+        let (node, root_key) = (&node, &root_key);
         async move {
             let started = Instant::now();
-            let response = request.send().await.expect("answers");
-            (response.status().as_u16(), response.json::<Value>().await.expect("JSON"), started.elapsed())
+            let response = node.call(operation, root_key, body).await;
+            (response.status, response.body, started.elapsed())
         }
     };
     let ready = || async { reqwest::get(format!("{}/v2/readiness", node.base_url)).await.expect("answers").status() };
