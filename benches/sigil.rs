@@ -1,5 +1,6 @@
 //! `cargo bench --bench sigil -- [--database postgres://…] [--ratelimit-counters redis://…] [--concurrency 32]
-//! [--seconds 3] [--only <name>,…]`; `SIGIL_BENCH_LOG=<file>` keeps the server's log.
+//! [--seconds 3] [--only <name>,…]`; `SIGIL_BENCH_LOG=<file>` keeps the server's log, and
+//! `SIGIL_BENCH_BINARY=<path>` measures another build of `sigil` (an earlier commit's) instead of this one.
 //!
 //! Starts the release `sigil` binary on a fresh database, seeds it, drives every operation over real HTTP
 //! with N concurrent keep-alive connections, and prints per operation: requests/s, p50/p99/p99.9 latency,
@@ -10,6 +11,9 @@
 //!   connections at the same concurrency);
 //! - HTTP floor: an axum endpoint in this process that parses the same JSON and returns a fixed body.
 //!
+//! With wrk installed, it then measures the HTTP floor and the headline operations again with
+//! `wrk -t1 -c<concurrency>` (`sigil/wrk.rs`), a client that costs the machine less per request.
+//!
 //! Last, it drives creates just before and during a storm of 500 clients retrying one in-flight
 //! Idempotency-Key ([`RetryStorm`]), and reports the ratio of the two rates.
 //!
@@ -18,6 +22,8 @@
 // Beside this file, not in benches/, where cargo would take it for a bench of its own.
 #[path = "sigil/floors.rs"]
 mod floors;
+#[path = "sigil/wrk.rs"]
+mod wrk;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -70,6 +76,9 @@ struct OperationResult {
     p999_ms: f64,
     /// Responses whose status was not the one the operation expects, by status.
     unexpected_statuses: BTreeMap<u16, u64>,
+    /// The server process's CPU time (user and system) per request: on a shared, noisy machine this moves
+    /// less than the rate does when only the server changed.
+    server_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +93,8 @@ struct Report {
     database_floors: BTreeMap<String, f64>,
     http_floor: OperationResult,
     operations: Vec<OperationResult>,
+    /// The headline figures as `wrk` measured them (`wrk.rs`), when it is installed.
+    wrk: Vec<wrk::WrkResult>,
     server_peak_rss_mb: f64,
     ratios: BTreeMap<String, f64>,
 }
@@ -107,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
 
     let storage_floor = storage_floor(&database, args.concurrency, duration).await?;
     let database_floors = database_floors(&database, args.concurrency, duration).await?;
-    let http_floor = http_floor(args.concurrency, duration).await;
+    let (floor_server, floor_url) = start_http_floor();
+    let http_floor = http_floor(&floor_url, args.concurrency, duration).await;
 
     let mut server = Server::start(&database.url, args.ratelimit_counters.as_deref()).await;
     println!("sigil serving at {} as pid {}", server.base_url, server.process.id().expect("running"));
@@ -120,13 +132,29 @@ async fn main() -> anyhow::Result<()> {
     let verified = Arc::new(seed_verified_keys(&client, &server.base_url, &key).await);
 
     let mut operations = Vec::new();
-    let chosen = |operation: &Operation| {
-        args.only.as_ref().is_none_or(|only| only.split(',').any(|part| operation.name.contains(part)))
-    };
-    for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified)).filter(chosen) {
-        let result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
+    let chosen_name =
+        |name: &str| args.only.as_ref().is_none_or(|only| only.split(',').any(|part| name.contains(part)));
+    let chosen = |operation: &Operation| chosen_name(operation.name);
+    for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified.clone())).filter(chosen)
+    {
+        let cpu_before = server.cpu_seconds();
+        let mut result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
+        result.server_cpu_us_per_request = per_request_us(server.cpu_seconds() - cpu_before, result.requests);
         operations.push(result);
     }
+    let wrk_scratch = tempfile::tempdir()?;
+    let mut wrk_results = Vec::new();
+    let wrk_targets = wrk_targets(&floor_url, &server.base_url, &key, &seeded[0].0, &verified.0);
+    for target in wrk_targets.iter().filter(|target| target.name == WRK_FLOOR || chosen_name(target.name)) {
+        let cpu_before = server.cpu_seconds();
+        if let Some(mut result) = wrk::measure(target, args.concurrency, duration, wrk_scratch.path()).await {
+            if target.name != WRK_FLOOR {
+                result.server_cpu_us_per_request = per_request_us(server.cpu_seconds() - cpu_before, result.requests);
+            }
+            wrk_results.push(result);
+        }
+    }
+    floor_server.shutdown_background();
     // Unrelated creates, just before and during a storm of retries of one in-flight Idempotency-Key.
     let creates = new_identities("before_storm");
     operations.push(drive(&client, &server.base_url, Some(&key), &creates, args.concurrency, duration).await);
@@ -153,6 +181,12 @@ async fn main() -> anyhow::Result<()> {
         ("verifyKey with credits / HTTP floor".to_owned(), rate(VERIFY_WITH_CREDITS) / http_floor.requests_per_second),
     ]);
     let mut ratios = ratios;
+    let wrk_rate = |name: &str| wrk_results.iter().find(|o| o.operation == name).map(|o| o.requests_per_second);
+    if let Some(floor) = wrk_rate(WRK_FLOOR) {
+        for result in wrk_results.iter().filter(|result| result.operation != WRK_FLOOR) {
+            ratios.insert(format!("wrk: {} / HTTP floor", result.operation), result.requests_per_second / floor);
+        }
+    }
     for (floor, per_second) in &database_floors {
         ratios.insert(format!("createIdentity / {floor}"), rate("createIdentity") / per_second);
     }
@@ -166,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         database_floors,
         http_floor,
         operations,
+        wrk: wrk_results,
         server_peak_rss_mb,
         ratios,
     };
@@ -441,12 +476,14 @@ async fn drive(
         p99_ms: percentile(0.99),
         p999_ms: percentile(0.999),
         unexpected_statuses,
+        server_cpu_us_per_request: None,
     }
 }
 
-/// The same JSON parsed and a fixed body returned, by axum in this process: what HTTP alone costs here. The
-/// server runs on a runtime of its own with as many workers as `sigil serve` has, not on the client's thread.
-async fn http_floor(concurrency: usize, duration: Duration) -> OperationResult {
+/// What HTTP alone costs here: the same JSON parsed and a fixed body returned, by axum in this process, on a
+/// runtime of its own with as many workers as `sigil serve` has, not on the client's thread. It serves until
+/// the runtime is dropped.
+fn start_http_floor() -> (tokio::runtime::Runtime, String) {
     async fn fixed(Json(_): Json<Value>) -> &'static str {
         r#"{"meta":{"requestId":"req_0"},"data":{"id":"id_0","externalId":"seed_0"}}"#
     }
@@ -456,17 +493,64 @@ async fn http_floor(concurrency: usize, duration: Duration) -> OperationResult {
     let server_runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     server_runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        axum::serve(listener, axum::Router::new().route("/floor", post(fixed))).await.expect("floor server");
+        axum::serve(listener, axum::Router::new().route(FLOOR_PATH, post(fixed))).await.expect("floor server");
     });
+    (server_runtime, base_url)
+}
+
+const FLOOR_PATH: &str = "/floor";
+const FLOOR_BODY: &str = r#"{"identity":"seed_0"}"#;
+
+async fn http_floor(base_url: &str, concurrency: usize, duration: Duration) -> OperationResult {
     let operation = Operation {
         name: "HTTP floor",
-        path: "/floor",
+        path: FLOOR_PATH,
         expected: 200,
-        body: Box::new(|_, _| json!({"identity": "seed_0"})),
+        body: Box::new(|_, _| serde_json::from_str(FLOOR_BODY).expect("JSON")),
     };
-    let result = drive(&client(concurrency), &base_url, None, &operation, concurrency, duration).await;
-    server_runtime.shutdown_background();
-    result
+    drive(&client(concurrency), base_url, None, &operation, concurrency, duration).await
+}
+
+const WRK_FLOOR: &str = "HTTP floor";
+
+/// The floor and the headline operations, as wrk sends them.
+fn wrk_targets<'a>(
+    floor_url: &str,
+    base_url: &str,
+    key: &'a str,
+    identity_id: &str,
+    verified_key: &str,
+) -> Vec<wrk::WrkTarget<'a>> {
+    let sigil = |name, operation: &str, body: String, numbered| wrk::WrkTarget {
+        name,
+        url: format!("{base_url}/v2/{operation}"),
+        bearer: Some(key),
+        body,
+        numbered,
+    };
+    vec![
+        wrk::WrkTarget {
+            name: WRK_FLOOR,
+            url: format!("{floor_url}{FLOOR_PATH}"),
+            bearer: None,
+            body: FLOOR_BODY.to_owned(),
+            numbered: false,
+        },
+        sigil("getIdentity by id", "identities.getIdentity", json!({"identity": identity_id}).to_string(), false),
+        sigil(
+            "createIdentity conflict (409)",
+            "identities.createIdentity",
+            json!({"externalId": "seed_0"}).to_string(),
+            false,
+        ),
+        sigil(
+            "createIdentity",
+            "identities.createIdentity",
+            json!({"externalId": "wrk_{n}", "meta": {"plan": "pro"}}).to_string(),
+            true,
+        ),
+        sigil(VERIFY, "keys.verifyKey", json!({"key": verified_key}).to_string(), false),
+    ]
 }
 
 /// Single-row identity inserts straight through sqlx, one transaction each, at Sigil's durability.
@@ -595,7 +679,9 @@ struct Server {
 impl Server {
     /// The server logs every request, as in production, into a pipe this process empties without keeping.
     async fn start(database_url: &str, ratelimit_counters: Option<&str>) -> Self {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        // SIGIL_BENCH_BINARY=<path> runs another build (an earlier commit's, say) against the same floors.
+        let binary = std::env::var_os("SIGIL_BENCH_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_sigil").into());
+        let mut process = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", database_url])
             .args(ratelimit_counters.map(|url| ["--ratelimit-counters", url]).into_iter().flatten())
             .stdout(Stdio::null())
@@ -628,6 +714,16 @@ impl Server {
         Self { base_url: format!("http://{address}"), process }
     }
 
+    /// The CPU time the server process has used so far, user and system (`/proc/<pid>/stat`).
+    fn cpu_seconds(&self) -> f64 {
+        let pid = self.process.id().expect("running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields 14 and 15 (utime, stime), counted after the parenthesized command name.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum();
+        ticks as f64 / CLOCK_TICKS_PER_SECOND
+    }
+
     /// VmHWM: the most resident memory the server process ever had.
     fn peak_rss_mb(&self) -> f64 {
         let pid = self.process.id().expect("running");
@@ -645,6 +741,17 @@ impl Server {
     }
 }
 
+/// Linux's USER_HZ, the unit of `/proc/<pid>/stat`'s times, on every architecture it runs on here.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+fn cpu_per_request(us: Option<f64>) -> String {
+    us.map(|us| format!("{us:.1} µs")).unwrap_or_default()
+}
+
+fn per_request_us(cpu_seconds: f64, requests: u64) -> Option<f64> {
+    (requests > 0).then(|| cpu_seconds * 1e6 / requests as f64)
+}
+
 fn print_table(report: &Report) {
     println!(
         "\nSigil benchmark: backend {}{}, concurrency {}, {} s per operation",
@@ -653,21 +760,44 @@ fn print_table(report: &Report) {
         report.concurrency,
         report.seconds_per_operation
     );
-    println!("{:<32} {:>9} {:>9} {:>9} {:>9}  unexpected", "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms");
+    println!(
+        "{:<32} {:>9} {:>9} {:>9} {:>9} {:>11}  unexpected",
+        "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU"
+    );
     for result in std::iter::once(&report.http_floor).chain(&report.operations) {
         println!(
-            "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>9.2}  {:?}",
+            "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>11}  {:?}",
             result.operation,
             result.requests_per_second,
             result.p50_ms,
             result.p99_ms,
             result.p999_ms,
+            cpu_per_request(result.server_cpu_us_per_request),
             result.unexpected_statuses
         );
     }
     println!("{:<32} {:>9.0}", "storage floor (inserts/s)", report.storage_floor_inserts_per_second);
     for (floor, per_second) in &report.database_floors {
         println!("{floor}: {per_second:.0}/s");
+    }
+    if !report.wrk.is_empty() {
+        println!("\nThe same, measured by wrk -t1 -c{}:", report.concurrency);
+        println!(
+            "{:<32} {:>9} {:>9} {:>9} {:>11}  non-2xx, socket errors",
+            "operation", "req/s", "p50 ms", "p99 ms", "server CPU"
+        );
+        for result in &report.wrk {
+            println!(
+                "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>11}  {}, {}",
+                result.operation,
+                result.requests_per_second,
+                result.p50_ms,
+                result.p99_ms,
+                cpu_per_request(result.server_cpu_us_per_request),
+                result.non_2xx,
+                result.socket_errors
+            );
+        }
     }
     println!("server peak RSS: {:.1} MB", report.server_peak_rss_mb);
     for (name, ratio) in &report.ratios {
