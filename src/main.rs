@@ -37,6 +37,9 @@ async fn main() -> ExitCode {
 }
 
 const LOG_LINES_WAITING: usize = 16_384;
+/// The log thread writes every line waiting, then flushes (tracing-appender's worker): buffered, a busy
+/// server's lines go out in one write each time the thread catches up instead of one write per line.
+const LOG_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Log lines go to stderr from a thread of their own, so a slow reader of the log (a pipe, a busy disk)
 /// never holds up a request. None is dropped: past `LOG_LINES_WAITING` lines (a few MB), logging waits for
@@ -46,7 +49,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .lossy(false)
         .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("sigil-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr()));
     let format_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let format_layer = match format {
         LogFormat::Text => format_layer.boxed(),

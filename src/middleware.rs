@@ -47,11 +47,15 @@ struct Conflict {
 pub async fn request_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let request_id = new_id("req");
     let operation = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // Fields as `&str`, not `%value`: the JSON formatter writes a string as it is, a `Display` value through
+    // `Debug` formatting first.
     let span = tracing::info_span!(
         "request",
-        request_id = %request_id,
-        method = %request.method(),
-        path = %request.uri().path(),
+        request_id = request_id.as_str(),
+        method = method.as_str(),
+        path = path.as_str()
     );
     let started = Instant::now();
     let handled = async {
@@ -77,19 +81,23 @@ pub async fn request_context(State(state): State<AppState>, request: Request, ne
     );
     let error = code.map(ErrorCode::path);
     let conflict = caller.conflict.as_ref();
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            error,
-            workspace = caller.workspace.as_deref(),
-            root_key_id = caller.root_key_id.as_deref(),
-            conflicting_field = conflict.map(|conflict| conflict.field),
-            conflicting_value = conflict.map(|conflict| conflict.value.as_str()),
-            existing_identity_id = conflict.map(|conflict| conflict.existing_identity_id.as_str()),
-            "handled"
-        );
-    });
+    // Outside the span, with its fields as the line's own: the JSON formatter parses a span's stored fields
+    // back from text for every line inside it.
+    tracing::info!(
+        parent: None,
+        request_id = request_id.as_str(),
+        method = method.as_str(),
+        path = path.as_str(),
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        error,
+        workspace = caller.workspace.as_deref(),
+        root_key_id = caller.root_key_id.as_deref(),
+        conflicting_field = conflict.map(|conflict| conflict.field),
+        conflicting_value = conflict.map(|conflict| conflict.value.as_str()),
+        existing_identity_id = conflict.map(|conflict| conflict.existing_identity_id.as_str()),
+        "handled"
+    );
     response
 }
 

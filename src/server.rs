@@ -25,11 +25,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "sigil is serving");
-    let mut state = AppState::new(store.clone(), args.limits(), idempotency);
-    if let Some(url) = &args.ratelimit_counters {
-        let counters = store::RedisCounters::connect(url).await.context("--ratelimit-counters")?;
-        state = state.counting_in(Arc::new(counters));
-    }
+    let ratelimits: Option<Arc<dyn store::Ratelimits>> = match &args.ratelimit_counters {
+        Some(url) => Some(Arc::new(store::RedisCounters::connect(url).await.context("--ratelimit-counters")?)),
+        None => None,
+    };
+    let state = AppState::new(store.clone(), args.limits(), idempotency, ratelimits);
     let in_flight = state.in_flight.clone();
     let purge = tokio::spawn(purge_what_has_ended(store.clone()));
     http_server::serve(listener, app(state), in_flight, args.connection_limits(), shutdown_signal()).await;

@@ -119,7 +119,7 @@ impl TestServer {
         let store = store::open_for_serving(&database.url()).await.expect("open test database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
-        let state = AppState::new(store.clone(), options.limits, options.idempotency);
+        let state = AppState::new(store.clone(), options.limits, options.idempotency, None);
         let app = sigil::with_layers(options.router, state);
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("server runs");
