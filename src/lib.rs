@@ -133,21 +133,18 @@ pub fn app(state: AppState) -> Router {
     with_layers(routes::router(), state)
 }
 
-/// Wraps `router` in the layers every route gets, outermost first: request id, log line and metrics, panic guard,
-/// reading the whole body (before the request counts as in flight, so a slow upload holds no slot), load
-/// shedding, timeout, body limit; every answer is put in its API's shape (`routes::in_each_apis_own_shape`:
-/// v1's envelope on v1 routes, the declared media type of v2 errors); unknown paths and methods answer in the error envelope. (Idempotency-Key
+/// Wraps `router` in what every route gets, outermost first (`middleware::around_each_request`): request id,
+/// log line and metrics; every answer put in its API's shape (`routes::in_each_apis_own_shape`: v1's
+/// envelope on v1 routes, the declared media type of v2 errors); reading the whole body (before the request
+/// counts as in flight, so a slow upload holds no slot); load shedding; timeout; then the panic guard around
+/// the handler, and the body limit. Unknown paths and methods answer in the error envelope. (Idempotency-Key
 /// is the write handlers' own: `idempotency.rs`.)
 pub fn with_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .fallback(middleware::route_not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.limits.request_timeout, middleware::enforce_timeout))
-        .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), middleware::shed_load))
-        .layer(axum::middleware::from_fn_with_state(state.limits, middleware::read_body_first))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(routes::in_each_apis_own_shape))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::around_each_request))
         .with_state(state)
 }

@@ -11,7 +11,6 @@ pub mod v1;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 
@@ -52,9 +51,13 @@ pub fn declared_error_media_type(path: &str, status: StatusCode) -> &'static str
 /// Makes every answer one its API's clients read, whichever layer made it: a v1 answer names its request
 /// in `Unkey-Request-Id` and an error comes in v1's envelope (a 503 of the load shedder, a 413 of the body
 /// reader and the like are made in v2's); a v2 error gets its declared media type.
-pub async fn in_each_apis_own_shape(request: Request, next: Next) -> Response {
+pub async fn in_each_apis_own_shape<Then, Answer>(request: Request, then: Then) -> Response
+where
+    Then: FnOnce(Request) -> Answer,
+    Answer: std::future::Future<Output = Response>,
+{
     let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
+    let mut response = then(request).await;
     let status = response.status();
     if path.starts_with("/v1/") {
         return v1::in_v1_shape(response).await;
