@@ -16,6 +16,7 @@ pub mod json_shape;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod request_log;
 pub mod routes;
 pub mod sealed_secrets;
 pub mod server;

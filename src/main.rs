@@ -50,11 +50,15 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("sigil-log")
         .finish(std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr()));
+    let request_lines = writer.clone();
     let format_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let format_layer = match format {
         LogFormat::Text => format_layer.boxed(),
         // The request's span (method, path, request id) once per line, not again in a list of all spans.
-        LogFormat::Json => format_layer.json().with_span_list(false).boxed(),
+        LogFormat::Json => {
+            sigil::request_log::write_json_lines_to(request_lines);
+            format_layer.json().with_span_list(false).boxed()
+        }
     };
     tracing_subscriber::registry().with(format_layer).with(log_filter()).init();
     guard

@@ -103,21 +103,19 @@ where
     let conflict = caller.conflict.as_ref();
     // Outside the span, with its fields as the line's own: the JSON formatter parses a span's stored fields
     // back from text for every line inside it.
-    tracing::info!(
-        parent: None,
-        request_id = request_id.as_str(),
-        method = method.as_str(),
-        path = path.as_str(),
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    crate::request_log::log(&crate::request_log::Handled {
+        request_id: &request_id,
+        method: method.as_str(),
+        path: &path,
+        status: response.status().as_u16(),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         error,
-        workspace = caller.workspace.as_deref(),
-        root_key_id = caller.root_key_id.as_deref(),
-        conflicting_field = conflict.map(|conflict| conflict.field),
-        conflicting_value = conflict.map(|conflict| conflict.value.as_str()),
-        existing_identity_id = conflict.map(|conflict| conflict.existing_identity_id.as_str()),
-        "handled"
-    );
+        workspace: caller.workspace.as_deref(),
+        root_key_id: caller.root_key_id.as_deref(),
+        conflicting_field: conflict.map(|conflict| conflict.field),
+        conflicting_value: conflict.map(|conflict| conflict.value.as_str()),
+        existing_identity_id: conflict.map(|conflict| conflict.existing_identity_id.as_str()),
+    });
     response
 }
 
