@@ -101,8 +101,6 @@ where
     );
     let error = code.map(ErrorCode::path);
     let conflict = caller.conflict.as_ref();
-    // Outside the span, with its fields as the line's own: the JSON formatter parses a span's stored fields
-    // back from text for every line inside it.
     crate::request_log::log(&crate::request_log::Handled {
         request_id: &request_id,
         method: method.as_str(),

@@ -77,6 +77,8 @@ pub fn log(line: &Handled<'_>) {
     let _ = writer.clone().write_all(&bytes);
 }
 
+/// Outside the request's span, with its fields as the line's own: tracing-subscriber's formatters write a
+/// span's stored fields again for every line inside it.
 fn log_through_tracing(line: &Handled<'_>) {
     tracing::info!(
         target: TARGET,
