@@ -229,7 +229,11 @@ async fn verify_key_200_concurrent_first_takes_of_a_new_counter_all_fit(server: 
     let codes = join_all((0..200).map(|_| verify(&server, &admin, inline.clone()))).await;
     assert!(codes.iter().all(|data| data["code"] == "VALID"), "{codes:?}");
     let data = verify(&server, &admin, inline).await;
-    assert_eq!(data["ratelimits"][0]["remaining"], 1000 - 201, "{data}");
+    // Windows are aligned to the clock: on a slow run the takes can straddle a minute, and only those in the
+    // last verification's window count against it.
+    let window = &data["ratelimits"][0]["reset"];
+    let taken_in_window = codes.iter().filter(|earlier| &earlier["ratelimits"][0]["reset"] == window).count() + 1;
+    assert_eq!(data["ratelimits"][0]["remaining"], 1000 - taken_in_window, "{data}");
 }
 
 async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: TestServer) {
