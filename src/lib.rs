@@ -13,6 +13,8 @@ pub mod idempotency;
 pub mod identities_export;
 pub mod identities_import;
 pub mod json_shape;
+pub mod log_fields;
+pub mod log_writer;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

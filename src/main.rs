@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sigil::config::{Cli, Command, IdentitiesCommand, LogFormat, RootKeyCommand};
+use sigil::log_writer::{LogWriter, LogWriterGuard};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -36,20 +37,16 @@ async fn main() -> ExitCode {
     }
 }
 
-const LOG_LINES_WAITING: usize = 16_384;
-/// The log thread writes every line waiting, then flushes (tracing-appender's worker): buffered, a busy
-/// server's lines go out in one write each time the thread catches up instead of one write per line.
-const LOG_WRITE_BUFFER: usize = 64 * 1024;
-
-/// Log lines go to stderr from a thread of their own, so a slow reader of the log (a pipe, a busy disk)
-/// never holds up a request. None is dropped: past `LOG_LINES_WAITING` lines (a few MB), logging waits for
-/// the reader. The returned guard writes out what is still waiting when `main` returns.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_LINES_WAITING)
-        .thread_name("sigil-log")
-        .finish(std::io::BufWriter::with_capacity(LOG_WRITE_BUFFER, std::io::stderr()));
+/// Log lines go to stderr from a thread of their own (`sigil::log_writer`). The returned guard writes out
+/// what is still waiting when `main` returns.
+fn init_logging(format: LogFormat) -> Option<LogWriterGuard> {
+    let (writer, guard) = match LogWriter::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("sigil: cannot start the log thread, logging nothing: {error}");
+            return None;
+        }
+    };
     let request_lines = writer.clone();
     let format_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
     let format_layer = match format {
@@ -57,11 +54,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         // The request's span (method, path, request id) once per line, not again in a list of all spans.
         LogFormat::Json => {
             sigil::request_log::write_json_lines_to(request_lines);
-            format_layer.json().with_span_list(false).boxed()
+            format_layer.json().with_span_list(false).fmt_fields(sigil::log_fields::JsonSpanFields).boxed()
         }
     };
     tracing_subscriber::registry().with(format_layer).with(log_filter()).init();
-    guard
+    Some(guard)
 }
 
 /// `SIGIL_LOG`, as targets and levels (`info`, `sigil=debug,sqlx=warn`); `info` when unset or unreadable.
