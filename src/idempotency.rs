@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,7 +32,7 @@ use crate::sealed_secrets::{self, RecordKey};
 use crate::store::{Recorded, Recording, StoreError};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub static REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Retries of one key waiting in this process at most; more are answered 409 at once.
 const MAX_WAITING_PER_KEY: usize = 64;
@@ -280,7 +280,7 @@ fn replay(stored: StoredResponse) -> Response {
     let mut response = (status, stored.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    headers.insert(&REPLAYED_HEADER, HeaderValue::from_static("true"));
     response
 }
 

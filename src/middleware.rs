@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
@@ -19,7 +19,9 @@ use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
 use crate::{AppState, InFlight, Limits};
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// A `HeaderName` made once: from a `&str`, a header name is parsed again on every use.
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE_HEADER: HeaderName = HeaderName::from_static("keep-alive");
 
 tokio::task_local! {
     /// What the handler learned that the request's log line and metrics name.
@@ -84,11 +86,11 @@ where
     };
     let (mut response, caller) = CALLER.scope(std::cell::RefCell::new(Caller::default()), handled).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        response.headers_mut().insert(&REQUEST_ID_HEADER, value);
     }
-    response.headers_mut().insert("keep-alive", state.keep_alive.clone());
+    response.headers_mut().insert(&KEEP_ALIVE_HEADER, state.keep_alive.clone());
     let code = response.extensions().get::<ErrorCode>().copied();
-    let replayed = response.headers().contains_key(REPLAYED_HEADER);
+    let replayed = response.headers().contains_key(&REPLAYED_HEADER);
     let database_failure = response.extensions().get::<DatabaseFailure>().map(|failure| failure.0);
     state.metrics.observe(
         &operation,

