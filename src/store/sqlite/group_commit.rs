@@ -1,8 +1,9 @@
-//! Group commit for every identity write on SQLite. A write queues here as a closure; one committer task
-//! takes everything waiting and runs it as one transaction, each write in a savepoint of its own unless it
-//! is a single statement (a write refused for its own reasons, such as a conflict, is rolled back alone and
-//! its neighbours go on), and answers every write only after the commit, and its fsync, returned. Under
-//! load one fsync covers many writes; alone, a write is a transaction of its own.
+//! Group commit for every identity write on SQLite. A write queues here as a closure, or, for the hottest
+//! one, a create, as the row to insert; one committer task takes everything waiting and runs it as one
+//! transaction, each write in a savepoint of its own unless it is a single statement (a write refused for
+//! its own reasons, such as a conflict, is rolled back alone and its neighbours go on), consecutive creates
+//! as one statement, and answers every write only after the commit, and its fsync, returned. Under load
+//! one fsync covers many writes; alone, a write is a transaction of its own.
 //!
 //! A failure of the database itself (a full disk, an I/O error, running out of memory, a deadline) fails
 //! the whole group and closes its connection. SQLite may already have rolled the whole transaction back on
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::store::backend::WriteFuture;
+use crate::store::sqlite::identities::{IdentityInsert, insert_identities};
 use crate::store::sqlite::timed_acquire;
 use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 
@@ -32,7 +34,7 @@ const MAX_GROUP: usize = 256;
 const MAX_QUEUED: usize = MAX_GROUP * 4;
 
 pub(super) struct GroupWriter {
-    queue: mpsc::Sender<Box<dyn QueuedWrite>>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl GroupWriter {
@@ -70,24 +72,79 @@ impl GroupWriter {
         self.queue(write, false).await
     }
 
+    /// Inserts a new identity in the next group, with the creates next to it in one statement, and returns
+    /// its id, or the conflict, once that group has committed.
+    pub async fn insert_identity(&self, insert: IdentityInsert) -> Result<String, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let queued_at = Instant::now();
+        self.send(Queued::Insert(Box::new(QueuedInsert { insert, queued_at, reply })), answer).await
+    }
+
     async fn queue<T, Write>(&self, write: Write, savepoint: bool) -> Result<T, StoreError>
     where
         T: Send + 'static,
         Write: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let queued_at = Instant::now();
+        let write = QueuedClosure { write: Some(write), savepoint, queued_at, outcome: None, reply };
+        self.send(Queued::Write(Box::new(write)), answer).await
+    }
+
+    async fn send<T>(&self, queued: Queued, answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
         // The committer is gone only while the store shuts down; a group that panicked drops its replies.
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        let queued_at = Instant::now();
-        let queued = Box::new(Queued { write: Some(write), savepoint, queued_at, outcome: None, reply });
         // A full queue is waited for within the write's deadline too: the write runs in a task of its own
         // (`idempotency::run_write`), which no request timeout ends.
-        within_deadline_at(queued_at + DATABASE_DEADLINE, async {
+        within_deadline_at(queued.queued_at() + DATABASE_DEADLINE, async {
             self.queue.send(queued).await.map_err(|_| stopped())
         })
         .await?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// What waits for a group.
+enum Queued {
+    Write(Box<dyn QueuedWrite>),
+    Insert(Box<QueuedInsert>),
+}
+
+impl Queued {
+    fn queued_at(&self) -> Instant {
+        match self {
+            Queued::Write(write) => write.queued_at(),
+            Queued::Insert(insert) => insert.queued_at,
+        }
+    }
+
+    fn insert(&mut self) -> Option<&mut IdentityInsert> {
+        match self {
+            Queued::Insert(queued) => Some(&mut queued.insert),
+            Queued::Write(_) => None,
+        }
+    }
+
+    /// Answers the caller with the write's outcome, or with the group's failure when it did not commit.
+    fn answer(self, group: Result<(), &StoreError>) {
+        match self {
+            Queued::Write(write) => write.answer(group),
+            Queued::Insert(queued) => {
+                let outcome = match (group, queued.insert.outcome) {
+                    (Ok(()), Some(outcome)) => outcome,
+                    (Err(failure), _) => Err(failure.same_kind()),
+                    (Ok(()), None) => Err(StoreError::InvalidData("a queued create never ran".to_owned())),
+                };
+                let _ = queued.reply.send(outcome);
+            }
+        }
+    }
+}
+
+struct QueuedInsert {
+    insert: IdentityInsert,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<String, StoreError>>,
 }
 
 /// How a write went, as the committer needs to know it.
@@ -99,7 +156,7 @@ enum Ran {
     DatabaseFailed(StoreError),
 }
 
-/// A write of any outcome type, as the committer sees it.
+/// A closure's write of any outcome type, as the committer sees it.
 trait QueuedWrite: Send {
     fn needs_savepoint(&self) -> bool;
 
@@ -107,11 +164,10 @@ trait QueuedWrite: Send {
 
     fn run<'c>(&'c mut self, connection: &'c mut SqliteConnection) -> Pin<Box<dyn Future<Output = Ran> + Send + 'c>>;
 
-    /// Answers the caller with the write's outcome, or with the group's failure when it did not commit.
     fn answer(self: Box<Self>, group: Result<(), &StoreError>);
 }
 
-struct Queued<T, Write> {
+struct QueuedClosure<T, Write> {
     write: Option<Write>,
     savepoint: bool,
     queued_at: Instant,
@@ -119,7 +175,7 @@ struct Queued<T, Write> {
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-impl<T, Write> QueuedWrite for Queued<T, Write>
+impl<T, Write> QueuedWrite for QueuedClosure<T, Write>
 where
     T: Send,
     Write: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send,
@@ -161,11 +217,7 @@ where
     }
 }
 
-async fn commit_groups(
-    writer: SqlitePool,
-    mut queue: mpsc::Receiver<Box<dyn QueuedWrite>>,
-    connection_waits: Histogram,
-) {
+async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Queued>, connection_waits: Histogram) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
         // A group runs as a task of its own so that a panic in one write costs only its group (whose
@@ -223,7 +275,7 @@ impl Drop for GroupConnection {
 async fn run_group(
     writer: &SqlitePool,
     connection_waits: &Histogram,
-    writes: &mut [Box<dyn QueuedWrite>],
+    writes: &mut [Queued],
     deadline: Instant,
 ) -> Result<(), StoreError> {
     let mut group = within_deadline_at(deadline, async {
@@ -231,7 +283,16 @@ async fn run_group(
             GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false };
         let connection = &mut *group.connection;
         connection.execute("BEGIN IMMEDIATE").await?;
-        for write in writes.iter_mut() {
+        let mut next = 0;
+        while next < writes.len() {
+            let Queued::Write(write) = &mut writes[next] else {
+                let mut inserts: Vec<&mut IdentityInsert> =
+                    writes[next..].iter_mut().map_while(Queued::insert).collect();
+                next += inserts.len();
+                insert_identities(connection, &mut inserts).await?;
+                continue;
+            };
+            next += 1;
             let savepoint = write.needs_savepoint();
             if savepoint {
                 connection.execute("SAVEPOINT write").await?;

@@ -5,7 +5,7 @@
 //! makes every acknowledged commit durable, through a process kill or a power loss.
 //!
 //! Every identity write is group-committed (`group_commit.rs`): one transaction, a savepoint per write,
-//! one fsync for all the writes waiting.
+//! consecutive creates inserted by one statement (`identities.rs`), one fsync for all the writes waiting.
 
 mod group_commit;
 mod identities;
