@@ -1,6 +1,6 @@
 //! Success bodies `{"meta":{"requestId"},"data"?,"pagination"?}` and the request id they carry.
 
-use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -77,8 +77,17 @@ impl<T: Serialize> Envelope<T> {
     }
 }
 
+/// Room for most bodies (a verification with an identity and its limits is about 500 bytes): axum's `Json`
+/// starts at 128 bytes and copies the body each time it grows.
+const BODY_BYTES: usize = 1024;
+
 impl<T: Serialize> IntoResponse for Envelope<T> {
     fn into_response(self) -> Response {
-        Json(self).into_response()
+        let mut body = Vec::with_capacity(BODY_BYTES);
+        match serde_json::to_writer(&mut body, &self) {
+            Ok(()) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+            // As axum's `Json` answers a body that cannot be serialized.
+            Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        }
     }
 }

@@ -13,6 +13,9 @@ use crate::log_writer::LogWriter;
 /// The target the line is logged under, as `SIGIL_LOG` names it.
 const TARGET: &str = "sigil::middleware";
 
+/// Room for a request's line with its caller and a conflict: about 400 bytes.
+const LINE_BYTES: usize = 512;
+
 static JSON_LINES: OnceLock<LogWriter> = OnceLock::new();
 
 /// Makes every request's line a JSON line written to `writer` (the log thread's, so it keeps its place
@@ -68,7 +71,11 @@ pub fn log(line: &Handled<'_>) {
     let timestamp = rfc3339_micros(time::OffsetDateTime::now_utc());
     let json_line =
         JsonLine { timestamp, level: "INFO", fields: Fields { message: "handled", handled: line }, target: TARGET };
-    let Ok(mut bytes) = serde_json::to_vec(&json_line) else { return };
+    // Sized for a whole line: grown from serde_json's 128 bytes it was copied twice on the way.
+    let mut bytes = Vec::with_capacity(LINE_BYTES);
+    if serde_json::to_writer(&mut bytes, &json_line).is_err() {
+        return;
+    }
     bytes.push(b'\n');
     writer.write_line(&bytes);
 }
