@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let (workspace, _) = store.ensure_workspace("bench").await?;
     let key = mint_root_key(&*store, &workspace, vec![all_permissions(&workspace)]).await?;
     let client = client(args.concurrency);
-    let seeded = seed(&client, &server.base_url, &key, 1000).await;
+    let seeded = seed(&client, &server.base_url, &key, SEEDED).await;
     let seeded = Arc::new(seeded);
     let verified = Arc::new(seed_verified_keys(&client, &server.base_url, &key).await);
 
@@ -182,13 +182,17 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let mut ratios = ratios;
     let wrk_rate = |name: &str| wrk_results.iter().find(|o| o.operation == name).map(|o| o.requests_per_second);
+    // Creates are measured against the database's floors, everything else wrk measures against its HTTP floor.
     if let Some(floor) = wrk_rate(WRK_FLOOR) {
-        for result in wrk_results.iter().filter(|result| result.operation != WRK_FLOOR) {
+        for result in wrk_results.iter().filter(|result| ![WRK_FLOOR, "createIdentity"].contains(&result.operation)) {
             ratios.insert(format!("wrk: {} / HTTP floor", result.operation), result.requests_per_second / floor);
         }
     }
     for (floor, per_second) in &database_floors {
         ratios.insert(format!("createIdentity / {floor}"), rate("createIdentity") / per_second);
+        if let Some(creates) = wrk_rate("createIdentity") {
+            ratios.insert(format!("wrk: createIdentity / {floor}"), creates / per_second);
+        }
     }
     println!("retry storm answers by status: {storm_answers:?}");
     let report = Report {
@@ -498,6 +502,9 @@ fn start_http_floor() -> (tokio::runtime::Runtime, String) {
     (server_runtime, base_url)
 }
 
+/// Identities seeded before the operations run, `seed_0` to `seed_999`.
+const SEEDED: usize = 1000;
+
 const FLOOR_PATH: &str = "/floor";
 const FLOOR_BODY: &str = r#"{"identity":"seed_0"}"#;
 
@@ -534,22 +541,30 @@ fn wrk_targets<'a>(
             url: format!("{floor_url}{FLOOR_PATH}"),
             bearer: None,
             body: FLOOR_BODY.to_owned(),
-            numbered: false,
+            numbered: None,
         },
-        sigil("getIdentity by id", "identities.getIdentity", json!({"identity": identity_id}).to_string(), false),
+        sigil("getIdentity by id", "identities.getIdentity", json!({"identity": identity_id}).to_string(), None),
         sigil(
             "createIdentity conflict (409)",
             "identities.createIdentity",
             json!({"externalId": "seed_0"}).to_string(),
-            false,
+            None,
         ),
         sigil(
             "createIdentity",
             "identities.createIdentity",
             json!({"externalId": "wrk_{n}", "meta": {"plan": "pro"}}).to_string(),
-            true,
+            Some(u64::MAX),
         ),
-        sigil(VERIFY, "keys.verifyKey", json!({"key": verified_key}).to_string(), false),
+        sigil(VERIFY, "keys.verifyKey", json!({"key": verified_key}).to_string(), None),
+        // For their tails: every update is a write, each of another seeded identity; a page reads 100.
+        sigil(
+            "updateIdentity",
+            "identities.updateIdentity",
+            json!({"identity": "seed_{n}", "meta": {"plan": "pro"}}).to_string(),
+            Some(SEEDED as u64),
+        ),
+        sigil("listIdentities (100)", "identities.listIdentities", json!({"limit": 100}).to_string(), None),
     ]
 }
 

@@ -14,9 +14,10 @@ pub struct WrkTarget<'a> {
     pub name: &'static str,
     pub url: String,
     pub bearer: Option<&'a str>,
-    /// A fixed JSON body, or, with `numbered`, one whose `{n}` is replaced by a number no request repeats.
+    /// A fixed JSON body, or, with `numbered`, one whose `{n}` is replaced by a counter that goes from 0 to
+    /// `numbered` - 1 and starts again (`u64::MAX`: no request repeats a number).
     pub body: String,
-    pub numbered: bool,
+    pub numbered: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -63,10 +64,10 @@ fn lua(target: &WrkTarget<'_>) -> String {
         script.push_str(&format!("wrk.headers[\"Authorization\"] = \"Bearer {bearer}\"\n"));
     }
     let body = lua_string(&target.body);
-    if target.numbered {
+    if let Some(numbers) = target.numbered {
         script.push_str(&format!(
-            "local n = 0\nrequest = function()\n  n = n + 1\n  local body = string.gsub({body}, \"{{n}}\", \
-             tostring(n))\n  return wrk.format(nil, nil, nil, body)\nend\n"
+            "local n = -1\nrequest = function()\n  n = (n + 1) % {numbers}\n  local body = string.gsub({body}, \
+             \"{{n}}\", string.format(\"%d\", n))\n  return wrk.format(nil, nil, nil, body)\nend\n"
         ));
     } else {
         script.push_str(&format!("wrk.body = {body}\n"));

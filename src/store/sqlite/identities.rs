@@ -14,7 +14,7 @@ use crate::store::identities::{
     identity_page, ratelimits_json, to_json,
 };
 use crate::store::sqlite::{SqliteStore, timed_acquire};
-use crate::store::{StoreError, now_ms, within_deadline};
+use crate::store::{StoreError, now_ms, within_deadline, within_deadline_at};
 
 /// Inserts the identities of a JSON array of `[id, workspaceId, externalId, meta, ratelimits, createdAt]`,
 /// in its order, skipping any whose externalId a live identity holds (the partial unique index
@@ -50,25 +50,56 @@ pub(super) async fn insert_identities(
     mut inserts: &mut [&mut IdentityInsert],
 ) -> Result<(), StoreError> {
     while !inserts.is_empty() {
-        let mut bytes = 0;
-        let rows = 1 + inserts[1..]
-            .iter()
-            .take_while(|insert| {
-                bytes += insert.meta.len() + insert.ratelimits.len();
-                bytes <= STATEMENT_BYTES
-            })
-            .count();
-        let (statement, rest) = inserts.split_at_mut(rows);
-        insert_in_one_statement(connection, statement).await?;
+        let (statement, rest) = inserts.split_at_mut(rows_of_one_statement(inserts));
+        let ids = insert_rows(connection, statement).await?;
+        note_outcomes(connection, statement, ids).await?;
         inserts = rest;
     }
     Ok(())
 }
 
-async fn insert_in_one_statement(
+/// Whether one statement inserts all of `inserts`.
+pub(super) fn fit_one_statement(inserts: &[&mut IdentityInsert]) -> bool {
+    rows_of_one_statement(inserts) == inserts.len()
+}
+
+/// Inserts `inserts`, which [fit one statement](fit_one_statement), in no transaction but the statement's
+/// own, and notes each one's outcome. An error is the statement's: nothing was stored. The statement
+/// commits once sent, so it is not bounded by `deadline`; finding who holds the externalIds that
+/// collided is, and a failure there fails only the creates that collided, after the rest were stored.
+/// `false` when that failure may have left the connection unusable.
+pub(super) async fn insert_identities_alone(
     connection: &mut SqliteConnection,
     inserts: &mut [&mut IdentityInsert],
-) -> Result<(), StoreError> {
+    deadline: tokio::time::Instant,
+) -> Result<bool, StoreError> {
+    let ids = insert_rows(connection, inserts).await?;
+    let noted = within_deadline_at(deadline, note_outcomes(connection, inserts, ids)).await;
+    if let Err(error) = &noted {
+        for insert in inserts.iter_mut().filter(|insert| insert.outcome.is_none()) {
+            insert.outcome = Some(Err(error.same_kind()));
+        }
+    }
+    Ok(noted.is_ok())
+}
+
+/// How many of `inserts`, from the first, one statement takes.
+fn rows_of_one_statement(inserts: &[&mut IdentityInsert]) -> usize {
+    let mut bytes = 0;
+    1 + inserts[1..]
+        .iter()
+        .take_while(|insert| {
+            bytes += insert.meta.len() + insert.ratelimits.len();
+            bytes <= STATEMENT_BYTES
+        })
+        .count()
+}
+
+/// The ids given to `inserts`, in order, once one statement has inserted those whose externalId is free.
+async fn insert_rows(
+    connection: &mut SqliteConnection,
+    inserts: &[&mut IdentityInsert],
+) -> Result<Vec<(String, bool)>, StoreError> {
     let ids: Vec<String> = inserts.iter().map(|_| new_id("id")).collect();
     let rows: Vec<_> = inserts
         .iter()
@@ -80,27 +111,43 @@ async fn insert_in_one_statement(
     let rows =
         serde_json::to_string(&rows).map_err(|error| StoreError::InvalidData(format!("new identities: {error}")))?;
     let inserted = sqlx::query(INSERT_IDENTITIES).bind(rows).execute(&mut *connection).await?.rows_affected();
-    let stored: HashSet<String> = if inserted == ids.len() as u64 {
-        ids.iter().cloned().collect()
+    Ok(ids.into_iter().map(|id| (id, inserted == inserts.len() as u64)).collect())
+}
+
+/// Notes each insert's outcome: its id when it was stored, else the conflict with the live identity holding
+/// its externalId. `ids` are the ids given, each with whether it is known to be stored. On an error, the
+/// inserts noted before it keep their outcomes.
+async fn note_outcomes(
+    connection: &mut SqliteConnection,
+    inserts: &mut [&mut IdentityInsert],
+    ids: Vec<(String, bool)>,
+) -> Result<(), StoreError> {
+    let stored: HashSet<String> = if ids.iter().all(|(_, stored)| *stored) {
+        HashSet::new()
     } else {
-        let ids_json = serde_json::to_string(&ids).map_err(|error| StoreError::InvalidData(error.to_string()))?;
-        let stored: String = sqlx::query_scalar(STORED_IDS).bind(ids_json).fetch_one(&mut *connection).await?;
+        let given: Vec<&String> = ids.iter().map(|(id, _)| id).collect();
+        let given = serde_json::to_string(&given).map_err(|error| StoreError::InvalidData(error.to_string()))?;
+        let stored: String = sqlx::query_scalar(STORED_IDS).bind(given).fetch_one(&mut *connection).await?;
         serde_json::from_str(&stored).map_err(|error| StoreError::InvalidData(format!("stored ids: {error}")))?
     };
-    for (insert, id) in inserts.iter_mut().zip(ids) {
-        insert.outcome = Some(if stored.contains(&id) {
-            Ok(id)
+    let mut collided = Vec::new();
+    for (insert, (id, known_stored)) in inserts.iter_mut().zip(ids) {
+        if known_stored || stored.contains(&id) {
+            insert.outcome = Some(Ok(id));
         } else {
-            // The one writer: the holder cannot vanish before this read.
-            let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                .bind(&insert.workspace_id)
-                .bind(&insert.external_id)
-                .fetch_optional(&mut *connection)
-                .await?;
-            match holder {
-                Some(existing_id) => Err(StoreError::Conflict { existing_id }),
-                None => Err(StoreError::Contended("the externalId was freed during the insert")),
-            }
+            collided.push(insert);
+        }
+    }
+    for insert in collided {
+        // The one writer: the holder cannot vanish before this read.
+        let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+            .bind(&insert.workspace_id)
+            .bind(&insert.external_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+        insert.outcome = Some(match holder {
+            Some(existing_id) => Err(StoreError::Conflict { existing_id }),
+            None => Err(StoreError::Contended("the externalId was freed during the insert")),
         });
     }
     Ok(())
@@ -225,6 +272,42 @@ mod tests {
         let expected: Vec<_> =
             ids.into_iter().enumerate().map(|(n, id)| (id, format!("large_{n}"), meta.len() as i64)).collect();
         assert_eq!(stored, expected);
+        store.close_pools().await;
+    }
+
+    /// A group of creates alone is one statement with no transaction around it; the creates that collided,
+    /// with each other or with an identity stored before, name the holder.
+    #[tokio::test]
+    async fn creates_alone_in_a_group_name_whom_they_collided_with() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_a_workspace(&dir).await;
+        let held = store.writes.insert_identity(insert("held")).await.expect("held");
+        let (first, duplicate, of_held) = tokio::join!(
+            store.writes.insert_identity(insert("a")),
+            store.writes.insert_identity(insert("a")),
+            store.writes.insert_identity(insert("held")),
+        );
+        let first = first.expect("a");
+        assert!(matches!(duplicate, Err(StoreError::Conflict { existing_id }) if existing_id == first));
+        assert!(matches!(of_held, Err(StoreError::Conflict { existing_id }) if existing_id == held));
+        let mut connection = store.writer.acquire().await.expect("connection");
+        let mut inserts = [insert("b"), insert("c")];
+        let kept = insert_identities_alone(
+            &mut connection,
+            &mut inserts.iter_mut().collect::<Vec<_>>(),
+            tokio::time::Instant::now() + crate::store::DATABASE_DEADLINE,
+        )
+        .await
+        .expect("inserted");
+        assert!(kept, "the connection is fine");
+        assert!(inserts.iter().all(|insert| matches!(insert.outcome, Some(Ok(_)))));
+        drop(connection);
+        // Seen from another connection: committed, no transaction left open.
+        let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM identities WHERE external_id IN ('b', 'c')")
+            .fetch_one(&store.reader)
+            .await
+            .expect("count");
+        assert_eq!(committed, 2);
         store.close_pools().await;
     }
 
