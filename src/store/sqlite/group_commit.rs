@@ -63,8 +63,7 @@ impl GroupWriter {
 
     /// Like [`run`](Self::run), without the savepoint, for a write that changes the database with at most
     /// one statement, and only when it succeeds: a statement refused for its own reasons undoes itself,
-    /// and the transaction goes on. That saves two round trips to SQLite's thread on the hottest write, a
-    /// create.
+    /// and the transaction goes on. That saves two round trips to SQLite's thread (an update, a delete).
     pub async fn run_one_statement<T, Write>(&self, write: Write) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -17,24 +17,23 @@ use crate::store::sqlite::{SqliteStore, timed_acquire};
 use crate::store::{StoreError, now_ms, within_deadline, within_deadline_at};
 
 /// Inserts the identities of a JSON array of `[id, workspaceId, externalId, meta, ratelimits, createdAt]`,
-/// in its order, skipping any whose externalId a live identity holds (the partial unique index
-/// `identities_live_external_id`; an earlier row of the same array counts). Every statement is a hand-off
-/// to sqlx's SQLite thread and back, two context switches and a futex call or two, which were most of a
-/// create's CPU time when each create was a statement of its own.
+/// in its order, skipping any whose externalId a live identity holds (an earlier row of the same array
+/// counts), and returns the ids it stored. Every statement is a hand-off to sqlx's SQLite thread and back,
+/// two context switches and a futex call or two, which were most of a create's CPU time when each create
+/// was a statement of its own. The conflict target is the live-externalId index alone: an id that
+/// collided (a ULID, so never in practice) fails the statement rather than pass for a stored create.
 const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each($1) \
-     WHERE true ORDER BY key ON CONFLICT DO NOTHING";
-/// Which of a JSON array of ids are stored, as one JSON array.
-const STORED_IDS: &str = "SELECT json_group_array(id) FROM identities WHERE id IN (SELECT value FROM json_each($1))";
+     WHERE true ORDER BY key ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING \
+     RETURNING id";
 
-/// A create on its way to the group commit: all of the row but its id, which the group gives, so that ids
-/// keep the order in which identities were stored.
+/// A create on its way to the group commit: all of the row but its id and time, which the group gives, so
+/// that ids keep the order in which identities were stored.
 pub(super) struct IdentityInsert {
     workspace_id: String,
     external_id: String,
     meta: String,
     ratelimits: String,
-    created_at: i64,
     /// The new identity's id, or the conflict with the live one holding the externalId.
     pub(super) outcome: Option<Result<String, StoreError>>,
 }
@@ -51,8 +50,8 @@ pub(super) async fn insert_identities(
 ) -> Result<(), StoreError> {
     while !inserts.is_empty() {
         let (statement, rest) = inserts.split_at_mut(rows_of_one_statement(inserts));
-        let ids = insert_rows(connection, statement).await?;
-        note_outcomes(connection, statement, ids).await?;
+        insert_rows(connection, statement).await?;
+        note_collisions(connection, statement).await?;
         inserts = rest;
     }
     Ok(())
@@ -65,17 +64,18 @@ pub(super) fn fit_one_statement(inserts: &[&mut IdentityInsert]) -> bool {
 
 /// Inserts `inserts`, which [fit one statement](fit_one_statement), in no transaction but the statement's
 /// own, and notes each one's outcome. An error is the statement's: nothing was stored. The statement
-/// commits once sent, so it is not bounded by `deadline`; finding who holds the externalIds that
-/// collided is, and a failure there fails only the creates that collided, after the rest were stored.
-/// `false` when that failure may have left the connection unusable.
+/// commits once sent, so it is not bounded by `deadline`, and the creates it stored are noted as soon as
+/// it returns; finding who holds the externalIds that collided is bounded, and a failure there fails only
+/// the creates that collided. `false` when that failure may have left the connection unusable.
 pub(super) async fn insert_identities_alone(
     connection: &mut SqliteConnection,
     inserts: &mut [&mut IdentityInsert],
     deadline: tokio::time::Instant,
 ) -> Result<bool, StoreError> {
-    let ids = insert_rows(connection, inserts).await?;
-    let noted = within_deadline_at(deadline, note_outcomes(connection, inserts, ids)).await;
+    insert_rows(connection, inserts).await?;
+    let noted = within_deadline_at(deadline, note_collisions(connection, inserts)).await;
     if let Err(error) = &noted {
+        tracing::warn!(%error, "could not tell creates that collided whom they collided with");
         for insert in inserts.iter_mut().filter(|insert| insert.outcome.is_none()) {
             insert.outcome = Some(Err(error.same_kind()));
         }
@@ -86,59 +86,44 @@ pub(super) async fn insert_identities_alone(
 /// How many of `inserts`, from the first, one statement takes.
 fn rows_of_one_statement(inserts: &[&mut IdentityInsert]) -> usize {
     let mut bytes = 0;
-    1 + inserts[1..]
-        .iter()
-        .take_while(|insert| {
-            bytes += insert.meta.len() + insert.ratelimits.len();
-            bytes <= STATEMENT_BYTES
-        })
-        .count()
+    let after_the_first = inserts.iter().skip(1).take_while(|insert| {
+        bytes += insert.meta.len() + insert.ratelimits.len();
+        bytes <= STATEMENT_BYTES
+    });
+    inserts.len().min(1) + after_the_first.count()
 }
 
-/// The ids given to `inserts`, in order, once one statement has inserted those whose externalId is free.
-async fn insert_rows(
-    connection: &mut SqliteConnection,
-    inserts: &[&mut IdentityInsert],
-) -> Result<Vec<(String, bool)>, StoreError> {
+/// Inserts, with one statement, those of `inserts` whose externalId is free, each under a new id, and
+/// notes each one stored as such. The others are left without an outcome.
+async fn insert_rows(connection: &mut SqliteConnection, inserts: &mut [&mut IdentityInsert]) -> Result<(), StoreError> {
     let ids: Vec<String> = inserts.iter().map(|_| new_id("id")).collect();
+    let created_at = now_ms();
     let rows: Vec<_> = inserts
         .iter()
         .zip(&ids)
         .map(|(insert, id)| {
-            (id, &insert.workspace_id, &insert.external_id, &insert.meta, &insert.ratelimits, insert.created_at)
+            (id, &insert.workspace_id, &insert.external_id, &insert.meta, &insert.ratelimits, created_at)
         })
         .collect();
     let rows =
         serde_json::to_string(&rows).map_err(|error| StoreError::InvalidData(format!("new identities: {error}")))?;
-    let inserted = sqlx::query(INSERT_IDENTITIES).bind(rows).execute(&mut *connection).await?.rows_affected();
-    Ok(ids.into_iter().map(|id| (id, inserted == inserts.len() as u64)).collect())
-}
-
-/// Notes each insert's outcome: its id when it was stored, else the conflict with the live identity holding
-/// its externalId. `ids` are the ids given, each with whether it is known to be stored. On an error, the
-/// inserts noted before it keep their outcomes.
-async fn note_outcomes(
-    connection: &mut SqliteConnection,
-    inserts: &mut [&mut IdentityInsert],
-    ids: Vec<(String, bool)>,
-) -> Result<(), StoreError> {
-    let stored: HashSet<String> = if ids.iter().all(|(_, stored)| *stored) {
-        HashSet::new()
-    } else {
-        let given: Vec<&String> = ids.iter().map(|(id, _)| id).collect();
-        let given = serde_json::to_string(&given).map_err(|error| StoreError::InvalidData(error.to_string()))?;
-        let stored: String = sqlx::query_scalar(STORED_IDS).bind(given).fetch_one(&mut *connection).await?;
-        serde_json::from_str(&stored).map_err(|error| StoreError::InvalidData(format!("stored ids: {error}")))?
-    };
-    let mut collided = Vec::new();
-    for (insert, (id, known_stored)) in inserts.iter_mut().zip(ids) {
-        if known_stored || stored.contains(&id) {
+    let stored: HashSet<String> =
+        sqlx::query_scalar(INSERT_IDENTITIES).bind(rows).fetch_all(&mut *connection).await?.into_iter().collect();
+    for (insert, id) in inserts.iter_mut().zip(ids) {
+        if stored.contains(&id) {
             insert.outcome = Some(Ok(id));
-        } else {
-            collided.push(insert);
         }
     }
-    for insert in collided {
+    Ok(())
+}
+
+/// Notes, for each of `inserts` that was not stored, the conflict with the live identity holding its
+/// externalId. On an error, those noted before it keep their outcomes.
+async fn note_collisions(
+    connection: &mut SqliteConnection,
+    inserts: &mut [&mut IdentityInsert],
+) -> Result<(), StoreError> {
+    for insert in inserts.iter_mut().filter(|insert| insert.outcome.is_none()) {
         // The one writer: the holder cannot vanish before this read.
         let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
             .bind(&insert.workspace_id)
@@ -172,7 +157,6 @@ impl IdentityBackend for SqliteStore {
                 external_id: new.external_id.clone(),
                 meta: to_json(&new.meta)?,
                 ratelimits: ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?,
-                created_at: now_ms(),
                 outcome: None,
             };
             return self.writes.insert_identity(insert).await;
@@ -246,7 +230,6 @@ mod tests {
             external_id: external_id.to_owned(),
             meta: "{}".to_owned(),
             ratelimits: "[]".to_owned(),
-            created_at: 0,
             outcome: None,
         }
     }
