@@ -18,8 +18,12 @@ use tracing_subscriber::fmt::MakeWriter;
 const WRITE_EVERY: Duration = Duration::from_millis(10);
 /// Waiting lines past this many bytes are written at once.
 const WRITE_AT_BYTES: usize = 256 * 1024;
-/// No line is dropped: past this many bytes waiting (a reader that stopped reading), logging waits.
+/// No line is dropped while stderr takes writes: past this many bytes waiting (a reader that stopped
+/// reading), logging waits.
 const MAX_WAITING_BYTES: usize = 4 * 1024 * 1024;
+/// How long the end of `main` waits for the last lines to be written: a reader that stopped reading must
+/// not keep the process from exiting.
+const LAST_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct LogWriter {
@@ -39,6 +43,8 @@ struct Waiting {
     bytes: Vec<u8>,
     loggers_waiting_for_room: usize,
     closing: bool,
+    /// The thread wrote its last batch and ended.
+    finished: bool,
 }
 
 /// Writes what is still waiting, and stops the thread, when dropped (at the end of `main`).
@@ -65,6 +71,10 @@ impl LogWriter {
     /// Queues one whole line (or several): a call's bytes are never split from each other.
     pub fn write_line(&self, line: &[u8]) {
         let mut waiting = self.shared.lock();
+        // Nothing writes a line logged after the end of `main`; it must not wait for room either.
+        if waiting.closing {
+            return;
+        }
         while !waiting.bytes.is_empty() && waiting.bytes.len() + line.len() > MAX_WAITING_BYTES {
             waiting.loggers_waiting_for_room += 1;
             waiting = self.shared.drained.wait(waiting).unwrap_or_else(PoisonError::into_inner);
@@ -99,25 +109,55 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
             }
             waiting.closing
         };
-        // A failed write (a closed pipe, a full disk) loses its batch, as a failed line is lost anywhere;
-        // logging goes on, and the next batch tries again.
         if !batch.is_empty() {
-            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            write_batch(&mut out, &batch);
             batch.clear();
             // A burst's buffer is not kept for good.
             batch.shrink_to(WRITE_AT_BYTES * 2);
         }
         if closing {
+            shared.lock().finished = true;
+            shared.drained.notify_all();
             return;
         }
     }
 }
 
+/// Writes a batch whole, waiting out a stderr that was left non-blocking. Any other failure (a closed pipe,
+/// a full disk) loses what is left of the batch, as a failed line is lost anywhere, ending the last line
+/// it cut so that the next batch starts a line of its own; the next batch tries again.
+fn write_batch(out: &mut impl Write, batch: &[u8]) {
+    let mut written = 0;
+    while written < batch.len() {
+        match out.write(&batch[written..]) {
+            Ok(0) => break,
+            Ok(more) => written += more,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(_) => break,
+        }
+    }
+    if written > 0 && written < batch.len() && batch[written - 1] != b'\n' {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
 impl Drop for LogWriterGuard {
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
+        let mut waiting = self.shared.lock();
+        waiting.closing = true;
         self.shared.gathered.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let (waiting, _) = self
+            .shared
+            .drained
+            .wait_timeout_while(waiting, LAST_WRITE_GRACE, |waiting| !waiting.finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        let finished = waiting.finished;
+        drop(waiting);
+        if let Some(thread) = self.thread.take().filter(|_| finished) {
             let _ = thread.join();
         }
     }
@@ -195,6 +235,67 @@ mod tests {
                 .collect();
             assert_eq!(numbers, (0..20_000).collect::<Vec<_>>(), "thread {thread}'s lines in order");
         }
+    }
+
+    /// A reader that takes 5 bytes and then fails once.
+    #[derive(Clone, Default)]
+    struct FailingOnce(Arc<Mutex<(Vec<u8>, bool)>>);
+
+    impl Write for FailingOnce {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut state = self.0.lock().unwrap();
+            if state.1 {
+                state.0.extend_from_slice(bytes);
+                return Ok(bytes.len());
+            }
+            if state.0.len() < 5 {
+                let taken = bytes.len().min(5 - state.0.len());
+                state.0.extend_from_slice(&bytes[..taken]);
+                return Ok(taken);
+            }
+            state.1 = true;
+            Err(std::io::Error::other("disk full"))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batch_a_failed_write_cut_ends_its_line_and_the_next_starts_a_new_one() {
+        let reader = FailingOnce::default();
+        let (writer, guard) = LogWriter::start(reader.clone()).expect("start");
+        writer.write_line(b"abcdefghij\n");
+        std::thread::sleep(WRITE_EVERY * 5);
+        writer.write_line(b"next\n");
+        drop(guard);
+        assert_eq!(reader.0.lock().unwrap().0, b"abcde\nnext\n");
+    }
+
+    /// A reader that never returns from a write.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(0)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stopped_keeps_the_end_of_main_waiting_a_moment_only() {
+        let (writer, guard) = LogWriter::start(Stuck).expect("start");
+        writer.write_line(b"never read\n");
+        std::thread::sleep(WRITE_EVERY * 5);
+        let started = std::time::Instant::now();
+        drop(guard);
+        assert!(started.elapsed() < LAST_WRITE_GRACE * 3, "waited {:?}", started.elapsed());
+        writer.write_line(b"after the end: neither written nor waited for\n");
     }
 
     #[test]
