@@ -75,14 +75,14 @@ impl Default for KeyCache {
 
 impl KeyCache {
     /// `Some(None)`: known not to exist. `None`: not known.
-    pub fn get(&self, workspace: &WorkspaceId, hash: &str) -> Option<Option<StoredKey>> {
+    pub fn get(&self, workspace: &WorkspaceId, hash: &str) -> Option<Option<Arc<StoredKey>>> {
         let entry = self.by_hash.get(&cache_key(workspace, hash))?;
         let current = entry.generation == self.generation.load(Ordering::SeqCst)
             && entry.key_version == self.key_version(workspace, hash).load(Ordering::SeqCst)
             && entry.key.as_ref().and_then(|key| key.identity.as_ref()).is_none_or(|identity| {
                 entry.identity_version == self.identity_version(workspace, &identity.id).load(Ordering::SeqCst)
             });
-        current.then(|| entry.key.as_deref().cloned())
+        current.then(|| entry.key.clone())
     }
 
     /// To be taken before reading the key with this hash from the database.
@@ -94,7 +94,7 @@ impl KeyCache {
         }
     }
 
-    pub fn insert(&self, workspace: &WorkspaceId, hash: &str, found: Option<&StoredKey>, read: KeyRead) {
+    pub fn insert(&self, workspace: &WorkspaceId, hash: &str, found: Option<&Arc<StoredKey>>, read: KeyRead) {
         if found.is_some_and(|key| key.credits.is_some()) {
             return;
         }
@@ -110,12 +110,8 @@ impl KeyCache {
                 noted
             }
         };
-        let entry = Entry {
-            key: found.map(|key| Arc::new(key.clone())),
-            key_version: read.key_version,
-            identity_version,
-            generation: read.generation,
-        };
+        let entry =
+            Entry { key: found.cloned(), key_version: read.key_version, identity_version, generation: read.generation };
         self.by_hash.insert(cache_key(workspace, hash), entry);
     }
 
@@ -173,8 +169,8 @@ mod tests {
     use super::*;
     use crate::domain::identity::{Identity, stored_json};
 
-    fn key(identity_id: Option<&str>) -> StoredKey {
-        StoredKey {
+    fn key(identity_id: Option<&str>) -> Arc<StoredKey> {
+        Arc::new(StoredKey {
             id: "key_1".into(),
             api_id: "api_1".into(),
             start: "sk_1".into(),
@@ -192,7 +188,7 @@ mod tests {
                 meta: stored_json("{}".into(), '{').expect("an object"),
                 ratelimits: stored_json("[]".into(), '[').expect("an array"),
             }),
-        }
+        })
     }
 
     fn workspace() -> WorkspaceId {
@@ -239,7 +235,7 @@ mod tests {
     fn a_key_with_credits_is_not_kept() {
         let cache = KeyCache::default();
         let read = cache.read_version(&workspace(), "hash_1");
-        let with_credits = StoredKey { credits: Some(r#"{"remaining":5}"#.into()), ..key(None) };
+        let with_credits = Arc::new(StoredKey { credits: Some(r#"{"remaining":5}"#.into()), ..(*key(None)).clone() });
         cache.insert(&workspace(), "hash_1", Some(&with_credits), read);
         assert!(cache.get(&workspace(), "hash_1").is_none());
     }

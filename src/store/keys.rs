@@ -1,6 +1,8 @@
 //! Keys: what the store offers for them, the SQL both databases run, and its one implementation
 //! ([`impl_keys!`]).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::domain::identity::Identity;
@@ -97,8 +99,9 @@ pub trait Keys: Send + Sync {
         limit: i64,
     ) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// The live key, in a live API, whose hash is `hash` ([`crate::domain::key::hash`]).
-    async fn get_key_by_hash(&self, workspace: &WorkspaceId, hash: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// The live key, in a live API, whose hash is `hash` ([`crate::domain::key::hash`]): shared with what
+    /// this node keeps in memory, not copied for every verification.
+    async fn get_key_by_hash(&self, workspace: &WorkspaceId, hash: &str) -> Result<Option<Arc<StoredKey>>, StoreError>;
 
     /// Deletes the live key: softly (it no longer verifies, and its hash stays taken), or, when
     /// `permanent`, its row. `false` when none matched. Its identity is not touched.
@@ -302,6 +305,8 @@ macro_rules! impl_keys {
     ($store:ty) => {
         // A block of its own, so that the implementation names what it uses as this file does.
         const _: () = {
+            use std::sync::Arc;
+
             use $crate::domain::identity::{Creation, NewIdentity};
             use $crate::domain::ids::new_id;
             use $crate::domain::key::{Credits, KeyChanges};
@@ -380,13 +385,13 @@ macro_rules! impl_keys {
                     &self,
                     workspace: &WorkspaceId,
                     hash: &str,
-                ) -> Result<Option<StoredKey>, StoreError> {
+                ) -> Result<Option<Arc<StoredKey>>, StoreError> {
                     let cache = self.caches().and_then(|caches| caches.keys());
                     if let Some(known) = cache.and_then(|cache| cache.get(workspace, hash)) {
                         return Ok(known);
                     }
                     let read = cache.map(|cache| cache.read_version(workspace, hash));
-                    let key = self.live_key(LIVE_KEY_BY_HASH, workspace, hash).await?;
+                    let key = self.live_key(LIVE_KEY_BY_HASH, workspace, hash).await?.map(Arc::new);
                     if let (Some(cache), Some(read)) = (cache, read) {
                         cache.insert(workspace, hash, key.as_ref(), read);
                     }

@@ -31,7 +31,7 @@ pub async fn whoami(
     let key = state.store.get_key_by_hash(&root_key.workspace, &hash(&request.key)).await?;
     match key {
         Some(key) if root_key.may(Needed::api(ApiAction::ReadKey, Some(&key.api_id))) => {
-            Ok(Envelope::data(KeyResponseData::of(key)?))
+            Ok(Envelope::data(KeyResponseData::of(std::sync::Arc::unwrap_or_clone(key))?))
         }
         _ => Err(key_not_found()),
     }

@@ -44,7 +44,13 @@ impl MemoryCounters {
         let (take, outcomes) = decide(checks, &counted, now_ms);
         if take {
             for (check, (start, count)) in checks.iter().zip(current) {
-                counts.by_counter.insert(check.counter.clone(), (start, count + check.cost));
+                // In place when the counter exists: no copy of its key, no second hash.
+                match counts.by_counter.get_mut(&check.counter) {
+                    Some(counter) => *counter = (start, count + check.cost),
+                    None => {
+                        counts.by_counter.insert(check.counter.clone(), (start, count + check.cost));
+                    }
+                }
             }
             if counts.by_counter.len() > counts.prune_past {
                 counts.by_counter.retain(|counter, (start, _)| *start + counter.duration > now_ms);
