@@ -80,10 +80,11 @@ impl LogWriter {
             waiting = self.shared.drained.wait(waiting).unwrap_or_else(PoisonError::into_inner);
             waiting.loggers_waiting_for_room -= 1;
         }
-        let was_below = waiting.bytes.len() < WRITE_AT_BYTES;
+        let (was_empty, was_below) = (waiting.bytes.is_empty(), waiting.bytes.len() < WRITE_AT_BYTES);
         waiting.bytes.extend_from_slice(line);
-        // Woken only when the batch fills: a notify is a system call even when nobody waits.
-        if was_below && waiting.bytes.len() >= WRITE_AT_BYTES {
+        // The thread is woken by a batch's first line (it sleeps while there is nothing to write) and when
+        // the batch fills, not by every line: a notify is a system call even when nobody waits.
+        if was_empty || (was_below && waiting.bytes.len() >= WRITE_AT_BYTES) {
             self.shared.gathered.notify_one();
         }
     }
@@ -100,6 +101,10 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
     loop {
         let closing = {
             let mut waiting = shared.lock();
+            while waiting.bytes.is_empty() && !waiting.closing {
+                waiting = shared.gathered.wait(waiting).unwrap_or_else(PoisonError::into_inner);
+            }
+            // The batch's first line waits a moment for others to join it.
             if waiting.bytes.len() < WRITE_AT_BYTES && !waiting.closing {
                 waiting = shared.gathered.wait_timeout(waiting, WRITE_EVERY).unwrap_or_else(PoisonError::into_inner).0;
             }
