@@ -44,6 +44,10 @@ pub fn document() -> &'static Value {
 pub fn validate_request_body(path: &str, body: &Value) -> Result<(), ApiError> {
     let validator =
         VALIDATORS.get(path).unwrap_or_else(|| panic!("route {path} has no request schema in openapi.json"));
+    // A valid body, nearly every one, takes the validator's fast path, which builds no errors.
+    if validator.is_valid(body) {
+        return Ok(());
+    }
     let errors: Vec<ValidationError> = validator
         .iter_errors(body)
         .take(MAX_REPORTED_ERRORS)
