@@ -390,17 +390,24 @@ macro_rules! impl_identities {
                         let created = Change::identity_created(workspace, &id, &new.external_id);
                         return Ok(Written::new(Creation::Created { id }, vec![created]));
                     }
-                    // On SQLite, the one writer: the holder cannot vanish before this read. On PostgreSQL, a
-                    // holder deleted in between makes the create contended, and the caller may retry.
+                    let existing_id = Self::holder_in(connection, workspace, &new.external_id).await?;
+                    Ok(Written::unchanged(Creation::AlreadyExists { existing_id }))
+                }
+
+                /// The live identity holding `external_id`, for a create that inserted nothing. On SQLite, the
+                /// one writer, the holder cannot vanish before this read. On PostgreSQL, a holder deleted in
+                /// between makes the create contended, and the caller may retry.
+                async fn holder_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    external_id: &str,
+                ) -> Result<String, StoreError> {
                     let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
                         .bind(workspace.as_str())
-                        .bind(&new.external_id)
+                        .bind(external_id)
                         .fetch_optional(&mut *connection)
                         .await?;
-                    match holder {
-                        Some(existing_id) => Ok(Written::unchanged(Creation::AlreadyExists { existing_id })),
-                        None => Err(StoreError::Contended("the externalId was freed during the insert")),
-                    }
+                    holder.ok_or(StoreError::Contended("the externalId was freed during the insert"))
                 }
 
                 /// Makes the ratelimits of `identity`, whose row this transaction has written, exactly `sent`.

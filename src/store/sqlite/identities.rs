@@ -10,8 +10,7 @@ use crate::domain::identity::{Creation, IdentityPageQuery, NewIdentity, replace_
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::identities::{
-    INLINE_PAYLOAD_BYTES, IdentityBackend, LIVE_IDENTITY_ID_BY_EXTERNAL_ID, ListedRow, checked_ratelimits,
-    identity_page, ratelimits_json, to_json,
+    INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, checked_ratelimits, identity_page, ratelimits_json, to_json,
 };
 use crate::store::sqlite::{SqliteStore, timed_acquire};
 use crate::store::{StoreError, now_ms, within_deadline, within_deadline_at};
@@ -30,7 +29,7 @@ const INSERT_IDENTITIES: &str = "INSERT INTO identities (id, workspace_id, exter
 /// A create on its way to the group commit: all of the row but its id and time, which the group gives, so
 /// that ids keep the order in which identities were stored.
 pub(super) struct IdentityInsert {
-    workspace_id: String,
+    workspace: WorkspaceId,
     external_id: String,
     meta: String,
     ratelimits: String,
@@ -102,7 +101,7 @@ async fn insert_rows(connection: &mut SqliteConnection, inserts: &mut [&mut Iden
         .iter()
         .zip(&ids)
         .map(|(insert, id)| {
-            (id, &insert.workspace_id, &insert.external_id, &insert.meta, &insert.ratelimits, created_at)
+            (id, insert.workspace.as_str(), &insert.external_id, &insert.meta, &insert.ratelimits, created_at)
         })
         .collect();
     let rows =
@@ -124,15 +123,10 @@ async fn note_collisions(
     inserts: &mut [&mut IdentityInsert],
 ) -> Result<(), StoreError> {
     for insert in inserts.iter_mut().filter(|insert| insert.outcome.is_none()) {
-        // The one writer: the holder cannot vanish before this read.
-        let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-            .bind(&insert.workspace_id)
-            .bind(&insert.external_id)
-            .fetch_optional(&mut *connection)
-            .await?;
-        insert.outcome = Some(match holder {
-            Some(existing_id) => Err(StoreError::Conflict { existing_id }),
-            None => Err(StoreError::Contended("the externalId was freed during the insert")),
+        insert.outcome = Some(match SqliteStore::holder_in(connection, &insert.workspace, &insert.external_id).await {
+            Ok(existing_id) => Err(StoreError::Conflict { existing_id }),
+            Err(contended @ StoreError::Contended(_)) => Err(contended),
+            Err(error) => return Err(error),
         });
     }
     Ok(())
@@ -153,7 +147,7 @@ impl IdentityBackend for SqliteStore {
     async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> Result<String, StoreError> {
         if new.id.is_none() {
             let insert = IdentityInsert {
-                workspace_id: workspace.as_str().to_owned(),
+                workspace: workspace.clone(),
                 external_id: new.external_id.clone(),
                 meta: to_json(&new.meta)?,
                 ratelimits: ratelimits_json(&replace_ratelimits(&[], &new.ratelimits))?,
@@ -226,7 +220,7 @@ mod tests {
 
     fn insert(external_id: &str) -> IdentityInsert {
         IdentityInsert {
-            workspace_id: "ws_1".to_owned(),
+            workspace: WorkspaceId::from_stored("ws_1".to_owned()),
             external_id: external_id.to_owned(),
             meta: "{}".to_owned(),
             ratelimits: "[]".to_owned(),
