@@ -66,3 +66,23 @@ pub async fn set_last_refill(server: &TestServer, key_id: &str, at_ms: i64) {
         sqlx::query(query).bind(at_ms).bind(key_id).execute(&mut connection).await.expect("update");
     }
 }
+
+/// The window length of every limit whose takes a test counts. Windows are fixed and aligned to the clock,
+/// as Unkey's, so takes that straddle a window's end start counting again; an hour-long window, entered
+/// well before its end (see [`start_well_inside_a_counted_window`]), holds a whole test.
+pub const COUNTED_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// Waits for the next counted window when less than a minute of the current one is left, so that a test's
+/// takes all fall in one window however slow the machine.
+pub async fn start_well_inside_a_counted_window() {
+    const MARGIN_MS: i64 = 60 * 1000;
+    let left = COUNTED_WINDOW_MS - now_ms().rem_euclid(COUNTED_WINDOW_MS);
+    if left < MARGIN_MS {
+        tokio::time::sleep(std::time::Duration::from_millis(left.unsigned_abs() + 10)).await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since_epoch.as_millis()).expect("in range")
+}

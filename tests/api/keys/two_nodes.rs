@@ -5,6 +5,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, SigilProcess, TestDatabase};
+use crate::keys::{COUNTED_WINDOW_MS, start_well_inside_a_counted_window};
 
 pub struct TwoNodes {
     pub first: SigilProcess,
@@ -48,7 +49,8 @@ impl TwoNodes {
 
     /// 200 verifications, alternating nodes and two keys of one identity whose limit is 50: exactly 50 pass.
     pub async fn give_exactly_an_identitys_limit_of_valid_verifications(&self) {
-        let limit = json!([{"name": "requests", "limit": 50, "duration": 60_000, "autoApply": true}]);
+        start_well_inside_a_counted_window().await;
+        let limit = json!([{"name": "requests", "limit": 50, "duration": COUNTED_WINDOW_MS, "autoApply": true}]);
         let keys = self.keys_of_one_identity(limit, 2).await;
         let verifications = (0..200).map(|n| {
             let node = if n % 2 == 0 { &self.first } else { &self.second };

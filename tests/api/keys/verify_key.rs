@@ -3,8 +3,8 @@ use serde_json::{Value, json};
 
 use crate::harness::TestServer;
 use crate::keys::get_key::api_and_key;
-use crate::keys::set_last_refill;
 use crate::keys::two_nodes::TwoNodes;
+use crate::keys::{COUNTED_WINDOW_MS, now_ms, set_last_refill, start_well_inside_a_counted_window};
 
 crate::backend_tests!(
     verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits,
@@ -25,7 +25,7 @@ crate::backend_tests!(
 );
 
 fn limit(name: &str, limit: i64, auto_apply: bool) -> Value {
-    json!({"name": name, "limit": limit, "duration": 60_000, "autoApply": auto_apply})
+    json!({"name": name, "limit": limit, "duration": COUNTED_WINDOW_MS, "autoApply": auto_apply})
 }
 
 async fn verify(server: &TestServer, root_key: &str, body: Value) -> Value {
@@ -63,7 +63,7 @@ async fn verify_key_200_valid_shows_the_key_its_identity_and_its_checked_limits(
     assert_eq!((&tokens["limit"], &tokens["remaining"], &tokens["exceeded"]), (&json!(7), &json!(6), &json!(false)));
     assert!(tokens["id"].as_str().unwrap().starts_with("rl_") && tokens["autoApply"] == true);
     let reset = tokens["reset"].as_i64().unwrap();
-    assert!(reset % 60_000 == 0 && reset > 1_700_000_000_000, "the end of the window, in unix ms: {reset}");
+    assert!(reset % COUNTED_WINDOW_MS == 0 && reset > 1_700_000_000_000, "the end of the window, in unix ms: {reset}");
 }
 
 /// Unknown, deleted, of a deleted API, of another workspace, or not the root key's to verify: the same
@@ -104,6 +104,7 @@ async fn verify_key_200_disabled_and_expired(server: TestServer) {
 /// A node keeps what it read of a key in memory: every change to the key, its identity or its API must void
 /// it before the change is acknowledged. Each step verifies first, so the key is in memory when it changes.
 async fn verify_key_200_follows_every_change_to_the_key_its_identity_and_its_api_at_once(server: TestServer) {
+    start_well_inside_a_counted_window().await;
     let admin = server.admin_key().await;
     identity_with_limit(&server, &admin, "user_1", json!([limit("requests", 100, true)])).await;
     let (api_id, key_id, key) = api_and_key(&server, &admin, json!({"externalId": "user_1"})).await;
@@ -147,6 +148,7 @@ async fn verify_key_200_follows_every_change_to_the_key_its_identity_and_its_api
 
 /// Identity limits are counted on the identity, so every key of it shares them.
 async fn verify_key_200_two_keys_of_one_identity_share_its_limit(server: TestServer) {
+    start_well_inside_a_counted_window().await;
     let admin = server.admin_key().await;
     identity_with_limit(&server, &admin, "user_1", json!([limit("requests", 3, true)])).await;
     let (_, _, first) = api_and_key(&server, &admin, json!({"externalId": "user_1"})).await;
@@ -159,6 +161,7 @@ async fn verify_key_200_two_keys_of_one_identity_share_its_limit(server: TestSer
 }
 
 async fn verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key(server: TestServer) {
+    start_well_inside_a_counted_window().await;
     let admin = server.admin_key().await;
     let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": [limit("tokens", 10, false)]})).await;
     let plain = verify(&server, &admin, json!({"key": key})).await;
@@ -172,7 +175,7 @@ async fn verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key
     assert_eq!((&beyond["code"], &beyond["ratelimits"][0]["remaining"]), (&json!("RATE_LIMITED"), &json!(2)));
     let fits = verify(&server, &admin, json!({"key": key, "ratelimits": [{"name": "tokens", "cost": 2}]})).await;
     assert_eq!((&fits["code"], &fits["ratelimits"][0]["remaining"]), (&json!("VALID"), &json!(0)));
-    let inline = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1, "duration": 1000}]});
+    let inline = json!({"key": key, "ratelimits": [{"name": "burst", "limit": 1, "duration": COUNTED_WINDOW_MS}]});
     let first = verify(&server, &admin, inline.clone()).await;
     assert_eq!((&first["code"], &first["ratelimits"][0]["id"]), (&json!("VALID"), &json!("")));
     assert_eq!(first["ratelimits"][0]["autoApply"], false);
@@ -181,6 +184,7 @@ async fn verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key
 
 /// Unkey's issue #1995: a verification denied by one limit must not spend the others.
 async fn verify_key_200_takes_from_all_limits_or_from_none(server: TestServer) {
+    start_well_inside_a_counted_window().await;
     let admin = server.admin_key().await;
     let limits = json!([limit("second", 2, true), limit("month", 100, true)]);
     let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": limits})).await;
@@ -196,6 +200,7 @@ async fn verify_key_200_takes_from_all_limits_or_from_none(server: TestServer) {
 }
 
 async fn verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none(server: TestServer) {
+    start_well_inside_a_counted_window().await;
     let admin = server.admin_key().await;
     let body = json!({"credits": {"remaining": 5}, "ratelimits": [limit("requests", 3, true)]});
     let (_, key_id, key) = api_and_key(&server, &admin, body).await;
@@ -258,11 +263,6 @@ async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: Test
     let set = json!({"keyId": key_id, "operation": "set", "value": 1});
     assert_eq!(server.call("keys.updateCredits", &admin, set).await.status, 200);
     assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 0, "the set value, not a refill");
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
-    i64::try_from(since_epoch.as_millis()).expect("in range")
 }
 
 async fn ended_ratelimit_windows_are_purged_and_live_ones_kept(server: TestServer) {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::chaos_proxy::ChaosProxy;
 use crate::harness::{Backend, SigilProcess, TestDatabase, refused_to_start};
 use crate::keys::two_nodes::TwoNodes;
+use crate::keys::{COUNTED_WINDOW_MS, start_well_inside_a_counted_window};
 
 /// Redis runs beside PostgreSQL on every development and CI machine (`SIGIL_TEST_REDIS_URL` overrides it).
 fn redis_url() -> String {
@@ -35,7 +36,7 @@ async fn redis_is_up(url: &str) -> bool {
 }
 
 fn limit(name: &str, limit: i64) -> Value {
-    json!({"name": name, "limit": limit, "duration": 60_000, "autoApply": true})
+    json!({"name": name, "limit": limit, "duration": COUNTED_WINDOW_MS, "autoApply": true})
 }
 
 /// Two PostgreSQL nodes counting in the one Redis; `None` when Redis or PostgreSQL is down outside CI.
@@ -56,6 +57,7 @@ async fn two_nodes_counting_in_redis_give_exactly_an_identitys_limit_of_valid_ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_counters_take_from_all_limits_or_from_none() {
     let Some(nodes) = nodes_counting_in_redis().await else { return };
+    start_well_inside_a_counted_window().await;
     let (_, key) = nodes.keys_of_one_identity(json!([limit("minute", 3), limit("burst", 2)]), 1).await.remove(0);
     let mut seen = Vec::new();
     for _ in 0..3 {
