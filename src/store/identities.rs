@@ -102,19 +102,22 @@ pub(super) trait IdentityBackend {
 /// (primary key, live-externalId index) joined by UNION ALL: an `id = $2 OR external_id = $2` filter makes
 /// SQLite scan every live identity of the workspace.
 ///
-/// The externalId is looked up alone, behind a materialized CTE, and its workspace checked after: with the
-/// workspace in the same condition, PostgreSQL, guessing on a table that had grown since its last ANALYZE,
-/// took `identities_live_external_id_folded` (workspace first) and filtered every identity of the
-/// workspace, 42 ms per lookup at 24,600 identities (auto_explain), which made gets, updates and list
-/// pages run at about 100 a second in the benchmark for the seconds until autovacuum's next ANALYZE. On
-/// externalId alone only the live-externalId index applies. The price: the live identities holding the
+/// Each is looked up alone, behind a materialized CTE, and its workspace checked after: with the workspace
+/// in the same condition, PostgreSQL, guessing on a table that had grown since its last ANALYZE, took
+/// `identities_live_external_id_folded` (workspace first) and filtered every identity of the workspace:
+/// 42 ms per lookup by externalId at 24,600 identities (auto_explain), and 10 ms by id at 44,000 (EXPLAIN
+/// ANALYZE of the generic plan), which made gets, updates and list pages run at 100 to 300 a second in the
+/// benchmark for the seconds until autovacuum's next ANALYZE. Alone, the id has only the primary key to use
+/// and the externalId only the live-externalId index. The price: the live identities holding the
 /// externalId in every workspace are read, a handful, since workspaces are the operator's to create.
 macro_rules! live_identity_id {
     () => {
-        "(WITH holders AS MATERIALIZED (\
+        "(WITH by_id AS MATERIALIZED (\
+           SELECT id, workspace_id, deleted_at FROM identities WHERE id = $2\
+         ), holders AS MATERIALIZED (\
            SELECT id, workspace_id FROM identities WHERE external_id = $2 AND deleted_at IS NULL\
          ) SELECT id FROM (\
-           SELECT id, 0 AS rank FROM identities WHERE id = $2 AND workspace_id = $1 AND deleted_at IS NULL \
+           SELECT id, 0 AS rank FROM by_id WHERE workspace_id = $1 AND deleted_at IS NULL \
            UNION ALL \
            SELECT id, 1 AS rank FROM holders WHERE workspace_id = $1\
          ) AS candidates ORDER BY rank LIMIT 1)"
@@ -179,9 +182,11 @@ pub(super) use identity_page;
 /// rows then holds at most 6.5 MB before it is cut at [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES).
 pub(super) const INLINE_PAYLOAD_BYTES: i64 = 64 * 1024;
 
-/// The meta and ratelimits of a live identity on a list page, too large to come with its row.
-pub(super) const PAYLOAD_BY_ID: &str =
-    "SELECT meta, ratelimits FROM identities WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL";
+/// The meta and ratelimits of a live identity on a list page, too large to come with its row. By id alone
+/// first, for the reason [`live_identity_id`] gives.
+pub(super) const PAYLOAD_BY_ID: &str = "WITH by_id AS MATERIALIZED (\
+       SELECT workspace_id, deleted_at, meta, ratelimits FROM identities WHERE id = $2\
+     ) SELECT meta, ratelimits FROM by_id WHERE workspace_id = $1 AND deleted_at IS NULL";
 
 /// A row of a list page, as [`identity_page!`] reads it.
 pub(super) struct ListedRow {

@@ -15,6 +15,8 @@ pub(super) mod changes;
 mod create_groups;
 mod identities;
 mod kept_connections;
+#[cfg(test)]
+mod query_plans;
 mod ratelimits;
 
 use std::sync::Arc;
