@@ -6,6 +6,11 @@ use crate::store::identity_cache::IdentityCache;
 use crate::store::key_cache::KeyCache;
 use crate::store::root_key_cache::RootKeyCache;
 
+/// How every in-memory cache hashes its keys. Keys are chosen by callers (externalIds, presented keys'
+/// digests), so the hasher is keyed at random per process, as std's SipHash is; aHash, built for that, cost
+/// a cached getIdentity 800 fewer instructions (1.3%, callgrind) across the root key and identity caches.
+pub(super) type CacheHasher = ahash::RandomState;
+
 pub(super) struct Caches {
     pub identities: IdentityCache,
     keys: KeyCache,

@@ -21,13 +21,13 @@
 //! which may commit without this process bumping anything, and on PostgreSQL a change whose notice never
 //! came.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::sync::Cache;
+
+use crate::store::caches::CacheHasher;
 
 use crate::domain::identity::Identity;
 use crate::domain::workspace::WorkspaceId;
@@ -41,12 +41,12 @@ const CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 const HOLDERS_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 
 pub(super) struct IdentityCache {
-    entries: Cache<String, Entry>,
+    entries: Cache<String, Entry, CacheHasher>,
     /// The identity holding an externalId (by [`cache_key`]), with the version it was learned at; only
     /// while this process is the only writer.
-    holders: Option<Cache<String, Holder>>,
+    holders: Option<Cache<String, Holder, CacheHasher>>,
     versions: Box<[AtomicU64]>,
-    hasher: RandomState,
+    hasher: CacheHasher,
     /// Whether entries may be served: false while a PostgreSQL node cannot hear of other nodes' writes.
     serving: AtomicBool,
     hits: AtomicU64,
@@ -102,13 +102,13 @@ impl IdentityCache {
                 .weigher(|key: &String, holder: &Holder| {
                     u32::try_from(key.len() + holder.identity_id.len()).unwrap_or(u32::MAX)
                 })
-                .build()
+                .build_with_hasher(CacheHasher::new())
         });
         Self {
-            entries: entries.build(),
+            entries: entries.build_with_hasher(CacheHasher::new()),
             holders,
             versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
-            hasher: RandomState::new(),
+            hasher: CacheHasher::new(),
             serving: AtomicBool::new(serving),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

@@ -14,12 +14,12 @@
 //! verification shows of its credits (even one that spends nothing) must be what the database holds, which
 //! changes with every spend on every node.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::sync::Cache;
+
+use crate::store::caches::CacheHasher;
 
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoredKey;
@@ -30,10 +30,10 @@ const VERSIONS: usize = 4096;
 const CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 
 pub(super) struct KeyCache {
-    by_hash: Cache<String, Entry>,
+    by_hash: Cache<String, Entry, CacheHasher>,
     /// Counters of keys, by workspace and hash, and of identities, by workspace and id.
     versions: Box<[AtomicU64]>,
-    hasher: RandomState,
+    hasher: CacheHasher,
     /// Bumped by every identity change, before its own counter.
     identity_changes: AtomicU64,
     /// Bumped when everything read is void.
@@ -64,9 +64,9 @@ impl Default for KeyCache {
             },
         );
         Self {
-            by_hash: by_hash.build(),
+            by_hash: by_hash.build_with_hasher(CacheHasher::new()),
             versions: (0..VERSIONS).map(|_| AtomicU64::new(0)).collect(),
-            hasher: RandomState::new(),
+            hasher: CacheHasher::new(),
             identity_changes: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         }

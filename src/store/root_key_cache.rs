@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::sync::Cache;
 
+use crate::store::caches::CacheHasher;
+
 use crate::domain::permission::RootKey;
 
 /// The same bound as for identities.
@@ -19,7 +21,7 @@ const CAPACITY: u64 = 10_000;
 
 pub(super) struct RootKeyCache {
     /// `None`: no key has this hash.
-    by_hash: Cache<String, Option<RootKey>>,
+    by_hash: Cache<String, Option<RootKey>, CacheHasher>,
     /// Bumped by every revocation heard: a read that began before one stores nothing (it may have read
     /// the key just before it was revoked).
     generation: AtomicU64,
@@ -31,7 +33,10 @@ pub(super) struct ReadGeneration(u64);
 impl Default for RootKeyCache {
     fn default() -> Self {
         Self {
-            by_hash: Cache::builder().max_capacity(CAPACITY).time_to_live(TIME_TO_LIVE).build(),
+            by_hash: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(TIME_TO_LIVE)
+                .build_with_hasher(CacheHasher::new()),
             generation: AtomicU64::new(0),
         }
     }
