@@ -12,8 +12,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -188,13 +190,15 @@ async fn recorded_answer(
     Ok(record.map(|record| record.answer_for(fingerprint)))
 }
 
-/// Runs `write` in a task of its own, holding `turn` until it ends: a write that started runs to its end,
-/// and its answer is recorded, even when the request is given up (a timeout, a dropped connection).
+/// Runs `write` to its end, holding `turn` until then: a write that started runs to its end, and its answer
+/// is recorded, even when the request is given up (a timeout, a dropped connection). A write that ends at
+/// its first step (a 409 that memory decides, say) ends here; one that waits goes on in a task of its own.
+/// Spawning every write cost a 409 decided from memory 6 µs of its 21 µs of CPU (wrk -t1 -c32).
 async fn run_to_the_end<T: Send + 'static>(
     write: StoreWrite<T>,
     turn: Option<Arc<Turn>>,
 ) -> Result<Recorded<T>, StoreError> {
-    let task = tokio::spawn(
+    let mut to_the_end = Box::pin(
         async move {
             let outcome = write.await;
             if outcome.is_ok() {
@@ -206,7 +210,18 @@ async fn run_to_the_end<T: Send + 'static>(
         }
         .instrument(tracing::Span::current()),
     );
-    task.await.unwrap_or_else(|failed| Err(StoreError::InvalidData(format!("the write's task failed: {failed}"))))
+    let failed =
+        |failure: &dyn std::fmt::Display| Err(StoreError::InvalidData(format!("the write's task failed: {failure}")));
+    // A panic in the first step is answered as one in the task would be.
+    let first_step = std::future::poll_fn(|context| {
+        Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| to_the_end.as_mut().poll(context))))
+    });
+    match first_step.await {
+        Ok(Poll::Ready(outcome)) => return outcome,
+        Ok(Poll::Pending) => {}
+        Err(_) => return failed(&"it panicked"),
+    }
+    tokio::spawn(to_the_end).await.unwrap_or_else(|failure| failed(&failure))
 }
 
 fn respond<T, Answer: WriteAnswer>(
