@@ -11,6 +11,7 @@ crate::backend_tests!(
     a_nul_in_search_or_cursor_is_just_a_character,
     ratelimits_are_listed_in_name_order_whatever_order_they_were_written_in,
     a_meta_nested_as_deep_as_a_create_accepts_is_listed,
+    a_meta_is_listed_byte_for_byte_as_it_is_got,
     a_page_of_large_metas_ends_at_its_byte_bound_and_the_cursor_goes_on,
 );
 
@@ -255,4 +256,27 @@ async fn sqlite_a_search_looks_at_a_bounded_number_of_identities_per_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_search_looks_at_a_bounded_number_of_identities_per_page() {
     a_search_looks_at_a_bounded_number_of_identities_per_page(crate::harness::Backend::Postgres).await;
+}
+
+/// A list page's metas come through another path than getIdentity's (SQLite builds the page as one JSON
+/// document, with each meta in it as a string): what a client reads must be the text getIdentity gives,
+/// escapes, big integers and number forms included.
+async fn a_meta_is_listed_byte_for_byte_as_it_is_got(server: TestServer) {
+    let key = server.admin_key().await;
+    let meta = r#"{"s":"quote \" backslash \\ nl \n ctl \u0001 é 🦀 \u00e9","i":18446744073709551615,
+        "n":-9223372036854775808,"f":1.0,"e":1e100,"z":-0.0,"small":0.1,"deep":{"a":[1,{"b":null,"t":true}]},
+        "empty":{},"arr":[]}"#;
+    let body = format!(r#"{{"externalId":"tricky","meta":{meta}}}"#);
+    let request = server.post("identities.createIdentity").bearer_auth(&key).header("Content-Type", "application/json");
+    let created = server.send(request.body(body)).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let meta_text = |text: &str| {
+        let start = text.find(r#""externalId":"tricky","meta":"#).expect("the identity") + 29;
+        let end = text[start..].find(r#","arr":[]}"#).expect("its meta's end") + start + 10;
+        text[start..end].to_owned()
+    };
+    let got = server.call("identities.getIdentity", &key, json!({"identity": "tricky"})).await;
+    let listed = server.call("identities.listIdentities", &key, json!({})).await;
+    assert_eq!(meta_text(&listed.text), meta_text(&got.text));
+    assert!(meta_text(&got.text).contains("18446744073709551615"), "{}", got.text);
 }
