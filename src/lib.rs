@@ -35,7 +35,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::{IdempotencySettings, KeyTurns};
 use crate::metrics::Metrics;
-use crate::store::{Ratelimits, Store};
+use crate::store::{CreditSpends, Ratelimits, Store};
 
 /// What every handler can reach. Cloned by every layer and extractor of every request, so one shared
 /// allocation: its clone and drop were 2.4% of a cached getIdentity's profile as a struct of nine fields.
@@ -57,6 +57,8 @@ pub struct Shared {
     pub limits: Limits,
     pub idempotency: IdempotencySettings,
     pub idempotency_turns: Arc<KeyTurns>,
+    /// verifyKey's spends of one key's credits, combined into one write.
+    pub credit_spends: Arc<CreditSpends>,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
     /// `Keep-Alive: timeout=…`, on every response. An idle connection is closed when the read timeout passes
@@ -100,6 +102,7 @@ impl AppState {
             limits,
             idempotency,
             idempotency_turns: Arc::default(),
+            credit_spends: Arc::default(),
             metrics,
             in_flight: InFlight::new(limits.max_in_flight),
             keep_alive,

@@ -124,11 +124,15 @@ pub trait Keys: Send + Sync {
         recording: Option<Recording<String>>,
     ) -> Result<Recorded<String>, StoreError>;
 
-    /// Takes `cost` from the live key's remaining credits when it has that many, in one transaction that
-    /// holds the key's row: concurrent verifications never spend more than there is, on one node or many,
-    /// and a spend is durable before it is answered.
-    async fn spend_credits(&self, workspace: &WorkspaceId, key_id: &str, cost: i64)
-    -> Result<CreditsSpent, StoreError>;
+    /// Takes each of `costs` in turn from the live key's remaining credits when it has that many, in one
+    /// transaction that holds the key's row: concurrent verifications never spend more than there is, on
+    /// one node or many, and a spend is durable before it is answered. One outcome per cost, in order.
+    async fn spend_credits(
+        &self,
+        workspace: &WorkspaceId,
+        key_id: &str,
+        costs: &[i64],
+    ) -> Result<Vec<CreditsSpent>, StoreError>;
 
     /// Applies `changes` to the live key in one transaction, which holds the key's row from its read to its
     /// write, so that concurrent updates (of credits, say) never lose one another. An externalId links the
@@ -230,6 +234,26 @@ pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow, refilled_at: Option<i6
 }
 
 /// JSON text of what the store keeps as JSON.
+/// Each cost taken in turn from `remaining` (`None`: unlimited) when that many are left; what each did, and
+/// what is left after all of them.
+pub(super) fn spend_in_turn(remaining: Option<i64>, costs: &[i64]) -> (Vec<CreditsSpent>, Option<i64>) {
+    let Some(mut left) = remaining else {
+        return (vec![CreditsSpent::Unlimited; costs.len()], None);
+    };
+    let spent = costs
+        .iter()
+        .map(|&cost| {
+            if left < cost {
+                CreditsSpent::Exceeded { remaining: left }
+            } else {
+                left -= cost;
+                CreditsSpent::Spent { remaining: left }
+            }
+        })
+        .collect();
+    (spent, Some(left))
+}
+
 pub(super) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| StoreError::InvalidData(error.to_string()))
 }
@@ -428,11 +452,11 @@ macro_rules! impl_keys {
                     &self,
                     workspace: &WorkspaceId,
                     key_id: &str,
-                    cost: i64,
-                ) -> Result<CreditsSpent, StoreError> {
-                    let owned = (workspace.clone(), key_id.to_owned());
+                    costs: &[i64],
+                ) -> Result<Vec<CreditsSpent>, StoreError> {
+                    let owned = (workspace.clone(), key_id.to_owned(), costs.to_vec());
                     self.write(move |connection| {
-                        let (workspace, key_id) = owned.clone();
+                        let (workspace, key_id, costs) = owned.clone();
                         Box::pin(async move {
                             let held: Option<(Option<String>, i64)> = sqlx::query_as(HOLD_KEY_CREDITS)
                                 .bind(workspace.as_str())
@@ -440,28 +464,20 @@ macro_rules! impl_keys {
                                 .fetch_optional(&mut *connection)
                                 .await?;
                             let Some((credits, last_refilled)) = held else {
-                                return Ok(Written::unchanged(CreditsSpent::NotFound));
+                                return Ok(Written::unchanged(vec![CreditsSpent::NotFound; costs.len()]));
                             };
                             let Some(credits) = credits.as_deref().map(parse_credits).transpose()? else {
-                                return Ok(Written::unchanged(CreditsSpent::Unlimited));
+                                return Ok(Written::unchanged(vec![CreditsSpent::Unlimited; costs.len()]));
                             };
                             let now = now_ms();
                             let (credits, refilled) = credits.refilled(last_refilled, now);
-                            let spent = match credits.remaining {
-                                None => CreditsSpent::Unlimited,
-                                Some(remaining) if remaining < cost => CreditsSpent::Exceeded { remaining },
-                                Some(remaining) => CreditsSpent::Spent { remaining: remaining - cost },
-                            };
-                            let left = match spent {
-                                CreditsSpent::Spent { remaining } => Some(remaining),
-                                CreditsSpent::Exceeded { remaining } if refilled => Some(remaining),
-                                _ => None,
-                            };
-                            if let Some(left) = left {
+                            let (spent, left) = spend_in_turn(credits.remaining, &costs);
+                            if left != credits.remaining || refilled {
+                                let credits = Credits { remaining: left, ..credits };
                                 sqlx::query(SET_KEY_CREDITS)
                                     .bind(workspace.as_str())
                                     .bind(&key_id)
-                                    .bind(json_text(&Credits { remaining: Some(left), ..credits })?)
+                                    .bind(json_text(&credits)?)
                                     .bind(if refilled { now } else { last_refilled })
                                     .execute(&mut *connection)
                                     .await?;
@@ -624,3 +640,22 @@ macro_rules! impl_keys {
     };
 }
 pub(super) use impl_keys;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_are_taken_in_turn_while_enough_is_left() {
+        let (spent, left) = spend_in_turn(Some(5), &[4, 2, 1, 3]);
+        let expected = [
+            CreditsSpent::Spent { remaining: 1 },
+            CreditsSpent::Exceeded { remaining: 1 },
+            CreditsSpent::Spent { remaining: 0 },
+            CreditsSpent::Exceeded { remaining: 0 },
+        ];
+        assert_eq!((spent, left), (expected.to_vec(), Some(0)));
+        assert_eq!(spend_in_turn(None, &[1, 9]), (vec![CreditsSpent::Unlimited; 2], None));
+        assert_eq!(spend_in_turn(Some(3), &[]), (vec![], Some(3)));
+    }
+}

@@ -12,6 +12,7 @@ mod apis;
 mod backend;
 mod caches;
 mod changes;
+mod credit_spends;
 mod error;
 mod idempotency_keys;
 mod identities;
@@ -34,6 +35,7 @@ use async_trait::async_trait;
 
 pub use apis::Apis;
 pub use backend::{DATABASE_DEADLINE, now_ms, within_deadline, within_deadline_at};
+pub use credit_spends::CreditSpends;
 pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;

@@ -322,6 +322,31 @@ async fn two_postgres_nodes_give_exactly_an_identitys_limit_of_valid_verificatio
     nodes.give_exactly_an_identitys_limit_of_valid_verifications().await;
 }
 
+/// Each node combines its concurrent spends of one key into one write; the key's row orders the nodes'
+/// writes, so every verification that passed took its cost exactly once and none took what was not left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_nodes_spend_each_passing_cost_once_and_never_more_than_a_key_has() {
+    let Some(nodes) = TwoNodes::start(&[]).await else { return };
+    let api = nodes.call(&nodes.first, "apis.createApi", json!({"name": "production"})).await;
+    let body = json!({"apiId": api["data"]["apiId"], "credits": {"remaining": 100}});
+    let created = nodes.call(&nodes.first, "keys.createKey", body).await;
+    let (key_id, key) = (&created["data"]["keyId"], &created["data"]["key"]);
+    let nodes = &nodes;
+    let verifications = (0..200_i64).map(|n| {
+        let node = if n % 2 == 0 { &nodes.first } else { &nodes.second };
+        let cost = 1 + n % 3;
+        let body = json!({"key": key, "credits": {"cost": cost}});
+        async move { (cost, nodes.call(node, "keys.verifyKey", body).await["data"]["code"].clone()) }
+    });
+    let outcomes = join_all(verifications).await;
+    let spent: i64 = outcomes.iter().filter(|(_, code)| code == "VALID").map(|(cost, _)| cost).sum();
+    assert!(outcomes.iter().all(|(_, code)| code == "VALID" || code == "USAGE_EXCEEDED"), "{outcomes:?}");
+    let stored = nodes.call(&nodes.second, "keys.getKey", json!({"keyId": key_id})).await;
+    let left = stored["data"]["credits"]["remaining"].as_i64().expect("remaining");
+    assert_eq!(spent + left, 100, "{left} left after {spent} spent: {outcomes:?}");
+    assert!(left < 3, "{left} left, yet costs of 1 to 3 were refused");
+}
+
 /// What a PostgreSQL node read of a key is void once another node changes it, within the change bus's bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_changed_on_one_postgres_node_verifies_accordingly_on_the_other() {
