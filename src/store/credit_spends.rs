@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -15,11 +15,14 @@ use crate::domain::workspace::WorkspaceId;
 use crate::store::{CreditsSpent, Store, StoreError};
 
 type Answer = oneshot::Sender<Result<CreditsSpent, StoreError>>;
+/// A key: its workspace and id.
+type KeyOf = (WorkspaceId, String);
+type Waiting = HashMap<KeyOf, Vec<(i64, Answer)>>;
 
 /// The spends waiting for each key (workspace, key id) whose writes are running.
 #[derive(Default)]
 pub struct CreditSpends {
-    waiting: Mutex<HashMap<(WorkspaceId, String), Vec<(i64, Answer)>>>,
+    waiting: Mutex<Waiting>,
 }
 
 impl CreditSpends {
@@ -51,7 +54,7 @@ impl CreditSpends {
 
     /// Writes the key's waiting spends, as many times as spends keep coming while a write runs. The key's
     /// entry stays, emptied, while a write runs, so that spends arriving meanwhile wait for the next.
-    async fn write_until_none_wait(self: Arc<Self>, store: Arc<dyn Store>, key: (WorkspaceId, String)) {
+    async fn write_until_none_wait(self: Arc<Self>, store: Arc<dyn Store>, key: KeyOf) {
         loop {
             let spends = {
                 let mut waiting = self.waiting();
@@ -82,7 +85,7 @@ impl CreditSpends {
         }
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<(WorkspaceId, String), Vec<(i64, Answer)>>> {
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
