@@ -35,7 +35,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::idempotency::{IdempotencySettings, KeyTurns};
 use crate::metrics::Metrics;
-use crate::store::{CreditSpends, Ratelimits, Store};
+use crate::store::{CreditSpends, Ratelimits, Store, credit_spends};
 
 /// What every handler can reach. Cloned by every layer and extractor of every request, so one shared
 /// allocation: its clone and drop were 2.4% of a cached getIdentity's profile as a struct of nine fields.
@@ -98,11 +98,11 @@ impl AppState {
         let keep_alive = HeaderValue::from_str(&format!("timeout={idle}")).expect("digits are a header value");
         Self(Arc::new(Shared {
             ratelimits: ratelimits.unwrap_or_else(|| store.clone()),
+            credit_spends: credit_spends(Arc::clone(&store)),
             store,
             limits,
             idempotency,
             idempotency_turns: Arc::default(),
-            credit_spends: Arc::default(),
             metrics,
             in_flight: InFlight::new(limits.max_in_flight),
             keep_alive,

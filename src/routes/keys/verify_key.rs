@@ -9,7 +9,7 @@
 //! counted on the key. An identity's limits are counted on the identity, so all its keys share them. The
 //! limits of one verification are taken from all or from none. Credits are spent (default cost 1) in a
 //! transaction that holds the key's row, so no more verifications pass than there were credits, on one node
-//! or many; a node's concurrent spends of one key share that transaction (`store/credit_spends.rs`). A
+//! or many; a node's concurrent spends of one key share that transaction (`store/combiner.rs`). A
 //! rate-limited verification spends no credits; one out of credits has spent its ratelimits.
 //!
 //! Permission: `api.*.verify_key` or `api.<apiId>.verify_key`. Errors: 400 (the schema; a permissions
@@ -209,7 +209,7 @@ pub async fn verify_key(
         let cost = request.credits.map_or(1, |credits| credits.cost);
         // A cost of 0 always passes, even with nothing left (Unkey's rule), and writes nothing.
         if cost > 0 {
-            match state.credit_spends.spend(&state.store, workspace, &key.id, cost).await? {
+            match state.credit_spends.write((workspace.clone(), key.id.clone()), cost).await? {
                 CreditsSpent::Spent { remaining } => verification.credits = Some(remaining),
                 CreditsSpent::Exceeded { remaining } => {
                     verification.credits = Some(remaining);

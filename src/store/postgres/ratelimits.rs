@@ -2,13 +2,13 @@
 //! is checked and taken by one statement, which holds its row only while it runs: a hot counter (an
 //! identity's, shared by all its keys) then serializes statements, not transactions and their round trips.
 //! (A denied check reads the count with a second statement, and a counter's first use makes it with a
-//! third.) Several limits need all or nothing: one
-//! transaction holds the rows of all their counters (taken in one order, so two never wait on each other),
-//! and adds the costs only when no limit is exceeded.
+//! third.) Several limits need all or nothing: one transaction holds the rows of all their counters (taken
+//! in one order, so two never wait on each other), and adds the costs only when no limit is exceeded. A
+//! node's concurrent verifications of the same counters share such a transaction (`combiner.rs`).
 
 use sqlx::PgConnection;
 
-use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome, decide, window_start};
+use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome, decide, window_start};
 use crate::store::ratelimits::ENDED_FOR_MS;
 use crate::store::{PURGE_BATCH, StoreError};
 
@@ -54,17 +54,22 @@ const COUNT_OF_COUNTER: &str = "SELECT CASE WHEN window_start >= $5 THEN count E
 const ADD_TO_COUNTER: &str = "UPDATE ratelimit_counters SET count = count + $5 \
      WHERE workspace_id = $1 AND name = $2 AND identifier = $3 AND duration = $4";
 
-pub(super) async fn take_in(
+/// Verifications' checks of the same counters, in turn, in the caller's transaction, which holds the
+/// counters' rows (taken in one order, so two transactions never wait on each other): a verification's
+/// costs are added when none of its limits is exceeded, given what those before it took. One statement per
+/// counter holds it and one adds what the batch took: combined, verifications sharing an identity's
+/// counter no longer each wait for a statement of their own.
+pub(super) async fn take_in_turn(
     connection: &mut PgConnection,
-    checks: &[RatelimitCheck],
+    batch: &[Vec<RatelimitCheck>],
     now_ms: i64,
-) -> Result<Vec<RatelimitOutcome>, StoreError> {
-    let mut order: Vec<usize> = (0..checks.len()).collect();
-    order.sort_by(|a, b| checks[*a].counter.cmp(&checks[*b].counter));
-    let mut counts = vec![0; checks.len()];
-    for &index in &order {
-        let counter = &checks[index].counter;
-        counts[index] = sqlx::query_scalar(HOLD_COUNTER)
+) -> Result<Vec<Vec<RatelimitOutcome>>, StoreError> {
+    let mut counters: Vec<&CounterKey> = batch.iter().flatten().map(|check| &check.counter).collect();
+    counters.sort();
+    counters.dedup();
+    let mut held = Vec::with_capacity(counters.len());
+    for counter in &counters {
+        let count: i64 = sqlx::query_scalar(HOLD_COUNTER)
             .bind(&counter.workspace)
             .bind(&counter.name)
             .bind(&counter.identifier)
@@ -72,17 +77,31 @@ pub(super) async fn take_in(
             .bind(window_start(now_ms, counter.duration))
             .fetch_one(&mut *connection)
             .await?;
+        held.push(count);
     }
-    let (take, outcomes) = decide(checks, &counts, now_ms);
-    if take {
-        for &index in &order {
-            let check = &checks[index];
+    let index = |counter: &CounterKey| counters.binary_search(&counter).expect("every counter is held");
+    let mut counts = held.clone();
+    let outcomes = batch
+        .iter()
+        .map(|checks| {
+            let before: Vec<i64> = checks.iter().map(|check| counts[index(&check.counter)]).collect();
+            let (take, outcomes) = decide(checks, &before, now_ms);
+            if take {
+                for check in checks {
+                    counts[index(&check.counter)] += check.cost;
+                }
+            }
+            outcomes
+        })
+        .collect();
+    for ((counter, before), after) in counters.iter().zip(held).zip(counts) {
+        if after > before {
             sqlx::query(ADD_TO_COUNTER)
-                .bind(&check.counter.workspace)
-                .bind(&check.counter.name)
-                .bind(&check.counter.identifier)
-                .bind(check.counter.duration)
-                .bind(check.cost)
+                .bind(&counter.workspace)
+                .bind(&counter.name)
+                .bind(&counter.identifier)
+                .bind(counter.duration)
+                .bind(after - before)
                 .execute(&mut *connection)
                 .await?;
         }

@@ -14,6 +14,7 @@ crate::backend_tests!(
     verify_key_200_two_keys_of_one_identity_share_its_limit,
     verify_key_200_a_named_limit_at_its_cost_and_an_inline_limit_on_the_key,
     verify_key_200_takes_from_all_limits_or_from_none,
+    verify_key_200_concurrent_verifications_take_from_all_limits_or_from_none,
     verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none,
     verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
     verify_key_200_concurrent_first_takes_of_a_new_counter_all_fit,
@@ -197,6 +198,24 @@ async fn verify_key_200_takes_from_all_limits_or_from_none(server: TestServer) {
         let month = denied["ratelimits"].as_array().unwrap().iter().find(|l| l["name"] == "month").unwrap().clone();
         assert_eq!((&month["remaining"], &month["exceeded"]), (&json!(98), &json!(false)), "month untouched");
     }
+}
+
+/// Concurrent verifications of one key go through PostgreSQL in combined transactions: each must still take
+/// from both limits or from neither.
+async fn verify_key_200_concurrent_verifications_take_from_all_limits_or_from_none(server: TestServer) {
+    start_well_inside_a_counted_window().await;
+    let admin = server.admin_key().await;
+    let limits = json!([limit("wide", 5, true), limit("narrow", 3, true)]);
+    let (_, _, key) = api_and_key(&server, &admin, json!({"ratelimits": limits})).await;
+    let outcomes = join_all((0..30).map(|_| verify(&server, &admin, json!({"key": key})))).await;
+    let passed = outcomes.iter().filter(|data| data["code"] == "VALID").count();
+    assert_eq!(passed, 3, "{outcomes:?}");
+    let wide_left = |data: &Value| {
+        let wide = data["ratelimits"].as_array().expect("checked").iter().find(|l| l["name"] == "wide").cloned();
+        wide.expect("wide")["remaining"].as_i64().expect("remaining")
+    };
+    let least_left = outcomes.iter().map(wide_left).min();
+    assert_eq!(least_left, Some(2), "denied verifications took nothing from the wide limit: {outcomes:?}");
 }
 
 async fn verify_key_200_spends_credits_and_a_rate_limited_verification_spends_none(server: TestServer) {
