@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::store::StoreError;
 
 type Answer<Out> = oneshot::Sender<Result<Out, StoreError>>;
+type Waiting<Row, In, Out> = HashMap<Row, Vec<(In, Answer<Out>)>>;
 /// Writes a row's inputs, in order, as one write: one outcome per input.
 pub type CombinedWrite<Row, In, Out> =
     Box<dyn Fn(Row, Vec<In>) -> Pin<Box<dyn Future<Output = Result<Vec<Out>, StoreError>> + Send>> + Send + Sync>;
@@ -24,7 +25,7 @@ pub type CombinedWrite<Row, In, Out> =
 pub struct Combiner<Row, In, Out> {
     write: CombinedWrite<Row, In, Out>,
     /// The inputs waiting for each row whose write runs; the row's entry stays, emptied, while it runs.
-    waiting: Mutex<HashMap<Row, Vec<(In, Answer<Out>)>>>,
+    waiting: Mutex<Waiting<Row, In, Out>>,
 }
 
 impl<Row, In, Out> Combiner<Row, In, Out>
@@ -87,7 +88,7 @@ where
         }
     }
 
-    fn waiting(&self) -> MutexGuard<'_, HashMap<Row, Vec<(In, Answer<Out>)>>> {
+    fn waiting(&self) -> MutexGuard<'_, Waiting<Row, In, Out>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
