@@ -36,25 +36,6 @@ pub enum StoreError {
     InvalidData(String),
 }
 
-impl StoreError {
-    /// The same failure, for another caller that waited on the one piece of work that failed: the same kind
-    /// (so the same answer), the database's error as text.
-    pub fn for_another_waiter(&self) -> Self {
-        let again = |error: &sqlx::Error| sqlx::Error::Protocol(error.to_string());
-        match self {
-            Self::Conflict { existing_id } => Self::Conflict { existing_id: existing_id.clone() },
-            Self::Unavailable(error) => Self::Unavailable(again(error)),
-            Self::TimedOut => Self::TimedOut,
-            Self::StorageFull(error) => Self::StorageFull(again(error)),
-            Self::Database(error) => Self::Database(again(error)),
-            Self::Transient(error) => Self::Transient(again(error)),
-            Self::Contended(what) => Self::Contended(what),
-            Self::IdempotencyKeyBusy => Self::IdempotencyKeyBusy,
-            Self::InvalidData(text) => Self::InvalidData(text.clone()),
-        }
-    }
-}
-
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
@@ -129,13 +110,13 @@ impl StoreError {
         }
     }
 
-    /// The same kind of error, for each of several callers that one failure (of a group commit) answers:
-    /// sqlx errors cannot be cloned.
+    /// The same kind of error, for each of several callers that one failure (of a group commit, of a
+    /// combined write) answers: sqlx errors cannot be cloned.
     pub(crate) fn same_kind(&self) -> Self {
         let same = |error: &sqlx::Error| match error {
             sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
             sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-            other => sqlx::Error::Protocol(format!("group commit failed: {other}")),
+            other => sqlx::Error::Protocol(format!("the group's write failed: {other}")),
         };
         match self {
             Self::Conflict { existing_id } => Self::Conflict { existing_id: existing_id.clone() },
