@@ -168,19 +168,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    type Outcome = tokio::task::JoinHandle<Result<u32, StoreError>>;
+
+    fn spawn_write(combiner: &Arc<Combiner<&'static str, u32, u32>>, row: &'static str, input: u32) -> Outcome {
+        let combiner = Arc::clone(combiner);
+        tokio::spawn(async move { combiner.write(row, input).await })
+    }
+
     #[tokio::test]
     async fn inputs_arriving_while_a_write_runs_go_together_in_the_next_in_order() {
         let gate = Arc::new(Semaphore::new(0));
         let (combiner, written) = recording(&gate);
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.write("key", 1).await }
-        });
+        let first = spawn_write(&combiner, "key", 1);
         settle().await;
         let mut later = Vec::new();
         for input in [2, 3, 4] {
-            let combiner = Arc::clone(&combiner);
-            later.push(tokio::spawn(async move { combiner.write("key", input).await }));
+            later.push(spawn_write(&combiner, "key", input));
             settle().await;
         }
         gate.add_permits(2);
@@ -197,15 +200,9 @@ mod tests {
     async fn an_input_given_up_before_its_write_began_is_left_out() {
         let gate = Arc::new(Semaphore::new(0));
         let (combiner, written) = recording(&gate);
-        let first = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.write("key", 1).await }
-        });
+        let first = spawn_write(&combiner, "key", 1);
         settle().await;
-        let given_up = tokio::spawn({
-            let combiner = Arc::clone(&combiner);
-            async move { combiner.write("key", 2).await }
-        });
+        let given_up = spawn_write(&combiner, "key", 2);
         settle().await;
         given_up.abort();
         settle().await;
@@ -220,19 +217,15 @@ mod tests {
     async fn past_the_most_waiting_a_row_refuses_at_once_and_other_rows_do_not() {
         let gate = Arc::new(Semaphore::new(0));
         let (combiner, _) = recording(&gate);
-        let spawn_write = |row: &'static str, input: u32| {
-            let combiner = Arc::clone(&combiner);
-            tokio::spawn(async move { combiner.write(row, input).await })
-        };
-        let mut accepted = vec![spawn_write("key", 0)];
+        let mut accepted = vec![spawn_write(&combiner, "key", 0)];
         settle().await;
         for input in 1..=u32::try_from(MOST_WAITING).unwrap() {
-            accepted.push(spawn_write("key", input));
+            accepted.push(spawn_write(&combiner, "key", input));
         }
         settle().await;
         let refused = tokio::time::timeout(Duration::from_secs(1), combiner.write("key", 7)).await.expect("at once");
         assert!(matches!(refused, Err(StoreError::Contended(_))), "{refused:?}");
-        accepted.push(spawn_write("other", 7));
+        accepted.push(spawn_write(&combiner, "other", 7));
         gate.add_permits(3);
         for task in accepted {
             task.await.unwrap().unwrap();
