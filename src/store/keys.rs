@@ -234,7 +234,6 @@ pub(super) fn key_fields(key_id: &str, row: KeyFieldsRow, refilled_at: Option<i6
     })
 }
 
-/// JSON text of what the store keeps as JSON.
 /// verifyKey's spends of a key's (workspace, key id) credits, combined (`combiner.rs`): 32 concurrent
 /// verifications of one key with credits, each spend a write of its own, ran at 6,745 a second on SQLite
 /// and 1,519 on PostgreSQL (`cargo bench --bench sigil`); combined, 13,183 and 7,395.
@@ -267,6 +266,7 @@ pub(super) fn spend_in_turn(remaining: Option<i64>, costs: &[i64]) -> (Vec<Credi
     (spent, Some(left))
 }
 
+/// JSON text of what the store keeps as JSON.
 pub(super) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| StoreError::InvalidData(error.to_string()))
 }
