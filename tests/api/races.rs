@@ -10,6 +10,7 @@ crate::backend_tests!(
     concurrent_deletes_of_one_identity_give_one_success_and_the_rest_404,
     concurrent_upserts_of_one_externalid_end_with_one_identity,
     conflicting_creates_do_not_fail_the_creates_committed_with_them,
+    creates_racing_deletes_of_their_externalid_each_get_200_or_a_409_naming_a_created_identity,
 );
 
 const CONCURRENT_CREATES: usize = 200;
@@ -67,4 +68,35 @@ async fn conflicting_creates_do_not_fail_the_creates_committed_with_them(server:
     assert_eq!(ids.len(), 51);
     let got = server.call("identities.getIdentity", &key, json!({"identity": "unique_0"})).await;
     assert_eq!(got.body["data"]["ratelimits"][0]["name"], "api", "a committed create kept its ratelimits");
+}
+
+/// A create that collides names the holder it collided with; when deletes keep removing that holder, the create
+/// is tried again. Every create then either stores an identity or names one that another create stored.
+async fn creates_racing_deletes_of_their_externalid_each_get_200_or_a_409_naming_a_created_identity(
+    server: TestServer,
+) {
+    let key = server.admin_key().await;
+    let create = || server.call("identities.createIdentity", &key, json!({"externalId": "flapping"}));
+    let delete = || server.call("identities.deleteIdentity", &key, json!({"identity": "flapping"}));
+    let (creates, deletes) = futures::join!(join_all((0..60).map(|_| create())), join_all((0..60).map(|_| delete())));
+    let created: std::collections::HashSet<&str> =
+        creates.iter().filter(|r| r.status == 200).map(|r| r.body["data"]["identityId"].as_str().unwrap()).collect();
+    assert!(!created.is_empty());
+    for response in &creates {
+        match response.status {
+            200 => {}
+            409 => {
+                let holder = response.body["error"]["existingIdentityId"].as_str().unwrap();
+                assert!(created.contains(holder), "a 409 names {holder}, which no create stored");
+            }
+            _ => panic!("a create racing deletes answered {}: {}", response.status, response.text),
+        }
+    }
+    assert!(
+        deletes.iter().all(|r| r.status == 200 || r.status == 404),
+        "{:?}",
+        deletes.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let deleted = deletes.iter().filter(|r| r.status == 200).count();
+    assert_eq!(server.list_all_ids(&key).await.len(), created.len() - deleted, "live identities left");
 }
