@@ -1,17 +1,26 @@
 //! Success bodies `{"meta":{"requestId"},"data"?,"pagination"?}` and the request id they carry.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 tokio::task_local! {
-    /// Set by the request-id middleware for the whole life of a request, so any response can carry it.
-    pub static REQUEST_ID: String;
+    /// Set by the request-id middleware for the whole life of a request, so that any response carries its id
+    /// and any line logged while it runs names it (`log_fields::InRequest`).
+    pub static REQUEST: RequestTag;
+}
+
+/// What names a request in its answers and its log lines.
+#[derive(Clone, Debug)]
+pub struct RequestTag {
+    pub id: String,
+    pub method: Method,
+    pub path: String,
 }
 
 /// The current request's id, or `req_unknown` outside a request (never expected in practice).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "req_unknown".to_owned())
+    REQUEST.try_with(|request| request.id.clone()).unwrap_or_else(|_| "req_unknown".to_owned())
 }
 
 #[derive(Debug, Serialize)]

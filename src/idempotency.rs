@@ -23,12 +23,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 
 use crate::AppState;
 use crate::domain::idempotency::{RecordedAnswer, StoredResponse, fingerprint, is_valid_key};
 use crate::domain::workspace::WorkspaceId;
-use crate::envelope::{Envelope, REQUEST_ID, current_request_id};
+use crate::envelope::{Envelope, REQUEST, RequestTag};
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::sealed_secrets::{self, RecordKey};
 use crate::store::{Recorded, Recording, StoreError};
@@ -155,7 +154,7 @@ where
         fingerprint,
         key: idempotency_key.key,
         keep_until: unix_ms_after(state.idempotency.retention),
-        answer: stored_answer(Arc::clone(&answer), current_request_id(), Arc::clone(&sealing)),
+        answer: stored_answer(Arc::clone(&answer), REQUEST.try_with(RequestTag::clone).ok(), Arc::clone(&sealing)),
     };
     let mut backoff = FIRST_BACKOFF;
     let mut look_again = turn.waited;
@@ -198,18 +197,15 @@ async fn run_to_the_end<T: Send + 'static>(
     write: StoreWrite<T>,
     turn: Option<Arc<Turn>>,
 ) -> Result<Recorded<T>, StoreError> {
-    let mut to_the_end = Box::pin(
-        async move {
-            let outcome = write.await;
-            if outcome.is_ok() {
-                // Test-only (the `failpoints` feature): the process dies after a commit, before it answers.
-                fail::fail_point!("write-committed", |_| std::process::abort());
-            }
-            drop(turn);
-            outcome
+    let mut to_the_end = Box::pin(async move {
+        let outcome = write.await;
+        if outcome.is_ok() {
+            // Test-only (the `failpoints` feature): the process dies after a commit, before it answers.
+            fail::fail_point!("write-committed", |_| std::process::abort());
         }
-        .instrument(tracing::Span::current()),
-    );
+        drop(turn);
+        outcome
+    });
     let failed =
         |failure: &dyn std::fmt::Display| Err(StoreError::InvalidData(format!("the write's task failed: {failure}")));
     // A panic in the first step is answered as one in the task would be.
@@ -221,7 +217,12 @@ async fn run_to_the_end<T: Send + 'static>(
         Ok(Poll::Pending) => {}
         Err(_) => return failed(&"it panicked"),
     }
-    tokio::spawn(to_the_end).await.unwrap_or_else(|failure| failed(&failure))
+    // The task goes on naming the request in what it logs.
+    let spawned = match REQUEST.try_with(RequestTag::clone) {
+        Ok(tag) => tokio::spawn(REQUEST.scope(tag, to_the_end)),
+        Err(_) => tokio::spawn(to_the_end),
+    };
+    spawned.await.unwrap_or_else(|failure| failed(&failure))
 }
 
 fn respond<T, Answer: WriteAnswer>(
@@ -279,14 +280,18 @@ impl Sealing {
 /// the live answer is rendered after it, so that both are the same bytes once its secret, if any, is opened.
 fn stored_answer<T, Answer: WriteAnswer>(
     answer: Arc<impl Fn(&T) -> Answer + Send + Sync + 'static>,
-    request_id: String,
+    request: Option<RequestTag>,
     sealing: Arc<Sealing>,
 ) -> crate::store::Answer<T> {
     Arc::new(move |outcome: &T| {
-        REQUEST_ID.sync_scope(request_id.clone(), || {
+        let render = || {
             let rendered = answer(outcome);
             sealing.seal(rendered.stored(), rendered.secret())
-        })
+        };
+        match &request {
+            Some(request) => REQUEST.sync_scope(request.clone(), render),
+            None => render(),
+        }
     })
 }
 

@@ -1,68 +1,71 @@
-//! How the JSON log keeps a span's fields (the request's id, method and path) for the lines logged inside
-//! it: one JSON object, written straight from the values when the span opens. tracing-subscriber's
-//! `JsonFields` first gathers them into a map of `serde_json::Value`s, which took about 7,700 instructions,
-//! a tenth of a cached read's (callgrind), on every request, whether or not a line is ever logged inside it.
+//! Lines logged while a request runs name it: its id, method and path, read from the task-local the
+//! middleware sets (`envelope::REQUEST`) only when a line is written. In the JSON log they are the line's
+//! `span` object, in the shape tracing-subscriber gives a span; in the text log they end the line. A tracing
+//! span per request did this before, and cost every request about 4,000 instructions, 7% of a cached read
+//! (callgrind), whether or not a line was ever logged inside it.
 
-use std::fmt::{self, Debug};
+use std::fmt;
 
-use serde::Serialize;
-use tracing::field::{Field, Visit};
-use tracing::span::Record;
-use tracing_subscriber::field::RecordFields;
+use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
-pub struct JsonSpanFields;
+use crate::envelope::{REQUEST, RequestTag};
 
-impl<'writer> FormatFields<'writer> for JsonSpanFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
-        writer.write_str(&object_of(fields)?)
+/// Formats a line as `inner` does, then names the request it was logged in, if any.
+pub struct InRequest<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<F> InRequest<F> {
+    /// Around tracing-subscriber's JSON format, without its list of spans.
+    pub fn json(inner: F) -> Self {
+        Self { inner, json: true }
     }
 
-    /// A field recorded later joins the same object.
-    fn add_fields(&self, current: &'writer mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
-        let added = object_of(fields)?;
-        match (current.fields.strip_suffix('}'), added.strip_prefix('{')) {
-            (Some(_), Some("}")) => {}
-            (Some(before), Some(entries)) if before != "{" => {
-                current.fields.truncate(before.len());
-                current.fields.push(',');
-                current.fields.push_str(entries);
-            }
-            _ => current.fields = added,
+    pub fn text(inner: F) -> Self {
+        Self { inner, json: false }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for InRequest<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, context: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let Ok(tag) = REQUEST.try_with(|request| request_fields(request, self.json)) else {
+            return self.inner.format_event(context, writer, event);
+        };
+        let mut line = String::new();
+        self.inner.format_event(context, Writer::new(&mut line), event)?;
+        let line = line.trim_end_matches('\n');
+        match line.strip_suffix('}') {
+            Some(object) if self.json => writeln!(writer, "{object},\"span\":{tag}}}"),
+            _ => writeln!(writer, "{line} {tag}"),
         }
-        Ok(())
     }
 }
 
-fn object_of(fields: impl RecordFields) -> Result<String, fmt::Error> {
-    // Room for a request's id, method and path: grown from empty, the buffer was copied five times.
-    let mut object = JsonObject { bytes: Vec::with_capacity(128) };
-    fields.record(&mut object);
-    if object.bytes.is_empty() {
-        object.bytes.push(b'{');
+/// The request's fields as the JSON line's `span` object, or as the text line's last fields.
+fn request_fields(request: &RequestTag, json: bool) -> String {
+    if !json {
+        return format!("request_id={:?} method={:?} path={:?}", request.id, request.method.as_str(), request.path);
     }
-    object.bytes.push(b'}');
-    String::from_utf8(object.bytes).map_err(|_| fmt::Error)
-}
-
-/// `{"name":value,…` as the fields are visited; [`object_of`] closes it.
-struct JsonObject {
-    bytes: Vec<u8>,
-}
-
-impl JsonObject {
-    fn name(&mut self, field: &Field) {
-        self.bytes.push(if self.bytes.is_empty() { b'{' } else { b',' });
-        push_json_string(&mut self.bytes, field.name());
-        self.bytes.push(b':');
+    let mut object = Vec::with_capacity(128);
+    for (name, value) in
+        [("request_id", request.id.as_str()), ("method", request.method.as_str()), ("path", &request.path)]
+    {
+        object.push(if object.is_empty() { b'{' } else { b',' });
+        push_json_string(&mut object, name);
+        object.push(b':');
+        push_json_string(&mut object, value);
     }
-
-    fn entry(&mut self, field: &Field, value: impl Serialize) {
-        self.name(field);
-        // Writing to a Vec fails only for a value serde_json cannot write, which none of these is.
-        let _ = serde_json::to_writer(&mut self.bytes, &value);
-    }
+    object.extend_from_slice(br#","name":"request"}"#);
+    String::from_utf8(object).expect("JSON written from strings is UTF-8")
 }
 
 /// `value` as a JSON string, as serde_json writes it: copied whole when nothing in it needs escaping, else
@@ -101,38 +104,11 @@ fn needs_escaping(text: &[u8]) -> bool {
     escapes(u64::from_ne_bytes(last))
 }
 
-/// As `JsonFields` records them: numbers and booleans as themselves, anything else as its `Debug` text.
-impl Visit for JsonObject {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.name(field);
-        push_json_string(&mut self.bytes, value);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, value);
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, value);
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.entry(field, value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.entry(field, format!("{value:?}"));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use axum::http::Method;
     use serde_json::{Value, json};
     use tracing_subscriber::prelude::*;
 
@@ -152,42 +128,54 @@ mod tests {
         }
     }
 
-    /// The `span` object of the JSON line that `log_inside` logs.
-    fn span_of_a_line_inside(log_inside: impl FnOnce()) -> Value {
+    /// What `log` writes, in the JSON format or the text one, as the server sets them up.
+    fn logged(json: bool, log: impl FnOnce()) -> String {
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_span_list(false)
-                .fmt_fields(JsonSpanFields)
-                .with_writer(move || writer.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, log_inside);
-        let line: Value = serde_json::from_slice(&lines.0.lock().unwrap()).expect("one JSON line");
-        assert_eq!(line["fields"], json!({"message": "inside", "n": 1}));
-        line["span"].clone()
+        let layer = tracing_subscriber::fmt::layer().with_writer(move || writer.clone());
+        let layer = if json {
+            layer.event_format(InRequest::json(tracing_subscriber::fmt::format().json().with_span_list(false))).boxed()
+        } else {
+            layer.event_format(InRequest::text(tracing_subscriber::fmt::format().with_ansi(false))).boxed()
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        String::from_utf8(lines.0.lock().unwrap().clone()).expect("UTF-8")
+    }
+
+    fn in_a_request(log: impl FnOnce()) {
+        let tag = RequestTag { id: "req_1".to_owned(), method: Method::POST, path: "/v2/\"quoted\"\n".to_owned() };
+        REQUEST.sync_scope(tag, log);
     }
 
     #[test]
-    fn a_line_inside_a_span_carries_its_fields_as_json_the_later_recorded_ones_too() {
-        let span = span_of_a_line_inside(|| {
-            let span = tracing::info_span!(
-                "request",
-                request_id = "req_1",
-                path = "/v2/\"quoted\"\n",
-                status = 200_u16,
-                fine = true,
-                error = ?Some("debug"),
-                later = tracing::field::Empty,
-            );
-            let _entered = span.enter();
-            span.record("later", -1_i64);
-            tracing::warn!(n = 1, "inside");
-        });
-        let expected = json!({"name": "request", "request_id": "req_1", "path": "/v2/\"quoted\"\n", "status": 200,
-                              "fine": true, "error": "Some(\"debug\")", "later": -1});
-        assert_eq!(span, expected);
+    fn a_json_line_inside_a_request_names_it_as_its_span() {
+        let line = logged(true, || in_a_request(|| tracing::warn!(n = 1, "inside")));
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let line: Value = serde_json::from_str(&line).expect("one JSON line");
+        assert_eq!(line["fields"], json!({"message": "inside", "n": 1}));
+        assert_eq!(line["level"], "WARN");
+        let expected = json!({"request_id": "req_1", "method": "POST", "path": "/v2/\"quoted\"\n", "name": "request"});
+        assert_eq!(line["span"], expected);
+    }
+
+    #[test]
+    fn a_json_line_outside_a_request_has_no_span() {
+        let line = logged(true, || tracing::warn!(n = 1, "outside"));
+        let line: Value = serde_json::from_str(&line).expect("one JSON line");
+        assert_eq!(line["fields"], json!({"message": "outside", "n": 1}));
+        assert!(line.get("span").is_none(), "{line}");
+    }
+
+    #[test]
+    fn a_text_line_inside_a_request_ends_with_its_fields_escaped() {
+        let line = logged(false, || in_a_request(|| tracing::warn!(n = 1, "inside")));
+        assert!(
+            line.ends_with("inside n=1 request_id=\"req_1\" method=\"POST\" path=\"/v2/\\\"quoted\\\"\\n\"\n"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let outside = logged(false, || tracing::warn!(n = 1, "outside"));
+        assert!(outside.ends_with("outside n=1\n") && !outside.contains("request_id"), "{outside}");
     }
 
     proptest::proptest! {
@@ -215,21 +203,5 @@ mod tests {
             push_json_string(&mut ours, &text);
             proptest::prop_assert_eq!(ours, serde_json::to_vec(&text).expect("serialize"));
         }
-    }
-
-    #[test]
-    fn a_span_without_fields_and_one_whose_only_field_came_later() {
-        let bare = span_of_a_line_inside(|| {
-            let _entered = tracing::info_span!("bare").entered();
-            tracing::warn!(n = 1, "inside");
-        });
-        assert_eq!(bare, json!({"name": "bare"}));
-        let later = span_of_a_line_inside(|| {
-            let span = tracing::info_span!("later", only = tracing::field::Empty);
-            span.record("only", "set");
-            let _entered = span.enter();
-            tracing::warn!(n = 1, "inside");
-        });
-        assert_eq!(later, json!({"name": "later", "only": "set"}));
     }
 }

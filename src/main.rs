@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sigil::config::{Cli, Command, IdentitiesCommand, LogFormat, RootKeyCommand};
+use sigil::log_fields::InRequest;
 use sigil::log_writer::{LogWriter, LogWriterGuard};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -48,13 +49,17 @@ fn init_logging(format: LogFormat) -> Option<LogWriterGuard> {
         }
     };
     let request_lines = writer.clone();
-    let format_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal());
+    let is_terminal = std::io::stderr().is_terminal();
+    let format_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(is_terminal);
     let format_layer = match format {
-        LogFormat::Text => format_layer.boxed(),
-        // The request's span (method, path, request id) once per line, not again in a list of all spans.
+        LogFormat::Text => {
+            format_layer.event_format(InRequest::text(tracing_subscriber::fmt::format().with_ansi(is_terminal))).boxed()
+        }
         LogFormat::Json => {
             sigil::request_log::write_json_lines_to(request_lines);
-            format_layer.json().with_span_list(false).fmt_fields(sigil::log_fields::JsonSpanFields).boxed()
+            format_layer
+                .event_format(InRequest::json(tracing_subscriber::fmt::format().json().with_span_list(false)))
+                .boxed()
         }
     };
     tracing_subscriber::registry().with(format_layer).with(log_filter()).init();

@@ -10,11 +10,10 @@ use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use tracing::Instrument;
 
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
-use crate::envelope::REQUEST_ID;
+use crate::envelope::{REQUEST, RequestTag};
 use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
 use crate::{AppState, InFlight, Limits};
@@ -71,17 +70,10 @@ where
     let operation = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // Fields as `&str`, not `%value`: the JSON formatter writes a string as it is, a `Display` value through
-    // `Debug` formatting first.
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.as_str(),
-        method = method.as_str(),
-        path = path.as_str()
-    );
     let started = Instant::now();
     let handled = async {
-        let response = REQUEST_ID.scope(request_id.clone(), then(request).instrument(span.clone())).await;
+        let tag = RequestTag { id: request_id.clone(), method: method.clone(), path: path.clone() };
+        let response = REQUEST.scope(tag, then(request)).await;
         (response, CALLER.with(|caller| caller.take()))
     };
     let (mut response, caller) = CALLER.scope(std::cell::RefCell::new(Caller::default()), handled).await;

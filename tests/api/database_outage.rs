@@ -178,6 +178,18 @@ async fn a_silent_database_costs_503s_within_the_deadline_and_the_node_recovers_
     assert!(recovered_in < RECOVERS_WITHIN, "{recovered_in:?}");
     let metrics = reqwest::get(format!("{}/metrics", node.base_url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"sigil_database_errors_total{kind="timeout"}"#), "{metrics}");
+    // Each failure's log line names the request it failed.
+    let failures: Vec<Value> = (node.logs.lock().unwrap().iter())
+        .filter(|line| line.contains("request failed"))
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert!(failures.len() >= WORKERS, "{} lines tell of a failed request", failures.len());
+    for line in &failures {
+        let request = &line["span"];
+        let id = request["request_id"].as_str().unwrap_or_default();
+        let path = request["path"].as_str().unwrap_or_default();
+        assert!(id.starts_with("req_") && path.starts_with("/v2/") && request["method"] == "POST", "{line}");
+    }
 
     let stored = stored(&direct).await;
     assert!(seen.acknowledged.len() >= WORKERS, "too little was written to prove anything");
