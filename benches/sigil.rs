@@ -177,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             rate("getIdentity by externalId") / http_floor.requests_per_second,
         ),
         ("createIdentity during a retry storm / just before it".to_owned(), rate(CREATES_DURING_STORM) / rate(CREATES)),
+        ("listIdentities (100) / HTTP floor".to_owned(), rate(LIST) / http_floor.requests_per_second),
         ("verifyKey / HTTP floor".to_owned(), rate(VERIFY) / http_floor.requests_per_second),
         ("verifyKey with credits / HTTP floor".to_owned(), rate(VERIFY_WITH_CREDITS) / http_floor.requests_per_second),
     ]);
@@ -250,7 +251,7 @@ fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
             body: Box::new(move |w, n| json!({"identity": updated(w, n).0, "meta": {"n": n}})),
         },
         Operation {
-            name: "listIdentities (100)",
+            name: LIST,
             path: "/v2/identities.listIdentities",
             expected: 200,
             body: Box::new(|_, _| json!({"limit": 100})),
@@ -268,6 +269,7 @@ fn operations_to_run(seeded: Arc<Vec<(String, String)>>) -> Vec<Operation> {
     ]
 }
 
+const LIST: &str = "listIdentities (100)";
 const VERIFY: &str = "verifyKey (identity limit)";
 const VERIFY_WITH_CREDITS: &str = "verifyKey (identity limit, credits)";
 
@@ -564,7 +566,7 @@ fn wrk_targets<'a>(
             json!({"identity": "seed_{n}", "meta": {"plan": "pro"}}).to_string(),
             Some(SEEDED as u64),
         ),
-        sigil("listIdentities (100)", "identities.listIdentities", json!({"limit": 100}).to_string(), None),
+        sigil(LIST, "identities.listIdentities", json!({"limit": 100}).to_string(), None),
     ]
 }
 
