@@ -20,7 +20,7 @@ pub struct InRequest<F> {
 }
 
 impl<F> InRequest<F> {
-    /// Around tracing-subscriber's JSON format, without its list of spans.
+    /// Around tracing-subscriber's JSON format, set to write no span of its own.
     pub fn json(inner: F) -> Self {
         Self { inner, json: true }
     }
@@ -43,9 +43,11 @@ where
         let mut line = String::new();
         self.inner.format_event(context, Writer::new(&mut line), event)?;
         let line = line.trim_end_matches('\n');
-        match line.strip_suffix('}') {
-            Some(object) if self.json => writeln!(writer, "{object},\"span\":{tag}}}"),
-            _ => writeln!(writer, "{line} {tag}"),
+        match (self.json, line.strip_suffix('}')) {
+            (true, Some(object)) => writeln!(writer, "{object},\"span\":{tag}}}"),
+            // Not a JSON object after all: written as it came, rather than as invalid JSON.
+            (true, None) => writeln!(writer, "{line}"),
+            (false, _) => writeln!(writer, "{line} {tag}"),
         }
     }
 }
@@ -134,7 +136,11 @@ mod tests {
         let writer = lines.clone();
         let layer = tracing_subscriber::fmt::layer().with_writer(move || writer.clone());
         let layer = if json {
-            layer.event_format(InRequest::json(tracing_subscriber::fmt::format().json().with_span_list(false))).boxed()
+            layer
+                .event_format(InRequest::json(
+                    tracing_subscriber::fmt::format().json().with_current_span(false).with_span_list(false),
+                ))
+                .boxed()
         } else {
             layer.event_format(InRequest::text(tracing_subscriber::fmt::format().with_ansi(false))).boxed()
         };
@@ -149,8 +155,12 @@ mod tests {
 
     #[test]
     fn a_json_line_inside_a_request_names_it_as_its_span() {
-        let line = logged(true, || in_a_request(|| tracing::warn!(n = 1, "inside")));
+        // Inside a dependency's span too, which the line leaves out.
+        let line = logged(true, || {
+            in_a_request(|| tracing::info_span!("dependency", n = 2).in_scope(|| tracing::warn!(n = 1, "inside")))
+        });
         assert_eq!(line.lines().count(), 1, "{line}");
+        assert_eq!(line.matches(r#""span""#).count(), 1, "{line}");
         let line: Value = serde_json::from_str(&line).expect("one JSON line");
         assert_eq!(line["fields"], json!({"message": "inside", "n": 1}));
         assert_eq!(line["level"], "WARN");

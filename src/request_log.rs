@@ -85,8 +85,8 @@ fn json_line(timestamp: &str, line: &Handled<'_>) -> Vec<u8> {
     out
 }
 
-/// Outside the request's span, with its fields as the line's own: tracing-subscriber's formatters write a
-/// span's stored fields again for every line inside it.
+/// After the request's scope has ended, with its fields as the line's own, so that they are not written a
+/// second time as the request's (`log_fields::InRequest`).
 fn log_through_tracing(line: &Handled<'_>) {
     tracing::info!(
         target: TARGET,

@@ -1,6 +1,6 @@
 //! Group commit for creates on PostgreSQL: concurrent creates queue here, and a committer takes everything
-//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`, `create_identities`) as one group, so one transaction and one WAL
-//! flush serve many creates, while several groups commit at once. Each create is answered only once its
+//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`, `create_identity_group`) as one
+//! group, so one statement and one WAL flush serve many creates, while several groups commit at once. Each create is answered only once its
 //! group's `commit` has returned, that is after the commit. Alone, a create is a group of one. (SQLite,
 //! with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
 //!

@@ -127,7 +127,7 @@ async fn decide_creates(
     // orders (a deadlock); among creates of one externalId, the first to arrive wins.
     let mut order: Vec<usize> = (0..group.len()).collect();
     order.sort_by_key(|&index| (&group[index].new.external_id, group[index].workspace.as_str()));
-    let mut connection = within_deadline_at(deadline, async { Ok(connections.acquire().await?) }).await?;
+    let mut connection = before_deadline(deadline, connections.acquire()).await?;
     let mut aborted = None;
     for attempt in 1..=CREATE_ATTEMPTS {
         let waiting: Vec<usize> = order.iter().copied().filter(|&index| outcomes[index].is_none()).collect();
@@ -147,12 +147,10 @@ async fn decide_creates(
             .bind(waiting.iter().map(|&index| ratelimits[index].as_str()).collect::<Vec<_>>())
             .bind(vec![now; waiting.len()])
             .fetch_all(&mut *connection);
-        let inserted: HashSet<String> = match within_deadline_at(deadline, async { Ok(insert.await?) }).await {
+        let inserted: HashSet<String> = match before_deadline(deadline, insert).await {
             Ok(inserted) => inserted.into_iter().collect(),
             Err(StoreError::Transient(error)) => {
-                tracing::warn!(attempt, %error, "retrying creates after a transient database failure");
-                aborted = Some(StoreError::Transient(error));
-                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+                aborted = Some(back_off(attempt, error, deadline).await);
                 continue;
             }
             Err(error) => return Err(error),
@@ -174,7 +172,14 @@ async fn decide_creates(
         let holders = sqlx::query_as(LIVE_IDENTITY_IDS)
             .bind(colliding.into_iter().collect::<Vec<_>>())
             .fetch_all(&mut *connection);
-        let holders: Vec<(String, String, String)> = within_deadline_at(deadline, async { Ok(holders.await?) }).await?;
+        let holders: Vec<(String, String, String)> = match before_deadline(deadline, holders).await {
+            Ok(holders) => holders,
+            Err(StoreError::Transient(error)) => {
+                aborted = Some(back_off(attempt, error, deadline).await);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         for (workspace, external_id, existing_id) in holders {
             for &index in &waiting {
                 let request = &group[index];
@@ -193,4 +198,25 @@ async fn decide_creates(
         Some(error) if outcomes.iter().any(Option::is_none) => Err(error),
         _ => Ok(()),
     }
+}
+
+/// `statement`'s outcome, by `deadline`. Never started once the deadline has passed: a statement sent then
+/// commits on its own while its creates are answered 503.
+async fn before_deadline<T>(
+    deadline: tokio::time::Instant,
+    statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    if tokio::time::Instant::now() >= deadline {
+        return Err(StoreError::TimedOut);
+    }
+    within_deadline_at(deadline, async { Ok(statement.await?) }).await
+}
+
+/// After a statement the database aborted to resolve a race (nothing of it was stored): waits a little,
+/// never past `deadline`, before the next attempt, and returns the abort to answer with if none succeeds.
+async fn back_off(attempt: usize, error: sqlx::Error, deadline: tokio::time::Instant) -> StoreError {
+    tracing::warn!(attempt, %error, "retrying creates after a transient database failure");
+    let backoff = std::time::Duration::from_millis(20 * attempt as u64);
+    tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
+    StoreError::Transient(error)
 }

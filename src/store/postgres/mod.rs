@@ -1,9 +1,9 @@
 //! PostgreSQL, for several stateless Sigil nodes sharing one database. Migrations take PostgreSQL's
 //! advisory lock (sqlx), so nodes starting together migrate once.
 //!
-//! Creates are group-committed (`create_groups.rs`, `identities.rs`): a group is one transaction whose identities go in as
-//! one multi-row `INSERT … ON CONFLICT DO NOTHING`, so PostgreSQL parses, plans and flushes its WAL once
-//! for many creates. Several groups commit at once, on connections of their own.
+//! Creates are group-committed (`create_groups.rs`, `identities.rs`): a group's identities go in as one
+//! multi-row `INSERT … ON CONFLICT DO NOTHING` that commits alone, so PostgreSQL parses, plans and flushes
+//! its WAL once for many creates. Several groups commit at once, on connections of their own.
 //!
 //! Every query runs on connections Sigil keeps itself (`kept_connections.rs`), each unit of work within
 //! [`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE); none runs on sqlx's pool, whose release ping
