@@ -40,8 +40,9 @@ static INSERT_IDENTITIES: std::sync::LazyLock<Vec<(usize, String)>> = std::sync:
         .collect()
 });
 
-/// Rows one insert statement takes at most.
+/// Rows one insert statement takes at most: a power of two, the largest of the statements' sizes.
 const STATEMENT_ROWS: usize = 256;
+const _: () = assert!(STATEMENT_ROWS.is_power_of_two());
 
 /// A create on its way to the group commit: all of the row but its id and time, which the group gives, so
 /// that ids keep the order in which identities were stored.
@@ -54,8 +55,8 @@ pub(super) struct IdentityInsert {
     pub(super) outcome: Option<Result<String, StoreError>>,
 }
 
-/// Meta and ratelimits one statement takes at most, past its first row: a run of large metas is copied
-/// into the statement's parameter a part at a time, not whole.
+/// Meta and ratelimits one statement takes at most, past its first row: a run of large metas is bound to
+/// several statements, a part at a time, not to one whole.
 const STATEMENT_BYTES: usize = 1024 * 1024;
 
 /// Inserts `inserts` in the group's transaction, as few statements as [`STATEMENT_BYTES`] allows, and notes
@@ -275,6 +276,44 @@ mod tests {
             ids.into_iter().enumerate().map(|(n, id)| (id, format!("large_{n}"), meta.len() as i64)).collect();
         assert_eq!(stored, expected);
         store.close_pools().await;
+    }
+
+    /// One statement's rows go in in their order, padded or full: of the creates of one externalId the first
+    /// wins and the later ones name it. (SQLite runs a VALUES list in order without promising to; this fails
+    /// if a version of it stops.)
+    #[tokio::test]
+    async fn a_statements_rows_go_in_in_their_order_the_first_of_each_external_id_winning() {
+        for rows in [200, STATEMENT_ROWS] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = store_with_a_workspace(&dir).await;
+            let external_id = |n: usize| format!("e_{}", (n * 7) % 50);
+            let mut inserts: Vec<IdentityInsert> = (0..rows).map(|n| insert(&external_id(n))).collect();
+            let mut connection = store.writer.acquire().await.expect("connection");
+            let deadline = tokio::time::Instant::now() + crate::store::DATABASE_DEADLINE;
+            let mut all: Vec<&mut IdentityInsert> = inserts.iter_mut().collect();
+            assert!(fit_one_statement(&all));
+            insert_identities_alone(&mut connection, &mut all, deadline).await.expect("inserted");
+            drop((all, connection));
+            let mut winners = std::collections::HashMap::new();
+            for (n, insert) in inserts.iter().enumerate() {
+                match insert.outcome.as_ref().expect("decided") {
+                    Ok(id) => assert!(winners.insert(external_id(n), id.clone()).is_none(), "row {n} won twice"),
+                    Err(StoreError::Conflict { existing_id }) => {
+                        assert_eq!(Some(existing_id), winners.get(&external_id(n)))
+                    }
+                    Err(error) => panic!("row {n}: {error}"),
+                }
+            }
+            let stored: Vec<String> = sqlx::query_scalar("SELECT external_id FROM identities ORDER BY rowid")
+                .fetch_all(&store.reader)
+                .await
+                .expect("stored");
+            let mut firsts: Vec<String> = (0..rows).map(external_id).collect();
+            let mut seen = HashSet::new();
+            firsts.retain(|external_id| seen.insert(external_id.clone()));
+            assert_eq!(stored, firsts, "{rows} rows");
+            store.close_pools().await;
+        }
     }
 
     /// A group of creates alone is one statement with no transaction around it; the creates that collided,
