@@ -102,12 +102,17 @@ where
         match operation().await {
             Err(StoreError::Transient(error)) if attempt < TRANSIENT_ATTEMPTS => {
                 tracing::warn!(attempt, error = %error, "retrying after a transient database failure");
-                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                tokio::time::sleep(transient_backoff(u64::from(attempt))).await;
                 attempt += 1;
             }
             outcome => return outcome,
         }
     }
+}
+
+/// The wait after attempt `attempt` of work the database aborted to resolve a race, before the next one.
+pub(super) fn transient_backoff(attempt: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(20 * attempt)
 }
 
 /// How often an insert is tried again when the row it collided with was deleted before it could be read.

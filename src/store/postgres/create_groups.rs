@@ -1,8 +1,9 @@
 //! Group commit for creates on PostgreSQL: concurrent creates queue here, and a committer takes everything
 //! waiting (up to a group's size) and hands it to `commit` (`identities.rs`, `create_identity_group`) as one
-//! group, so one statement and one WAL flush serve many creates, while several groups commit at once. Each create is answered only once its
-//! group's `commit` has returned, that is after the commit. Alone, a create is a group of one. (SQLite,
-//! with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
+//! group, so one statement and one WAL flush serve many creates, while several groups commit at once. Each
+//! create is answered only once its group's `commit` has returned, that is after the commit. Alone, a
+//! create is a group of one. (SQLite, with its single writer, group-commits every kind of write instead:
+//! `sqlite/group_commit.rs`.)
 //!
 //! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest create was queued, so every create is
 //! answered within it, the wait for a group included, however long the groups ahead of it hang: a create

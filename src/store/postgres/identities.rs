@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::domain::identity::{IdentityPageQuery, NewIdentity, replace_ratelimits};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::backend::now_ms;
+use crate::store::backend::{now_ms, transient_backoff};
 use crate::store::identities::{
     INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, identity_page, ratelimits_json, stored_ratelimits, to_json,
 };
@@ -216,7 +216,7 @@ async fn before_deadline<T>(
 /// never past `deadline`, before the next attempt, and returns the abort to answer with if none succeeds.
 async fn back_off(attempt: usize, error: sqlx::Error, deadline: tokio::time::Instant) -> StoreError {
     tracing::warn!(attempt, %error, "retrying creates after a transient database failure");
-    let backoff = std::time::Duration::from_millis(20 * attempt as u64);
+    let backoff = transient_backoff(attempt as u64);
     tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
     StoreError::Transient(error)
 }

@@ -129,9 +129,10 @@ async fn insert_rows(connection: &mut SqliteConnection, inserts: &mut [&mut Iden
             .bind(row.ratelimits.as_str())
             .bind(created_at);
     }
+    // Padding: rows of NULLs, which the statement skips.
     for _ in inserts.len()..*rows {
-        insert = insert.bind(None::<&str>).bind(None::<&str>).bind(None::<&str>);
-        insert = insert.bind(None::<&str>).bind(None::<&str>).bind(None::<i64>);
+        let none = None::<&str>;
+        insert = insert.bind(none).bind(none).bind(none).bind(none).bind(none).bind(None::<i64>);
     }
     let stored: HashSet<String> = insert.fetch_all(&mut *connection).await?.into_iter().collect();
     for (insert, id) in inserts.iter_mut().zip(ids) {
