@@ -92,12 +92,14 @@ impl Refill {
 
 impl Credits {
     /// These credits at `now_ms`, last refilled (or set) at `last_refilled_ms`: topped up to the refill's
-    /// amount when a refill fell due since, as Unkey's refills set it. `true` when refilled.
+    /// amount when a refill fell due since, as Unkey's refills set it. `true` when a refill fell due, even
+    /// when it left more than its amount as it was (Unkey's refills skip those keys): it counts as made, so
+    /// that spending below the amount later that day refills nothing.
     pub fn refilled(self, last_refilled_ms: i64, now_ms: i64) -> (Self, bool) {
         match &self.refill {
             Some(refill) if refill.last_due_at(now_ms) > last_refilled_ms => {
-                let amount = refill.amount;
-                (Self { remaining: Some(amount), ..self }, true)
+                let remaining = self.remaining.map_or(refill.amount, |remaining| remaining.max(refill.amount));
+                (Self { remaining: Some(remaining), ..self }, true)
             }
             _ => (self, false),
         }
@@ -267,6 +269,14 @@ mod tests {
         let credits = Credits { remaining: Some(0), refill: Some(daily) };
         assert_eq!(credits.clone().refilled(at("2026-12-01 23:00"), at("2026-12-02 08:00")).0.remaining, Some(5));
         assert_eq!(credits.refilled(at("2026-12-02 01:00"), at("2026-12-02 08:00")), (credits_of(0), false));
+    }
+
+    #[test]
+    fn a_refill_leaves_more_than_its_amount_as_it_is() {
+        let due = |remaining| credits_of(remaining).refilled(at("2026-12-01 23:00"), at("2026-12-02 08:00"));
+        assert_eq!(due(1000), (credits_of(1000), true), "above the amount: skipped, as Unkey's refills skip it");
+        assert_eq!(due(5), (credits_of(5), true), "at the amount");
+        assert_eq!(due(4), (credits_of(5), true), "below: set to the amount");
     }
 
     fn credits_of(remaining: i64) -> Credits {

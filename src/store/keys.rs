@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::domain::identity::Identity;
 use crate::domain::key::{Credits, CreditsRefusal, KeyChanges, KeyFields};
 use crate::domain::workspace::WorkspaceId;
+use crate::store::backend::now_ms;
 use crate::store::combiner::Combiner;
 use crate::store::idempotency_keys::{Recorded, Recording};
 use crate::store::{Store, StoreError};
@@ -156,7 +157,8 @@ macro_rules! live_key {
     ($condition:literal) => {
         concat!(
             "SELECT k.id, k.api_id, k.start, k.name, k.meta, k.expires, k.enabled, k.credits, k.ratelimits, \
-             k.created_at, k.updated_at, i.id, i.external_id, i.meta, i.ratelimits FROM keys k \
+             k.created_at, k.updated_at, i.id, i.external_id, i.meta, i.ratelimits, \
+             COALESCE(k.last_refill_at, k.created_at) FROM keys k \
              JOIN apis a ON a.id = k.api_id AND a.deleted_at IS NULL \
              LEFT JOIN identities i ON i.id = k.identity_id AND i.deleted_at IS NULL \
              WHERE k.workspace_id = $1 AND k.deleted_at IS NULL AND ",
@@ -293,6 +295,7 @@ pub(super) type LiveKeyRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    i64,
 );
 
 pub(super) fn stored_key(row: LiveKeyRow) -> Result<StoredKey, StoreError> {
@@ -312,6 +315,7 @@ pub(super) fn stored_key(row: LiveKeyRow) -> Result<StoredKey, StoreError> {
         external_id,
         identity_meta,
         identity_ratelimits,
+        last_refilled,
     ) = row;
     let identity = match (identity_id, external_id, identity_meta, identity_ratelimits) {
         (Some(identity_id), Some(external_id), Some(identity_meta), Some(identity_ratelimits)) => {
@@ -329,12 +333,23 @@ pub(super) fn stored_key(row: LiveKeyRow) -> Result<StoredKey, StoreError> {
         meta,
         expires,
         enabled,
-        credits,
+        credits: credits_now(credits, last_refilled)?,
         ratelimits,
         created_at,
         updated_at,
         identity,
     })
+}
+
+/// A key's credits as they stand now: a refill that fell due since they were last refilled or set shows, as
+/// it would where refills are a job that writes them when due (Unkey's), though here it is written only with
+/// the key's next spend or update.
+fn credits_now(credits: Option<String>, last_refilled_ms: i64) -> Result<Option<String>, StoreError> {
+    let Some(text) = credits else { return Ok(None) };
+    match parse_credits(&text)?.refilled(last_refilled_ms, now_ms()) {
+        (credits, true) => json_text(&credits).map(Some),
+        (_, false) => Ok(Some(text)),
+    }
 }
 
 /// Implements [`Keys`] for a [`Backend`](super::backend::Backend) that also implements `Identities`.

@@ -19,6 +19,7 @@ crate::backend_tests!(
     verify_key_200_for_64_concurrent_verifications_never_overspends_credits,
     verify_key_200_concurrent_first_takes_of_a_new_counter_all_fit,
     verify_key_200_refills_credits_once_a_refill_day_has_begun,
+    verify_key_200_a_due_refill_keeps_more_than_its_amount_and_shows_before_it_is_written,
     ended_ratelimit_windows_are_purged_and_live_ones_kept,
     verify_key_400_for_a_permissions_query_an_unusable_inline_limit_and_the_schema,
     verify_key_401_for_an_unknown_root_key,
@@ -282,6 +283,24 @@ async fn verify_key_200_refills_credits_once_a_refill_day_has_begun(server: Test
     let set = json!({"keyId": key_id, "operation": "set", "value": 1});
     assert_eq!(server.call("keys.updateCredits", &admin, set).await.status, 200);
     assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 0, "the set value, not a refill");
+}
+
+async fn verify_key_200_a_due_refill_keeps_more_than_its_amount_and_shows_before_it_is_written(server: TestServer) {
+    let admin = server.admin_key().await;
+    let refill = json!({"interval": "daily", "amount": 5});
+    let (_, key_id, key) =
+        api_and_key(&server, &admin, json!({"credits": {"remaining": 1000, "refill": refill}})).await;
+    let yesterday = now_ms() - 24 * 60 * 60 * 1000;
+    set_last_refill(&server, &key_id, yesterday).await;
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 999, "1000 is above the amount: kept");
+    let (_, key_id, key) = api_and_key(&server, &admin, json!({"credits": {"remaining": 0, "refill": refill}})).await;
+    set_last_refill(&server, &key_id, yesterday).await;
+    // Refilled as a refill job would have by now, before a spend writes it.
+    let got = server.call("keys.getKey", &admin, json!({"keyId": key_id})).await;
+    assert_eq!(got.body["data"]["credits"], json!({"remaining": 5, "refill": refill}), "{}", got.body);
+    let no_spend = verify(&server, &admin, json!({"key": key, "credits": {"cost": 0}})).await;
+    assert_eq!((&no_spend["code"], &no_spend["credits"]), (&json!("VALID"), &json!(5)), "a cost of 0 spends nothing");
+    assert_eq!(verify(&server, &admin, json!({"key": key})).await["credits"], 4, "the refill, then a spend");
 }
 
 async fn ended_ratelimit_windows_are_purged_and_live_ones_kept(server: TestServer) {
