@@ -196,10 +196,12 @@ where
             let outcome = write(connection).await;
             let ran = match &outcome {
                 Ok(_) => Ran::Succeeded,
-                // A conflict or a lost race is decided before the write changes anything; any other
-                // failure (stored data that cannot be read back included) may come after a statement that
-                // a write without a savepoint could not undo.
-                Err(StoreError::Conflict { .. } | StoreError::Contended(_)) => Ran::Refused,
+                // A conflict, a lost race or a busy idempotency key is decided before the write changes
+                // anything; any other failure (stored data that cannot be read back included) may come
+                // after a statement that a write without a savepoint could not undo.
+                Err(StoreError::Conflict { .. } | StoreError::Contended(_) | StoreError::IdempotencyKeyBusy) => {
+                    Ran::Refused
+                }
                 Err(error) => Ran::DatabaseFailed(error.same_kind()),
             };
             self.outcome = Some(outcome);
