@@ -258,16 +258,20 @@ fn check_meta_size(meta: &Meta) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Unkey's search: trimmed, case-insensitive substring, with `%`, `_` and `\` matching literally.
-/// Blank means no filter.
-fn search_pattern(search: &str) -> Option<String> {
+/// Unkey's search term: trimmed and case-folded; blank means no filter. Only ASCII letters fold, as the
+/// databases' `LOWER` folds them (SQLite's folds no others, PostgreSQL's none others under the "C" collation
+/// ids and externalIds have): a term folded further, with `Ö` made `ö`, matched nothing, not even its own text.
+pub fn search_term(search: &str) -> Option<String> {
     let trimmed = search.trim();
-    if trimmed.is_empty() {
-        return None;
-    }
-    let mut pattern = String::with_capacity(trimmed.len() + 2);
+    (!trimmed.is_empty()).then(|| trimmed.to_ascii_lowercase())
+}
+
+/// [`search_term`] as a substring's LIKE pattern, with `%`, `_` and `\` matching literally.
+fn search_pattern(search: &str) -> Option<String> {
+    let term = search_term(search)?;
+    let mut pattern = String::with_capacity(term.len() + 2);
     pattern.push('%');
-    for c in trimmed.to_lowercase().chars() {
+    for c in term.chars() {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
@@ -330,6 +334,7 @@ mod tests {
     fn search_is_trimmed_lowercased_and_escaped() {
         assert_eq!(search_pattern("  "), None);
         assert_eq!(search_pattern(" Acme ").as_deref(), Some("%acme%"));
+        assert_eq!(search_pattern("Ölfirma").as_deref(), Some("%Ölfirma%"), "as LOWER leaves it");
         assert_eq!(search_pattern("100%_x\\").as_deref(), Some("%100\\%\\_x\\\\%"));
     }
 

@@ -14,7 +14,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, PAGE_BYTES, integer};
+use crate::domain::identity::{Identity, IdentityPage, IdentityPageQuery, PAGE_BYTES, integer, search_term};
 use crate::domain::permission::{IdentityAction, Needed, RootKey};
 use crate::envelope::{Envelope, Pagination};
 use crate::error::ApiError;
@@ -69,14 +69,14 @@ async fn granted_page(
     let mut granted: Vec<&str> = root_key.granted_ids(read).collect();
     granted.sort_unstable();
     granted.dedup();
-    let search = search.map(str::to_lowercase);
+    let search = search.and_then(search_term);
     let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
     let page_bytes = usize::try_from(PAGE_BYTES).unwrap_or(usize::MAX);
     let (mut identities, mut bytes) = (Vec::new(), 0_usize);
     for id in granted.into_iter().filter(|id| query.cursor.as_deref().is_none_or(|cursor| *id >= cursor)) {
         // Only an id: a grant naming an externalId grants nothing (Unkey's grants name ids).
         let Some(identity) = state.store.get_identity(&root_key.workspace, id).await? else { continue };
-        let matches = |text: &str| search.as_deref().is_none_or(|search| text.to_lowercase().contains(search));
+        let matches = |text: &str| search.as_deref().is_none_or(|search| text.to_ascii_lowercase().contains(search));
         if identity.id != id || !(matches(&identity.id) || matches(&identity.external_id)) {
             continue;
         }

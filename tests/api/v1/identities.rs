@@ -32,6 +32,7 @@ crate::backend_tests!(
     create_identity_400_for_what_unkey_answered_500_or_stored,
     create_identity_takes_whole_numbers_written_as_floats,
     get_identity_by_id_never_matches_an_external_id,
+    a_search_finds_a_non_ascii_external_id_by_its_own_text,
     update_identity_keeps_auto_apply_on_a_ratelimit_it_names_again,
     errors_of_the_outer_layers_come_in_v1s_envelope,
 );
@@ -82,6 +83,21 @@ async fn get_identity_by_id_never_matches_an_external_id(server: TestServer) {
     create(&server, &key, "id_looks_like_an_id").await;
     let response = v1(&server, Method::GET, GET, Some(&key), &json!({"identityId": "id_looks_like_an_id"})).await;
     assert_v1_error(&response, 404, "NOT_FOUND", "identity id_looks_like_an_id not found");
+}
+
+/// v1 takes any externalId. Case folds only for ASCII letters, as the databases' `LOWER` folds them.
+async fn a_search_finds_a_non_ascii_external_id_by_its_own_text(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = create(&server, &key, "Ölfirma-7").await;
+    let search = |term: &str| server.call("identities.listIdentities", &key, json!({"search": term}));
+    for term in ["Ölfirma", " ÖLFIRMA-7 ", "lfirma"] {
+        let found = search(term).await;
+        assert_eq!(found.body["data"][0]["id"], id, "{term:?}: {}", found.body);
+    }
+    assert_eq!(search("ölfirma").await.body["data"], json!([]), "Ö is not folded");
+    let reader = server.root_key(&[&format!("identity.{id}.read_identity")]).await;
+    let granted = server.call("identities.listIdentities", &reader, json!({"search": "ÖLFIRMA"})).await;
+    assert_eq!(granted.body["data"][0]["id"], id, "a per-identity grant's search folds alike: {}", granted.body);
 }
 
 async fn update_identity_keeps_auto_apply_on_a_ratelimit_it_names_again(server: TestServer) {
