@@ -271,7 +271,8 @@ impl From<StoreError> for ApiError {
                     source: Some(error.into()),
                     ..Self::new(
                         ErrorCode::ServiceUnavailable,
-                        "The database did not answer in time. Retry the request shortly.",
+                        "The database did not answer in time; a write may have been stored all the same. Retry \
+                         shortly, a write with the same Idempotency-Key.",
                     )
                 }
             }

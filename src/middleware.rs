@@ -198,6 +198,11 @@ async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Res
     Ok((seen <= limit).then(|| kept.freeze()))
 }
 
+/// A 408's fix: a write that had started runs to its end after the answer, so only a retry with the same
+/// Idempotency-Key is sure not to run it twice.
+pub const RETRY_AFTER_A_TIMEOUT: &str =
+    "Retry the request; a write may still complete after this answer, so retry a write with the same Idempotency-Key.";
+
 async fn enforce_timeout(limit: Duration, answer: impl Future<Output = Response>) -> Response {
     match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
@@ -205,7 +210,7 @@ async fn enforce_timeout(limit: Duration, answer: impl Future<Output = Response>
             ErrorCode::RequestTimeout,
             format!("The request did not complete within {} ms.", limit.as_millis()),
         )
-        .with_error(ValidationError::new("request", "Timed out").with_fix("Retry the request."))
+        .with_error(ValidationError::new("request", "Timed out").with_fix(RETRY_AFTER_A_TIMEOUT))
         .into_response(),
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, ErrorCode, ValidationError};
 use crate::error_docs::{CodeExample, EXAMPLE_IDENTITY_ID, ErrorDocs, Fix, Language};
+use crate::middleware::RETRY_AFTER_A_TIMEOUT;
 use crate::store::StoreError;
 use serde_json::json;
 
@@ -1042,7 +1043,7 @@ fn request_timeout() -> ErrorDocs {
     ErrorDocs {
         summary: "The request did not complete within the server's timeout.",
         example: ApiError::new(ErrorCode::RequestTimeout, "The request did not complete within 30000 ms.")
-            .with_error(ValidationError::new("request", "Timed out").with_fix("Retry the request.")),
+            .with_error(ValidationError::new("request", "Timed out").with_fix(RETRY_AFTER_A_TIMEOUT)),
         what_happened: "The request did not finish within the server's timeout (`--request-timeout-ms`, 30 s by \
             default), or its body did not arrive within the read timeout (`--read-timeout-ms`, 10 s). Sigil \
             answered instead of waiting longer. A write that had started runs to its end anyway and records its \
@@ -1329,13 +1330,14 @@ print(response.status_code, response.json())"#,
 
 fn service_unavailable() -> ErrorDocs {
     ErrorDocs {
-        summary: "The database did not answer in time; nothing was written.",
+        summary: "The database did not answer in time; a write may have been stored all the same.",
         example: ApiError::from(StoreError::TimedOut),
         what_happened: "The database did not answer within 5 s, its connection broke, it kept aborting the \
-            operation, or (SQLite) its disk is full. Sigil gave up and stored nothing for this request. Unkey \
-            answers 500 here; Sigil answers 503, so clients know a retry can succeed. If the database went silent \
-            in the middle of a commit, the write and its `Idempotency-Key` record either both committed or \
-            neither did: a retry with the same key replays the first answer or runs the write.",
+            operation, or (SQLite) its disk is full. Sigil stopped waiting; a write the database was still running \
+            may commit after this answer (a full disk or a connection that could not be made stores nothing). \
+            Unkey answers 500 here; Sigil answers 503, so clients know a retry can succeed. A write and its \
+            `Idempotency-Key` record either both commit or neither does: a retry with the same key replays the \
+            first answer or runs the write.",
         common_scenarios: &[
             "PostgreSQL restarting, failing over, or out of reach over the network.",
             "The database out of connections, or overloaded by another workload.",

@@ -20,6 +20,7 @@ crate::backend_tests!(
     list_identities_200_pages_after_the_cursor_with_total,
     list_identities_400_for_a_bad_limit,
     list_identities_403_without_read_permission,
+    list_identities_200_with_the_environments_grant,
     update_identity_200_with_the_error_pages_request_verbatim,
     update_identity_200_replaces_ratelimits_by_name_keeping_ids,
     update_identity_400_without_either_id,
@@ -337,6 +338,19 @@ async fn list_identities_403_without_read_permission(server: TestServer) {
     let response = v1(&server, Method::GET, LIST, Some(&writer), &json!({})).await;
     assert_eq!(response.status, 403, "{}", response.body);
     assert_eq!(response.body["error"]["code"], "INSUFFICIENT_PERMISSIONS");
+    let other_environment = server.root_key(&["identity.staging.read_identity"]).await;
+    let response = v1(&server, Method::GET, LIST, Some(&other_environment), &json!({})).await;
+    assert_eq!(response.status, 403, "the default environment's list needs its grant: {}", response.body);
+}
+
+/// Unkey's v1 list takes the grant of the environment listed, as its own test does.
+async fn list_identities_200_with_the_environments_grant(server: TestServer) {
+    let admin = server.admin_key().await;
+    let id = create(&server, &admin, "listed").await;
+    let reader = server.root_key(&["identity.default.read_identity"]).await;
+    let response = v1(&server, Method::GET, LIST, Some(&reader), &json!({})).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!((&response.body["identities"][0]["id"], &response.body["total"]), (&json!(id), &json!(1)));
 }
 
 /// The fix on Unkey's `identity_already_exists` page, as it is written there.

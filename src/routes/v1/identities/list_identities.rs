@@ -55,7 +55,8 @@ pub async fn list_identities(
     let limit = fields.page_limit("limit", 100)?;
     let after = fields.string("cursor", 0)?.filter(|cursor| !cursor.is_empty());
     let caller = authenticate(&state, &headers).await?;
-    caller.authorize(Needed::identity(IdentityAction::Read, None))?;
+    // Unkey's v1 list also takes the environment's grant, `identity.default.read_identity` by default.
+    caller.authorize(Needed::identity(IdentityAction::Read, Some(&environment)))?;
     if environment != "default" {
         return Ok(V1Json(V1Page { identities: Vec::new(), total: 0, cursor: None }));
     }
