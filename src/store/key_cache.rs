@@ -60,7 +60,7 @@ impl Default for KeyCache {
     fn default() -> Self {
         let by_hash = Cache::builder().max_capacity(CAPACITY_BYTES).time_to_live(TIME_TO_LIVE).weigher(
             |hash: &String, entry: &Entry| {
-                u32::try_from(hash.len() + entry.key.as_deref().map_or(0, weight)).unwrap_or(u32::MAX)
+                u32::try_from(hash.len() + entry.key.as_deref().map_or(0, StoredKey::bytes)).unwrap_or(u32::MAX)
             },
         );
         Self {
@@ -148,20 +148,6 @@ impl KeyCache {
 /// Workspace ids hold no NUL, so the key is unambiguous.
 fn cache_key(workspace: &WorkspaceId, hash: &str) -> String {
     format!("{}\0{hash}", workspace.as_str())
-}
-
-fn weight(key: &StoredKey) -> usize {
-    let identity = key.identity.as_ref().map_or(0, |identity| {
-        identity.id.len() + identity.external_id.len() + identity.meta.get().len() + identity.ratelimits.get().len()
-    });
-    key.id.len()
-        + key.api_id.len()
-        + key.start.len()
-        + key.name.as_ref().map_or(0, String::len)
-        + key.meta.as_ref().map_or(0, String::len)
-        + key.credits.as_ref().map_or(0, String::len)
-        + key.ratelimits.len()
-        + identity
 }
 
 #[cfg(test)]

@@ -50,6 +50,30 @@ pub struct StoredKey {
     pub identity: Option<Identity>,
 }
 
+impl StoredKey {
+    /// About what the key weighs in memory and in an answer: its text, and its identity's.
+    pub fn bytes(&self) -> usize {
+        let identity = self.identity.as_ref().map_or(0, |identity| {
+            identity.id.len() + identity.external_id.len() + identity.meta.get().len() + identity.ratelimits.get().len()
+        });
+        self.id.len()
+            + self.api_id.len()
+            + self.start.len()
+            + self.name.as_ref().map_or(0, String::len)
+            + self.meta.as_ref().map_or(0, String::len)
+            + self.credits.as_ref().map_or(0, String::len)
+            + self.ratelimits.len()
+            + identity
+    }
+}
+
+/// A page of keys, and the id of the key the next page starts with.
+#[derive(Debug)]
+pub struct KeyPage {
+    pub keys: Vec<StoredKey>,
+    pub next: Option<String>,
+}
+
 /// Whose keys a page lists.
 #[derive(Debug, Clone)]
 pub enum KeysOf {
@@ -92,14 +116,16 @@ pub trait Keys: Send + Sync {
     /// The live key with this id, in a live API.
     async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
-    /// Live keys of live APIs in id order, at most `limit`, from `cursor` on (inclusive).
+    /// Live keys of live APIs in id order from `cursor` on (inclusive): at most `limit`, and none starting
+    /// past [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES), as an identity page ends. A key and its identity may each hold a megabyte of
+    /// meta: read whole, a page of 100 was 200 MB before it was an answer.
     async fn list_keys(
         &self,
         workspace: &WorkspaceId,
         of: &KeysOf,
         cursor: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<StoredKey>, StoreError>;
+    ) -> Result<KeyPage, StoreError>;
 
     /// The live key, in a live API, whose hash is `hash` ([`crate::domain::key::hash`]): shared with what
     /// this node keeps in memory, not copied for every verification.
@@ -359,7 +385,9 @@ macro_rules! impl_keys {
         const _: () = {
             use std::sync::Arc;
 
-            use $crate::domain::identity::{Creation, NewIdentity};
+            use futures::TryStreamExt;
+
+            use $crate::domain::identity::{Creation, NewIdentity, PAGE_BYTES};
             use $crate::domain::ids::new_id;
             use $crate::domain::key::{Credits, KeyChanges};
             use $crate::domain::workspace::WorkspaceId;
@@ -409,28 +437,38 @@ macro_rules! impl_keys {
                     of: &KeysOf,
                     cursor: Option<&str>,
                     limit: i64,
-                ) -> Result<Vec<StoredKey>, StoreError> {
+                ) -> Result<KeyPage, StoreError> {
                     let owned = (workspace.clone(), of.clone(), cursor.map(str::to_owned));
-                    let rows: Vec<LiveKeyRow> = self
-                        .on_reader(|connection| {
-                            let (workspace, of, cursor) = owned;
-                            Box::pin(async move {
-                                let page = match of {
-                                    KeysOf::Api { api_id, identity_id } => sqlx::query_as(LIVE_KEYS_OF_API)
-                                        .bind(workspace.as_str())
-                                        .bind(api_id)
-                                        .bind(cursor)
-                                        .bind(identity_id),
-                                    KeysOf::Identity { identity_id } => sqlx::query_as(LIVE_KEYS_OF_IDENTITY)
-                                        .bind(workspace.as_str())
-                                        .bind(identity_id)
-                                        .bind(cursor),
-                                };
-                                Ok(page.bind(limit).fetch_all(connection).await?)
-                            })
+                    self.on_reader(|connection| {
+                        let (workspace, of, cursor) = owned;
+                        Box::pin(async move {
+                            let page = match of {
+                                KeysOf::Api { api_id, identity_id } => sqlx::query_as(LIVE_KEYS_OF_API)
+                                    .bind(workspace.as_str())
+                                    .bind(api_id)
+                                    .bind(cursor)
+                                    .bind(identity_id),
+                                KeysOf::Identity { identity_id } => sqlx::query_as(LIVE_KEYS_OF_IDENTITY)
+                                    .bind(workspace.as_str())
+                                    .bind(identity_id)
+                                    .bind(cursor),
+                            };
+                            // Read as a stream, so that a page cut by bytes reads no more rows.
+                            let mut rows = page.bind(limit.saturating_add(1)).fetch(connection);
+                            let page_bytes = usize::try_from(PAGE_BYTES).unwrap_or(usize::MAX);
+                            let (mut keys, mut bytes) = (Vec::new(), 0);
+                            while let Some(row) = rows.try_next().await? {
+                                let key = stored_key(row)?;
+                                if i64::try_from(keys.len()).is_ok_and(|read| read >= limit) || bytes >= page_bytes {
+                                    return Ok(KeyPage { keys, next: Some(key.id) });
+                                }
+                                bytes += key.bytes();
+                                keys.push(key);
+                            }
+                            Ok(KeyPage { keys, next: None })
                         })
-                        .await?;
-                    rows.into_iter().map(stored_key).collect()
+                    })
+                    .await
                 }
 
                 async fn get_key_by_hash(

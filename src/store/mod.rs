@@ -40,7 +40,9 @@ pub use error::StoreError;
 pub use idempotency_keys::{Answer, IdempotencyKeys, PURGE_BATCH, Recorded, Recording};
 pub use identities::Identities;
 pub use identity_cache::{IdentityCacheStats, TIME_TO_LIVE as CACHED_IDENTITY_TIME_TO_LIVE};
-pub use keys::{CreditSpends, CreditsSpent, KeyUpdate, Keys, KeysOf, NewKey, StoredKey, credit_spends, parse_credits};
+pub use keys::{
+    CreditSpends, CreditsSpent, KeyPage, KeyUpdate, Keys, KeysOf, NewKey, StoredKey, credit_spends, parse_credits,
+};
 pub use postgres::PostgresStore;
 pub use postgres::changes::listener_name as identity_changes_listener_name;
 pub use ratelimits::{ENDED_FOR_MS as RATELIMIT_COUNTERS_KEPT_AFTER_THEIR_END_MS, Ratelimits};

@@ -5,6 +5,7 @@ use crate::harness::TestServer;
 crate::backend_tests!(
     list_keys_200_pages_through_an_apis_live_keys_in_id_order,
     list_keys_200_filters_by_external_id,
+    list_keys_200_ends_a_page_of_large_keys_by_bytes,
     list_keys_404_for_a_missing_api_and_without_read_key_and_read_api,
 );
 
@@ -48,6 +49,30 @@ async fn list_keys_200_pages_through_an_apis_live_keys_in_id_order(server: TestS
         }
     }
     assert_eq!(seen, ids, "each live key of the API once, in id order");
+}
+
+/// Each key brings its identity's meta: a key and its identity of a megabyte each would make a page of 100
+/// 200 MB. A page ends, as an identity page does, with the first key starting past 4 MiB.
+async fn list_keys_200_ends_a_page_of_large_keys_by_bytes(server: TestServer) {
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    let identity = json!({"externalId": "heavy", "meta": {"blob": "i".repeat(900_000)}});
+    server.create_identity(&admin, identity).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let key = json!({"apiId": api_id, "externalId": "heavy", "meta": {"blob": "k".repeat(100_000)}});
+        ids.push(create_key(&server, &admin, key).await);
+    }
+    let page_ids = |page: &serde_json::Value| -> Vec<String> {
+        page["data"].as_array().unwrap().iter().map(|key| key["keyId"].as_str().unwrap().to_owned()).collect()
+    };
+    let first = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "limit": 100})).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(page_ids(&first.body), ids[..5], "4 MB of keys, then the fifth, which started before 4 MiB");
+    assert_eq!(first.body["pagination"], json!({"hasMore": true, "cursor": ids[5]}));
+    let cursor = json!({"apiId": api_id, "limit": 100, "cursor": ids[5]});
+    let rest = server.call("apis.listKeys", &admin, cursor).await;
+    assert_eq!((page_ids(&rest.body), &rest.body["pagination"]), (ids[5..].to_vec(), &json!({"hasMore": false})));
 }
 
 async fn list_keys_200_filters_by_external_id(server: TestServer) {
