@@ -98,7 +98,10 @@ pub(super) trait IdentityBackend {
     ) -> impl Future<Output = Result<Vec<ListedRow>, StoreError>> + Send;
 }
 
-/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. Two indexed lookups
+/// The live identity whose id is `$2`, else whose externalId is `$2`, in workspace `$1`. An id names its
+/// identity for good: once that identity is deleted, `$2` matches no other identity's externalId, so that a
+/// retried delete by id, or a v1 write by `identityId` racing a delete, never reaches a second identity
+/// whose externalId happens to be that id (Unkey's lookup would find it). Two indexed lookups
 /// (primary key, live-externalId index) joined by UNION ALL: an `id = $2 OR external_id = $2` filter makes
 /// SQLite scan every live identity of the workspace.
 ///
@@ -119,7 +122,8 @@ macro_rules! live_identity_id {
          ) SELECT id FROM (\
            SELECT id, 0 AS rank FROM by_id WHERE workspace_id = $1 AND deleted_at IS NULL \
            UNION ALL \
-           SELECT id, 1 AS rank FROM holders WHERE workspace_id = $1\
+           SELECT id, 1 AS rank FROM holders WHERE workspace_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM by_id WHERE workspace_id = $1)\
          ) AS candidates ORDER BY rank LIMIT 1)"
     };
 }
