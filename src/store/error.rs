@@ -31,6 +31,10 @@ pub enum StoreError {
     /// that write finished replays its answer.
     #[error("another request with this idempotency key is running")]
     IdempotencyKeyBusy,
+    /// This process keeps as many ratelimit counters as it may (SQLite's live in its memory): a verification
+    /// that needs a new one is refused, nothing counted, until windows end.
+    #[error("too many live ratelimit counters")]
+    CountersFull,
     /// A stored value could not be read back (e.g. meta that is not JSON).
     #[error("stored data is invalid: {0}")]
     InvalidData(String),
@@ -102,7 +106,7 @@ impl StoreError {
         match self {
             Self::TimedOut => Some("timeout"),
             Self::Unavailable(_) => Some("unavailable"),
-            Self::StorageFull(_) => Some("storage_full"),
+            Self::StorageFull(_) | Self::CountersFull => Some("storage_full"),
             Self::Transient(_) => Some("transient"),
             Self::InvalidData(_) => Some("invalid_data"),
             Self::Database(_) => Some("other"),
@@ -127,6 +131,7 @@ impl StoreError {
             Self::Transient(error) => Self::Transient(same(error)),
             Self::Contended(reason) => Self::Contended(reason),
             Self::IdempotencyKeyBusy => Self::IdempotencyKeyBusy,
+            Self::CountersFull => Self::CountersFull,
             Self::InvalidData(reason) => Self::InvalidData(reason.clone()),
         }
     }

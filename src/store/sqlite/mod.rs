@@ -214,7 +214,7 @@ impl Ratelimits for SqliteStore {
         checks: &[RatelimitCheck],
         now_ms: i64,
     ) -> Result<Vec<RatelimitOutcome>, StoreError> {
-        Ok(self.ratelimit_counters.take(checks, now_ms))
+        self.ratelimit_counters.take(checks, now_ms)
     }
 
     async fn purge_ended_ratelimit_counters(&self, now_ms: i64) -> Result<u64, StoreError> {
