@@ -63,5 +63,6 @@ async fn an_externalid_reused_after_a_delete_names_the_new_identity(server: Test
     let lookalike = server.create_identity(&key, json!({"externalId": second})).await;
     assert_eq!(get(&server, &key, &second).await.1["id"], second);
     assert_eq!(server.call("identities.deleteIdentity", &key, json!({"identity": second})).await.status, 200);
-    assert_eq!(get(&server, &key, &second).await.1["id"], lookalike, "now the externalId is the only match");
+    assert_eq!(get(&server, &key, &second).await.0, 404, "a deleted identity's id still names it alone");
+    assert_eq!(get(&server, &key, &lookalike).await.1["externalId"], second, "the lookalike, by its own id");
 }
