@@ -46,6 +46,14 @@ pub trait Identities: Send + Sync {
         query: &IdentityPageQuery,
     ) -> Result<IdentityPage, StoreError>;
 
+    /// The live identity holding `external_id`, found by that name alone: [`get_identity`](Self::get_identity)
+    /// prefers an identity whose id the text is, live or deleted, which would hide this one.
+    async fn get_identity_by_external_id(
+        &self,
+        workspace: &WorkspaceId,
+        external_id: &str,
+    ) -> Result<Option<Identity>, StoreError>;
+
     /// A live identity whose externalId differs from `external_id` only in case (`lower()` of ASCII letters:
     /// SQLite's folds no others, and PostgreSQL's folds only those under the "C" collation externalIds have),
     /// for a 404's hint.
@@ -675,6 +683,32 @@ macro_rules! impl_identities {
                     }
                     // Nothing more matched before where the search stopped looking: the next page looks on.
                     Ok(IdentityPage { identities, next_cursor: next_cursor.or(scan_end) })
+                }
+
+                async fn get_identity_by_external_id(
+                    &self,
+                    workspace: &WorkspaceId,
+                    external_id: &str,
+                ) -> Result<Option<Identity>, StoreError> {
+                    if !may_be_stored(external_id) {
+                        return Ok(None);
+                    }
+                    let (workspace_id, name) = (workspace.clone(), external_id.to_owned());
+                    let holder: Option<String> = self
+                        .on_reader(|connection| {
+                            Box::pin(async move {
+                                Ok(sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                                    .bind(workspace_id.as_str())
+                                    .bind(name)
+                                    .fetch_optional(connection)
+                                    .await?)
+                            })
+                        })
+                        .await?;
+                    let Some(holder) = holder else { return Ok(None) };
+                    // By its id, which names it alone; renamed or deleted in between, it holds the name no more.
+                    let found = self.get_identity(workspace, &holder).await?;
+                    Ok(found.filter(|identity| identity.external_id == external_id))
                 }
 
                 async fn find_external_id_in_other_case(

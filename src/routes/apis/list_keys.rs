@@ -47,13 +47,10 @@ pub async fn list_keys(
     }
     let identity_id = match &request.external_id {
         None => None,
-        Some(external_id) => {
-            let identity = state.store.get_identity(workspace, external_id).await?;
-            match identity.filter(|identity| &identity.external_id == external_id) {
-                Some(identity) => Some(identity.id),
-                None => return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None })),
-            }
-        }
+        Some(external_id) => match state.store.get_identity_by_external_id(workspace, external_id).await? {
+            Some(identity) => Some(identity.id),
+            None => return Ok(Envelope::page(Vec::new(), Pagination { has_more: false, cursor: None })),
+        },
     };
     let of = KeysOf::Api { api_id: request.api_id, identity_id };
     page_of_keys(&state, workspace, &of, request.cursor.as_deref(), request.limit).await

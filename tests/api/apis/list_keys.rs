@@ -78,6 +78,16 @@ async fn list_keys_200_ends_a_page_of_large_keys_by_bytes(server: TestServer) {
 async fn list_keys_200_filters_by_external_id(server: TestServer) {
     let admin = server.admin_key().await;
     let api_id = create_api(&server, &admin).await;
+    // An externalId that spells another identity's id filters by the identity holding it, before and after
+    // the other's delete.
+    let other = server.create_identity(&admin, json!({"externalId": "other"})).await;
+    let namesakes = create_key(&server, &admin, json!({"apiId": api_id, "externalId": other})).await;
+    for moment in ["while the identity with that id is live", "after its delete"] {
+        let page = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "externalId": other})).await;
+        assert_eq!(page.body["data"][0]["keyId"], namesakes, "{moment}: {}", page.body);
+        server.call("identities.deleteIdentity", &admin, json!({"identity": other})).await;
+    }
+    server.call("keys.deleteKey", &admin, json!({"keyId": namesakes})).await;
     let theirs = create_key(&server, &admin, json!({"apiId": api_id, "externalId": "user_1"})).await;
     create_key(&server, &admin, json!({"apiId": api_id, "externalId": "user_2"})).await;
     let page = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "externalId": "user_1"})).await;

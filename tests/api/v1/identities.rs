@@ -33,6 +33,7 @@ crate::backend_tests!(
     create_identity_400_for_what_unkey_answered_500_or_stored,
     create_identity_takes_whole_numbers_written_as_floats,
     get_identity_by_id_never_matches_an_external_id,
+    get_identity_by_external_id_never_matches_an_id,
     a_search_finds_a_non_ascii_external_id_by_its_own_text,
     update_identity_keeps_auto_apply_on_a_ratelimit_it_names_again,
     errors_of_the_outer_layers_come_in_v1s_envelope,
@@ -84,6 +85,23 @@ async fn get_identity_by_id_never_matches_an_external_id(server: TestServer) {
     create(&server, &key, "id_looks_like_an_id").await;
     let response = v1(&server, Method::GET, GET, Some(&key), &json!({"identityId": "id_looks_like_an_id"})).await;
     assert_v1_error(&response, 404, "NOT_FOUND", "identity id_looks_like_an_id not found");
+}
+
+/// An externalId may spell another identity's id: asked by externalId, v1 finds the identity holding it,
+/// while the other is live and after it was deleted.
+async fn get_identity_by_external_id_never_matches_an_id(server: TestServer) {
+    let key = server.admin_key().await;
+    let first = create(&server, &key, "first").await;
+    let namesake = create(&server, &key, &first).await;
+    for moment in ["while the identity with that id is live", "after its delete"] {
+        let got = v1(&server, Method::GET, GET, Some(&key), &json!({"externalId": first})).await;
+        assert_eq!(got.body["id"], namesake, "{moment}: {}", got.body);
+        let update = json!({"externalId": first, "meta": {"moment": moment}});
+        assert_eq!(v1(&server, Method::POST, UPDATE, Some(&key), &update).await.status, 200, "{moment}");
+        server.call("identities.deleteIdentity", &key, json!({"identity": first})).await;
+    }
+    let got = v1(&server, Method::GET, GET, Some(&key), &json!({"identityId": namesake})).await;
+    assert_eq!(got.body["meta"], json!({"moment": "after its delete"}), "both updates reached the namesake");
 }
 
 /// v1 takes any externalId. Case folds only for ASCII letters, as the databases' `LOWER` folds them.

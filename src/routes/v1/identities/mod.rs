@@ -103,12 +103,7 @@ async fn by_external_id(
     workspace: &WorkspaceId,
     external_id: &str,
 ) -> Result<Option<Identity>, V1Error> {
-    let found = state.store.get_identity(workspace, external_id).await.map_err(ApiError::from)?;
-    if found.as_ref().is_some_and(|identity| identity.external_id == external_id) {
-        return Ok(found);
-    }
-    // The lookup prefers an id: an identity whose id equals another's externalId hides that one here.
-    Ok(None)
+    Ok(state.store.get_identity_by_external_id(workspace, external_id).await.map_err(ApiError::from)?)
 }
 
 /// Whether a write that found no identity to change goes on to its Idempotency-Key's record: the request it
