@@ -453,19 +453,25 @@ macro_rules! impl_keys {
                                     .bind(identity_id)
                                     .bind(cursor),
                             };
-                            // Read as a stream, so that a page cut by bytes reads no more rows.
+                            // Read as a stream, so that rows past the page's end are dropped as they come.
+                            // They are read all the same: PostgreSQL sends every row the statement selects,
+                            // and rows left unread would fall to the connection's next user.
                             let mut rows = page.bind(limit.saturating_add(1)).fetch(connection);
                             let page_bytes = usize::try_from(PAGE_BYTES).unwrap_or(usize::MAX);
-                            let (mut keys, mut bytes) = (Vec::new(), 0);
+                            let (mut keys, mut bytes, mut next) = (Vec::new(), 0, None);
                             while let Some(row) = rows.try_next().await? {
+                                if next.is_some() {
+                                    continue;
+                                }
                                 let key = stored_key(row)?;
                                 if i64::try_from(keys.len()).is_ok_and(|read| read >= limit) || bytes >= page_bytes {
-                                    return Ok(KeyPage { keys, next: Some(key.id) });
+                                    next = Some(key.id);
+                                    continue;
                                 }
                                 bytes += key.bytes();
                                 keys.push(key);
                             }
-                            Ok(KeyPage { keys, next: None })
+                            Ok(KeyPage { keys, next })
                         })
                     })
                     .await

@@ -111,8 +111,8 @@ impl SqliteStore {
             .await
             .with_context(|| format!("cannot open SQLite database {:?}", options.get_filename()))?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await.context("migrating the SQLite database")?;
-        // A reader's thread runs ahead of a row stream by this many rows: sqlx's 50 rows of keys that each
-        // bring a megabyte of meta and their identity's another were 100 MB read for a page cut at 4 MiB.
+        // A reader's thread runs ahead of a row stream by this many rows: with sqlx's 50, keys that each bring
+        // a megabyte of meta and their identity's another could be 100 MB held at once while a page is read.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
