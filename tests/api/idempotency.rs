@@ -246,7 +246,8 @@ async fn a_retry_while_the_first_request_runs_is_409_with_retry_after(backend: B
 }
 
 /// Another node's write under the key (its advisory lock, held here by the test): this node's retry backs
-/// off without holding a connection, then answers 409; once the key is free it runs.
+/// off without holding a connection, then answers 409; once the key is free it runs. A busy key is a
+/// refusal, not a failure: the connections it was tried on stay open for what comes next.
 #[tokio::test]
 async fn a_key_another_postgres_node_holds_is_409_then_runs() {
     let idempotency =
@@ -255,11 +256,19 @@ async fn a_key_another_postgres_node_holds_is_409_then_runs() {
     let key = server.admin_key().await;
     let (workspace, _) = server.store.ensure_workspace(crate::harness::WORKSPACE).await.unwrap();
     let mut other_node = PgConnection::connect(&server.database_url()).await.expect("connect");
+    let backends = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         ORDER BY pid";
+    assert!(server.list_all_ids(&key).await.is_empty(), "a read, so that the server keeps a connection");
+    let before: Vec<i32> = sqlx::query_scalar(backends).fetch_all(&mut other_node).await.unwrap();
     let lock = "SELECT pg_advisory_lock(hashtext($1), hashtext($2))";
     sqlx::query(lock).bind(workspace.as_str()).bind("busy").execute(&mut other_node).await.unwrap();
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;
     response.assert_error(409, "sigil/idempotency/request_in_progress");
     assert!(server.list_all_ids(&key).await.is_empty(), "nothing was written");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after: Vec<i32> = sqlx::query_scalar(backends).fetch_all(&mut other_node).await.unwrap();
+    let closed: Vec<&i32> = before.iter().filter(|pid| !after.contains(pid)).collect();
+    assert!(closed.is_empty(), "connections closed by the busy retries: {closed:?} of {before:?}");
     let unlock = "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))";
     sqlx::query(unlock).bind(workspace.as_str()).bind("busy").execute(&mut other_node).await.unwrap();
     let response = server.call_idempotent("identities.createIdentity", &key, "busy", CREATE).await;

@@ -48,7 +48,8 @@ impl KeptConnections {
         }
     }
 
-    /// Runs `work` on a kept connection and keeps the connection for the next work if `work` succeeded.
+    /// Runs `work` on a kept connection and keeps the connection for the next work if `work` succeeded or
+    /// was refused.
     /// Past the deadline it fails with [`StoreError::TimedOut`] (a 503) and the connection is closed: a
     /// write cut short by it may or may not have committed.
     pub async fn run<T, Work>(&self, work: Work) -> Result<T, StoreError>
@@ -57,9 +58,12 @@ impl KeptConnections {
     {
         let unit = async {
             let mut lease = self.acquire().await?;
-            let outcome = work(&mut lease).await?;
-            lease.finished();
-            Ok(outcome)
+            let outcome = work(&mut lease).await;
+            // A refusal (a conflict, a race lost) leaves the connection sound; a failure may not.
+            if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|refusal| refusal.failure_kind().is_none()) {
+                lease.finished();
+            }
+            outcome
         };
         within_deadline(unit).await
     }

@@ -156,7 +156,17 @@ where
         within_deadline(async {
             let mut connection = connections.acquire().await?;
             let mut tx = connection.begin().await?;
-            let written = write(&mut tx).await?;
+            let written = match write(&mut tx).await {
+                Ok(written) => written,
+                // A refusal (a busy Idempotency-Key, a race lost) is the database doing its job: the
+                // connection is sound and kept. Dropped, it took every kept connection with it.
+                Err(refusal) if refusal.failure_kind().is_none() => {
+                    tx.rollback().await?;
+                    connection.finished();
+                    return Err(refusal);
+                }
+                Err(failure) => return Err(failure),
+            };
             tx.commit().await?;
             connection.finished();
             Ok(written)
