@@ -284,14 +284,12 @@ impl From<StoreError> for ApiError {
                 )
             },
             StoreError::IdempotencyKeyBusy => Self::idempotency_request_in_progress(),
-            StoreError::CountersFull => Self {
-                source: Some(error.into()),
-                ..Self::new(
-                    ErrorCode::ServiceUnavailable,
-                    "This server counts as many ratelimit windows as it may, and this verification needs a new \
-                     one; nothing was counted. Retry once windows have ended.",
-                )
-            },
+            // A capacity, not a failure: logged once as it fills (`MemoryCounters`), not with every refusal.
+            StoreError::CountersFull => Self::new(
+                ErrorCode::Overloaded,
+                "This server counts as many ratelimit windows as it may, and this verification needs a new one; \
+                 nothing was counted. Retry once windows have ended.",
+            ),
             other => Self::unexpected(other),
         }
     }

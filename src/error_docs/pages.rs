@@ -1436,6 +1436,9 @@ fn overloaded() -> ErrorDocs {
             "Clients retrying without backoff, which multiplies the load they react to.",
             "A slow database: requests take longer, so more of them are in flight at once.",
             "A `--max-in-flight` set low for the machine.",
+            "On SQLite, verifyKey only: the server already counts 500,000 live ratelimit windows (inline limits \
+            with invented names and long windows), so a verification that needs a new one is refused until \
+            windows end; live ones go on counting.",
         ],
         triggering_request: r#"# 2,000 requests at once; past the server's --max-in-flight (1,024 by default), some answer 503:
 seq 2000 | xargs -P 2000 -I{} curl -s -o /dev/null -w '%{http_code}\n' \

@@ -106,11 +106,11 @@ impl StoreError {
         match self {
             Self::TimedOut => Some("timeout"),
             Self::Unavailable(_) => Some("unavailable"),
-            Self::StorageFull(_) | Self::CountersFull => Some("storage_full"),
+            Self::StorageFull(_) => Some("storage_full"),
             Self::Transient(_) => Some("transient"),
             Self::InvalidData(_) => Some("invalid_data"),
             Self::Database(_) => Some("other"),
-            Self::Conflict { .. } | Self::Contended(_) | Self::IdempotencyKeyBusy => None,
+            Self::Conflict { .. } | Self::Contended(_) | Self::IdempotencyKeyBusy | Self::CountersFull => None,
         }
     }
 

@@ -18,7 +18,7 @@ const FIRST_PRUNE: usize = 100_000;
 /// on counting.
 const MAX_COUNTERS: usize = 500_000;
 
-/// While the counters are full, how long refusals go on before ended windows are looked for again: each
+/// While new counters do not fit, how long refusals go on before ended windows are looked for again: each
 /// look reads every counter, under the lock every verification takes.
 const FULL_FOR_MS: i64 = 1000;
 
@@ -30,8 +30,10 @@ struct Counts {
     /// Each counter's window start and count.
     by_counter: HashMap<CounterKey, (i64, i64)>,
     prune_past: usize,
-    /// When a look for ended windows last left no room for a new counter.
-    full_at: Option<i64>,
+    /// When ended windows were last looked for because a new counter did not fit.
+    looked_when_full_at: Option<i64>,
+    /// Whether the last new counter asked for was refused.
+    full: bool,
 }
 
 impl Counts {
@@ -43,7 +45,14 @@ impl Counts {
 
 impl Default for MemoryCounters {
     fn default() -> Self {
-        Self { counts: Mutex::new(Counts { by_counter: HashMap::new(), prune_past: FIRST_PRUNE, full_at: None }) }
+        Self {
+            counts: Mutex::new(Counts {
+                by_counter: HashMap::new(),
+                prune_past: FIRST_PRUNE,
+                looked_when_full_at: None,
+                full: false,
+            }),
+        }
     }
 }
 
@@ -61,14 +70,24 @@ impl MemoryCounters {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let new = checks.iter().filter(|check| !counts.by_counter.contains_key(&check.counter)).count();
         if new > 0 && counts.by_counter.len() + new > max_counters {
-            if counts.full_at.is_some_and(|full_at| now_ms - full_at < FULL_FOR_MS) {
-                return Err(StoreError::CountersFull);
+            if counts.looked_when_full_at.is_none_or(|at| (now_ms - at).abs() >= FULL_FOR_MS) {
+                counts.drop_ended(now_ms);
+                counts.looked_when_full_at = Some(now_ms);
             }
-            counts.drop_ended(now_ms);
             if counts.by_counter.len() + new > max_counters {
-                counts.full_at = Some(now_ms);
+                if !counts.full {
+                    tracing::warn!(
+                        live = counts.by_counter.len(),
+                        "ratelimit counters are full: verifications \
+                        that need a new counter are refused until windows end"
+                    );
+                    counts.full = true;
+                }
                 return Err(StoreError::CountersFull);
             }
+        }
+        if new > 0 {
+            counts.full = false;
         }
         // A window only moves forward: after the clock steps back, counting goes on in the newer window.
         let current: Vec<(i64, i64)> = checks
