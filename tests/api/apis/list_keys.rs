@@ -1,6 +1,7 @@
 use serde_json::json;
+use sqlx::Connection;
 
-use crate::harness::TestServer;
+use crate::harness::{Backend, TestServer};
 
 crate::backend_tests!(
     list_keys_200_pages_through_an_apis_live_keys_in_id_order,
@@ -113,4 +114,29 @@ async fn list_keys_404_for_a_missing_api_and_without_read_key_and_read_api(serve
     }
     let both = server.root_key(&[&format!("api.{api_id}.read_key"), &format!("api.{api_id}.read_api")]).await;
     assert_eq!(server.call("apis.listKeys", &both, json!({"apiId": api_id})).await.status, 200);
+}
+
+/// PostgreSQL sends every row a statement selects: the rows past a page's end are read and dropped, not
+/// left on the connection, where its backend would sit blocked sending them until the next user drained them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_key_page_leaves_no_rows_on_its_connection() {
+    let Some(server) = TestServer::start(Backend::Postgres).await else { return };
+    let admin = server.admin_key().await;
+    let api_id = create_api(&server, &admin).await;
+    server.create_identity(&admin, json!({"externalId": "heavy", "meta": {"blob": "i".repeat(900_000)}})).await;
+    for _ in 0..20 {
+        let key = json!({"apiId": api_id, "externalId": "heavy", "meta": {"blob": "k".repeat(100_000)}});
+        create_key(&server, &admin, key).await;
+    }
+    let page = server.call("apis.listKeys", &admin, json!({"apiId": api_id, "limit": 100})).await;
+    assert_eq!(page.body["data"].as_array().map(Vec::len), Some(5), "cut at 4 MiB, 15 MB of rows after it");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut connection = sqlx::PgConnection::connect(&server.database_url()).await.expect("connect");
+    let sending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'ClientWrite'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(sending, 0, "a backend still sends rows nobody reads");
 }
