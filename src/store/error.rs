@@ -114,6 +114,13 @@ impl StoreError {
         }
     }
 
+    /// Whether the database did its job and the operation was refused (a conflict, a race lost, a busy
+    /// Idempotency-Key, full counters): decided before the write changed anything, on a connection that is
+    /// still sound.
+    pub fn is_refusal(&self) -> bool {
+        self.failure_kind().is_none()
+    }
+
     /// The same kind of error, for each of several callers that one failure (of a group commit, of a
     /// combined write) answers: sqlx errors cannot be cloned.
     pub(crate) fn same_kind(&self) -> Self {

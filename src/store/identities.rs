@@ -419,12 +419,22 @@ macro_rules! impl_identities {
                     workspace: &WorkspaceId,
                     external_id: &str,
                 ) -> Result<String, StoreError> {
-                    let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
+                    Self::live_holder_in(connection, workspace, external_id)
+                        .await?
+                        .ok_or(StoreError::Contended("the externalId was freed during the insert"))
+                }
+
+                /// The id of the live identity holding `external_id`, if any.
+                async fn live_holder_in(
+                    connection: &mut <Self as Backend>::Connection,
+                    workspace: &WorkspaceId,
+                    external_id: &str,
+                ) -> Result<Option<String>, StoreError> {
+                    Ok(sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
                         .bind(workspace.as_str())
                         .bind(external_id)
                         .fetch_optional(&mut *connection)
-                        .await?;
-                    holder.ok_or(StoreError::Contended("the externalId was freed during the insert"))
+                        .await?)
                 }
 
                 /// Makes the ratelimits of `identity`, whose row this transaction has written, exactly `sent`.
@@ -484,11 +494,7 @@ macro_rules! impl_identities {
                             .fetch_optional(&mut *connection)
                             .await?;
                         let Some((id, _)) = found else { return Ok(Written::unchanged(IdentityUpdate::NotFound)) };
-                        let holder: Option<String> = sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                            .bind(workspace.as_str())
-                            .bind(renamed)
-                            .fetch_optional(&mut *connection)
-                            .await?;
+                        let holder = Self::live_holder_in(connection, workspace, renamed).await?;
                         if let Some(existing_id) = holder.filter(|holder| *holder != id) {
                             return Ok(Written::unchanged(IdentityUpdate::ExternalIdTaken { existing_id }));
                         }
@@ -694,15 +700,9 @@ macro_rules! impl_identities {
                         return Ok(None);
                     }
                     let (workspace_id, name) = (workspace.clone(), external_id.to_owned());
-                    let holder: Option<String> = self
+                    let holder = self
                         .on_reader(|connection| {
-                            Box::pin(async move {
-                                Ok(sqlx::query_scalar(LIVE_IDENTITY_ID_BY_EXTERNAL_ID)
-                                    .bind(workspace_id.as_str())
-                                    .bind(name)
-                                    .fetch_optional(connection)
-                                    .await?)
-                            })
+                            Box::pin(async move { Self::live_holder_in(connection, &workspace_id, &name).await })
                         })
                         .await?;
                     let Some(holder) = holder else { return Ok(None) };

@@ -117,8 +117,9 @@ pub trait Keys: Send + Sync {
     async fn get_key(&self, workspace: &WorkspaceId, key_id: &str) -> Result<Option<StoredKey>, StoreError>;
 
     /// Live keys of live APIs in id order from `cursor` on (inclusive): at most `limit`, and none starting
-    /// past [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES), as an identity page ends. A key and its identity may each hold a megabyte of
-    /// meta: read whole, a page of 100 was 200 MB before it was an answer.
+    /// past [`PAGE_BYTES`](crate::domain::identity::PAGE_BYTES), as an identity page ends. A key and its
+    /// identity may each hold a megabyte of meta: read whole, a page of 100 was 200 MB before it was an
+    /// answer.
     async fn list_keys(
         &self,
         workspace: &WorkspaceId,

@@ -59,8 +59,8 @@ impl KeptConnections {
         let unit = async {
             let mut lease = self.acquire().await?;
             let outcome = work(&mut lease).await;
-            // A refusal (a conflict, a race lost) leaves the connection sound; a failure may not.
-            if outcome.as_ref().is_ok() || outcome.as_ref().is_err_and(|refusal| refusal.failure_kind().is_none()) {
+            // A refusal leaves the connection sound; a failure may not.
+            if outcome.as_ref().map_or_else(StoreError::is_refusal, |_| true) {
                 lease.finished();
             }
             outcome

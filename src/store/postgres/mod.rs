@@ -158,9 +158,9 @@ where
             let mut tx = connection.begin().await?;
             let written = match write(&mut tx).await {
                 Ok(written) => written,
-                // A refusal (a busy Idempotency-Key, a race lost) is the database doing its job: the
-                // connection is sound and kept. Dropped, it took every kept connection with it.
-                Err(refusal) if refusal.failure_kind().is_none() => {
+                // A refused write leaves its connection sound: kept, not dropped, which would take every kept
+                // connection with it.
+                Err(refusal) if refusal.is_refusal() => {
                     tx.rollback().await?;
                     connection.finished();
                     return Err(refusal);

@@ -196,12 +196,10 @@ where
             let outcome = write(connection).await;
             let ran = match &outcome {
                 Ok(_) => Ran::Succeeded,
-                // A conflict, a lost race or a busy idempotency key is decided before the write changes
-                // anything; any other failure (stored data that cannot be read back included) may come
-                // after a statement that a write without a savepoint could not undo.
-                Err(StoreError::Conflict { .. } | StoreError::Contended(_) | StoreError::IdempotencyKeyBusy) => {
-                    Ran::Refused
-                }
+                // A refusal is decided before the write changes anything; any other failure (stored data
+                // that cannot be read back included) may come after a statement that a write without a
+                // savepoint could not undo.
+                Err(error) if error.is_refusal() => Ran::Refused,
                 Err(error) => Ran::DatabaseFailed(error.same_kind()),
             };
             self.outcome = Some(outcome);

@@ -68,34 +68,41 @@ impl MemoryCounters {
         max_counters: usize,
     ) -> Result<Vec<RatelimitOutcome>, StoreError> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let new = checks.iter().filter(|check| !counts.by_counter.contains_key(&check.counter)).count();
-        if new > 0 && counts.by_counter.len() + new > max_counters {
+        // One lookup a check, on the path every verification takes; the rare full path looks again.
+        let stored = |counts: &Counts| -> Vec<Option<(i64, i64)>> {
+            checks.iter().map(|check| counts.by_counter.get(&check.counter).copied()).collect()
+        };
+        let mut found = stored(&counts);
+        let new = |found: &[Option<(i64, i64)>]| found.iter().filter(|counter| counter.is_none()).count();
+        if new(&found) > 0 && counts.by_counter.len() + new(&found) > max_counters {
             if counts.looked_when_full_at.is_none_or(|at| (now_ms - at).abs() >= FULL_FOR_MS) {
                 counts.drop_ended(now_ms);
                 counts.looked_when_full_at = Some(now_ms);
+                found = stored(&counts);
             }
-            if counts.by_counter.len() + new > max_counters {
+            if counts.by_counter.len() + new(&found) > max_counters {
                 if !counts.full {
                     tracing::warn!(
                         live = counts.by_counter.len(),
-                        "ratelimit counters are full: verifications \
-                        that need a new counter are refused until windows end"
+                        "ratelimit counters are full: verifications that need a new counter are refused until \
+                         windows end"
                     );
                     counts.full = true;
                 }
                 return Err(StoreError::CountersFull);
             }
         }
-        if new > 0 {
+        if new(&found) > 0 {
             counts.full = false;
         }
         // A window only moves forward: after the clock steps back, counting goes on in the newer window.
         let current: Vec<(i64, i64)> = checks
             .iter()
-            .map(|check| {
+            .zip(found)
+            .map(|(check, found)| {
                 let window = window_start(now_ms, check.counter.duration);
-                match counts.by_counter.get(&check.counter) {
-                    Some(&(start, count)) if start >= window => (start, count),
+                match found {
+                    Some((start, count)) if start >= window => (start, count),
                     _ => (window, 0),
                 }
             })
