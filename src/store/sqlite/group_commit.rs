@@ -219,6 +219,10 @@ where
 
 async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Queued>, connection_waits: Histogram) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    // The writer, kept from a group that committed for the next one when that one is already waiting:
+    // handing it back to sqlx's pool costs a ping on SQLite's thread before anyone can take it again,
+    // and under load that ping sat between every two groups.
+    let mut kept: Option<GroupConnection> = None;
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
         // A group runs as a task of its own so that a panic in one write costs only its group (whose
         // callers get 503, and whose connection is closed), not the committer.
@@ -237,18 +241,23 @@ async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Queued>, co
             group = writes;
             continue;
         };
+        let mut connection = kept.take();
         let committed = tokio::spawn(async move {
-            let outcome = run_group(&writer, &connection_waits, &mut writes, first_queued + DATABASE_DEADLINE).await;
+            let deadline = first_queued + DATABASE_DEADLINE;
+            let outcome = run_group(&writer, &connection_waits, &mut connection, &mut writes, deadline).await;
             if let Err(error) = &outcome {
                 tracing::error!(%error, writes = writes.len(), "a group of writes failed; none of them was stored");
             }
             for write in writes.drain(..) {
                 write.answer(outcome.as_ref().map(|_| ()));
             }
-            writes
+            (writes, connection)
         });
         match committed.await {
-            Ok(emptied) => group = emptied,
+            Ok((emptied, connection)) => {
+                group = emptied;
+                kept = connection.filter(|_| !queue.is_empty());
+            }
             Err(panic) => tracing::error!(error = %panic, "a group of writes panicked; its writes answered 503"),
         }
     }
@@ -271,30 +280,48 @@ impl Drop for GroupConnection {
 
 /// Runs the group's writes by `deadline`, and then commits them however long that takes: once COMMIT is
 /// sent, SQLite finishes it even if nobody waits, so answering a write before the commit returned could
-/// answer as failed a write that was stored.
+/// answer as failed a write that was stored. The group runs on `connection` if the last one left it there,
+/// else on one taken from `writer`; it is left there only if the group commits.
 async fn run_group(
     writer: &SqlitePool,
     connection_waits: &Histogram,
+    connection: &mut Option<GroupConnection>,
     writes: &mut [Queued],
     deadline: Instant,
 ) -> Result<(), StoreError> {
+    let mut group = match connection.take() {
+        Some(kept) => kept,
+        None => {
+            within_deadline_at(deadline, async {
+                Ok(GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false })
+            })
+            .await?
+        }
+    };
+    group.committed = false;
+    group.committed = run_writes(&mut group.connection, writes, deadline).await?;
+    if group.committed {
+        *connection = Some(group);
+    }
+    Ok(())
+}
+
+/// Runs the group's writes and commits them; whether they committed (creates alone may be stored while
+/// telling their callers whom they collided with failed, which leaves the connection in doubt).
+async fn run_writes(
+    connection: &mut SqliteConnection,
+    writes: &mut [Queued],
+    deadline: Instant,
+) -> Result<bool, StoreError> {
     let group_size = writes.len();
     let mut inserts: Vec<&mut IdentityInsert> = writes.iter_mut().map_while(Queued::insert).collect();
     // Creates alone, which one statement inserts, need no transaction around it: BEGIN and COMMIT would be
     // two more hand-offs to SQLite's thread, for a group of creates each time they come in a stream.
     if inserts.len() == group_size && fit_one_statement(&inserts) {
-        let mut group = within_deadline_at(deadline, async {
-            Ok(GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false })
-        })
-        .await?;
-        group.committed = insert_identities_alone(&mut group.connection, &mut inserts, deadline).await?;
-        return Ok(());
+        return insert_identities_alone(connection, &mut inserts, deadline).await;
     }
     drop(inserts);
-    let mut group = within_deadline_at(deadline, async {
-        let mut group =
-            GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false };
-        let connection = &mut *group.connection;
+    within_deadline_at(deadline, async {
         connection.execute("BEGIN IMMEDIATE").await?;
         let mut next = 0;
         while next < writes.len() {
@@ -321,10 +348,9 @@ async fn run_group(
                 Ran::DatabaseFailed(error) => return Err(error),
             }
         }
-        Ok(group)
+        Ok(())
     })
     .await?;
-    group.connection.execute("COMMIT").await?;
-    group.committed = true;
-    Ok(())
+    connection.execute("COMMIT").await?;
+    Ok(true)
 }
