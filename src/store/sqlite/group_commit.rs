@@ -40,10 +40,15 @@ pub(super) struct GroupWriter {
 
 impl GroupWriter {
     /// Starts the committer, which notes in `connection_waits` how long each group waited for the writer.
-    pub fn start(writer: SqlitePool, connection_waits: Histogram) -> Self {
+    /// It runs on a thread of its own: on the server's runtime, each step of a group (its start, each answer
+    /// from SQLite's thread) waited in line behind every request ready to run, while the writer sat idle.
+    pub fn start(writer: SqlitePool, connection_waits: Histogram) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(commit_groups(writer, receiver, connection_waits));
-        Self { queue }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name("sigil-committer".to_owned())
+            .spawn(move || runtime.block_on(commit_groups(writer, receiver, connection_waits)))?;
+        Ok(Self { queue })
     }
 
     /// Writes waiting for their group.

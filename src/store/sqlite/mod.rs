@@ -120,7 +120,8 @@ impl SqliteStore {
             .connect_with(options.row_buffer_size(4))
             .await?;
         let connection_waits = connection_wait_histogram();
-        let writes = GroupWriter::start(writer.clone(), connection_waits.clone());
+        let writes =
+            GroupWriter::start(writer.clone(), connection_waits.clone()).context("starting the SQLite committer")?;
         Ok(Self {
             reader,
             writer,
