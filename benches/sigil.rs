@@ -22,6 +22,8 @@
 // Beside this file, not in benches/, where cargo would take it for a bench of its own.
 #[path = "sigil/floors.rs"]
 mod floors;
+#[path = "sigil/http1.rs"]
+mod http1;
 #[path = "sigil/wrk.rs"]
 mod wrk;
 use std::collections::BTreeMap;
@@ -79,6 +81,9 @@ struct OperationResult {
     /// The server process's CPU time (user and system) per request: on a shared, noisy machine this moves
     /// less than the rate does when only the server changed.
     server_cpu_us_per_request: Option<f64>,
+    /// The client's own CPU time per request (its one thread): what measuring took from the machine the
+    /// server shares, for reqwest here and as `wrk` costs what it costs.
+    client_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -138,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     for operation in operations_to_run(seeded.clone()).into_iter().chain(verifications(verified.clone())).filter(chosen)
     {
         let cpu_before = server.cpu_seconds();
-        let mut result = drive(&client, &server.base_url, Some(&key), &operation, args.concurrency, duration).await;
+        let mut result = drive(&server.base_url, Some(&key), &operation, args.concurrency, duration).await;
         result.server_cpu_us_per_request = per_request_us(server.cpu_seconds() - cpu_before, result.requests);
         operations.push(result);
     }
@@ -157,10 +162,10 @@ async fn main() -> anyhow::Result<()> {
     floor_server.shutdown_background();
     // Unrelated creates, just before and during a storm of retries of one in-flight Idempotency-Key.
     let creates = new_identities("before_storm");
-    operations.push(drive(&client, &server.base_url, Some(&key), &creates, args.concurrency, duration).await);
+    operations.push(drive(&server.base_url, Some(&key), &creates, args.concurrency, duration).await);
     let storm = RetryStorm::start(&server.base_url, &key, &database, &seeded[0].0).await?;
     let creates = Operation { name: CREATES_DURING_STORM, ..new_identities("during_storm") };
-    operations.push(drive(&client, &server.base_url, Some(&key), &creates, args.concurrency, duration).await);
+    operations.push(drive(&server.base_url, Some(&key), &creates, args.concurrency, duration).await);
     let storm_answers = storm.stop().await;
     let server_peak_rss_mb = server.peak_rss_mb();
     server.stop().await;
@@ -419,9 +424,9 @@ async fn seed(client: &reqwest::Client, base_url: &str, key: &str, count: usize)
     seeded
 }
 
-/// Runs `concurrency` workers, each sending `operation` back to back until `duration` has passed.
+/// Runs `concurrency` workers, each sending `operation` back to back on a connection of its own until
+/// `duration` has passed.
 async fn drive(
-    client: &reqwest::Client,
     base_url: &str,
     key: Option<&str>,
     operation: &Operation,
@@ -429,27 +434,20 @@ async fn drive(
     duration: Duration,
 ) -> OperationResult {
     let operation_ref: &Operation = operation;
+    let target = http1::Target::new(base_url, key);
+    let target = &target;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    let client_cpu_before = this_thread_cpu_seconds();
     let workers = (0..concurrency).map(|worker| async move {
+        let mut connection = http1::Connection::new(target);
         let mut latencies = Vec::new();
         let mut unexpected: BTreeMap<u16, u64> = BTreeMap::new();
         let mut n = 0u64;
         while Instant::now() < deadline {
-            let mut request =
-                client.post(format!("{base_url}{}", operation_ref.path)).json(&(operation_ref.body)(worker, n));
-            if let Some(key) = key {
-                request = request.bearer_auth(key);
-            }
+            let body = serde_json::to_vec(&(operation_ref.body)(worker, n)).expect("JSON");
             let sent = Instant::now();
-            let status = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let _ = response.bytes().await;
-                    status
-                }
-                Err(_) => 0,
-            };
+            let status = connection.post(operation_ref.path, body).await;
             latencies.push(sent.elapsed());
             if status != operation_ref.expected {
                 *unexpected.entry(status).or_default() += 1;
@@ -460,6 +458,7 @@ async fn drive(
     });
     let results = futures::future::join_all(workers).await;
     let elapsed = started.elapsed().as_secs_f64();
+    let client_cpu_seconds = this_thread_cpu_seconds() - client_cpu_before;
     let mut latencies = Vec::new();
     let mut unexpected_statuses = BTreeMap::new();
     for (worker_latencies, worker_unexpected) in results {
@@ -483,6 +482,7 @@ async fn drive(
         p999_ms: percentile(0.999),
         unexpected_statuses,
         server_cpu_us_per_request: None,
+        client_cpu_us_per_request: per_request_us(client_cpu_seconds, latencies.len() as u64),
     }
 }
 
@@ -517,7 +517,7 @@ async fn http_floor(base_url: &str, concurrency: usize, duration: Duration) -> O
         expected: 200,
         body: Box::new(|_, _| serde_json::from_str(FLOOR_BODY).expect("JSON")),
     };
-    drive(&client(concurrency), base_url, None, &operation, concurrency, duration).await
+    drive(base_url, None, &operation, concurrency, duration).await
 }
 
 const WRK_FLOOR: &str = "HTTP floor";
@@ -734,11 +734,7 @@ impl Server {
     /// The CPU time the server process has used so far, user and system (`/proc/<pid>/stat`).
     fn cpu_seconds(&self) -> f64 {
         let pid = self.process.id().expect("running");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields 14 and 15 (utime, stime), counted after the parenthesized command name.
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum();
-        ticks as f64 / CLOCK_TICKS_PER_SECOND
+        cpu_seconds_in(&format!("/proc/{pid}/stat"))
     }
 
     /// VmHWM: the most resident memory the server process ever had.
@@ -765,6 +761,20 @@ fn cpu_per_request(us: Option<f64>) -> String {
     us.map(|us| format!("{us:.1} µs")).unwrap_or_default()
 }
 
+/// The CPU time (user and system) of the calling thread: the client's, which runs on one thread.
+fn this_thread_cpu_seconds() -> f64 {
+    cpu_seconds_in("/proc/thread-self/stat")
+}
+
+/// The CPU time (user and system) in a `/proc/…/stat` file.
+fn cpu_seconds_in(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields 14 and 15 (utime, stime), counted after the parenthesized command name.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum();
+    ticks as f64 / CLOCK_TICKS_PER_SECOND
+}
+
 fn per_request_us(cpu_seconds: f64, requests: u64) -> Option<f64> {
     (requests > 0).then(|| cpu_seconds * 1e6 / requests as f64)
 }
@@ -778,18 +788,19 @@ fn print_table(report: &Report) {
         report.seconds_per_operation
     );
     println!(
-        "{:<32} {:>9} {:>9} {:>9} {:>9} {:>11}  unexpected",
-        "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU"
+        "{:<32} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}  unexpected",
+        "operation", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU", "client CPU"
     );
     for result in std::iter::once(&report.http_floor).chain(&report.operations) {
         println!(
-            "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>11}  {:?}",
+            "{:<32} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>11}  {:?}",
             result.operation,
             result.requests_per_second,
             result.p50_ms,
             result.p99_ms,
             result.p999_ms,
             cpu_per_request(result.server_cpu_us_per_request),
+            cpu_per_request(result.client_cpu_us_per_request),
             result.unexpected_statuses
         );
     }
