@@ -44,10 +44,21 @@ impl GroupWriter {
     /// from SQLite's thread) waited in line behind every request ready to run, while the writer sat idle.
     pub fn start(writer: SqlitePool, connection_waits: Histogram) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel(MAX_QUEUED);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new()
-            .name("sigil-committer".to_owned())
-            .spawn(move || runtime.block_on(commit_groups(writer, receiver, connection_waits)))?;
+        // The runtime is built on its thread: dropped here, inside the server's runtime, after a failed
+        // spawn, it would panic instead of returning the error.
+        let (started, start) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new().name("sigil-committer".to_owned()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => {
+                    let _ = started.send(Ok(()));
+                    runtime.block_on(commit_groups(writer, receiver, connection_waits));
+                }
+                Err(error) => {
+                    let _ = started.send(Err(error));
+                }
+            }
+        })?;
+        start.recv().map_err(|_| std::io::Error::other("the committer's thread ended as it started"))??;
         Ok(Self { queue })
     }
 
@@ -243,6 +254,8 @@ async fn commit_groups(writer: SqlitePool, mut queue: mpsc::Receiver<Queued>, co
         }
         writes = waiting;
         let Some(first_queued) = writes.iter().map(|write| write.queued_at()).min() else {
+            // Nothing left to run: the writer goes back to the pool, as when the queue is empty.
+            kept = None;
             group = writes;
             continue;
         };
@@ -295,7 +308,11 @@ async fn run_group(
     deadline: Instant,
 ) -> Result<(), StoreError> {
     let mut group = match connection.take() {
-        Some(kept) => kept,
+        Some(kept) => {
+            // Handed over without a wait: counted as one, so that the histogram still counts every group.
+            connection_waits.observe(0.0);
+            kept
+        }
         None => {
             within_deadline_at(deadline, async {
                 Ok(GroupConnection { connection: timed_acquire(writer, connection_waits).await?, committed: false })
