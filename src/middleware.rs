@@ -129,6 +129,11 @@ pub fn log_conflict(field: &'static str, value: &str, existing_identity_id: &str
     let _ = CALLER.try_with(|caller| caller.borrow_mut().conflict = Some(conflict));
 }
 
+/// Routes that never wait on the database, so that the orchestrator asking whether the process lives and
+/// Prometheus scraping it still get their answers when a silent database has filled every slot: shed, a
+/// liveness probe would have a healthy process restarted, and monitoring would go blind during the incident.
+const NEVER_SHED: [&str; 3] = ["/", "/v2/liveness", "/metrics"];
+
 /// Refuses a request at once, with 503 and `Retry-After`, when `in_flight` has no permit left: under a flood
 /// the server answers fast and stays up instead of queueing work it cannot finish in time.
 async fn shed_load<Then, Answer>(in_flight: InFlight, request: Request, then: Then) -> Response
@@ -136,6 +141,9 @@ where
     Then: FnOnce(Request) -> Answer,
     Answer: Future<Output = Response>,
 {
+    if NEVER_SHED.contains(&request.uri().path()) {
+        return then(request).await;
+    }
     let Ok(_permit) = in_flight.permits.try_acquire() else {
         return ApiError::new(ErrorCode::Overloaded, "The server is at capacity. Retry after the time in Retry-After.")
             .into_response();

@@ -154,6 +154,28 @@ async fn every_error_type_has_a_served_documentation_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_capacity_liveness_and_metrics_still_answer() {
+    let slow = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+        "done"
+    };
+    let router = sigil::routes::router().route("/v2/test.slow", post(slow));
+    let limits = sigil::Limits { max_in_flight: 1, ..sigil::Limits::default() };
+    let server =
+        TestServer::start_with(Backend::Sqlite, Options { limits, router, ..Options::default() }).await.unwrap();
+    let client = reqwest::Client::new();
+    let holding = tokio::spawn(client.post(format!("{}/v2/test.slow", server.base_url)).send());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let shed = client.post(format!("{}/v2/test.slow", server.base_url)).send().await.unwrap();
+    assert_eq!(shed.status(), 503, "the one slot is taken");
+    for path in ["/", "/v2/liveness", "/metrics"] {
+        let response = client.get(format!("{}{path}", server.base_url)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path} answers while every slot is taken");
+    }
+    assert_eq!(holding.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_capacity_the_server_sheds_load_with_503_and_recovers() {
     // Long enough that all 40 requests arrive while the first 4 still run, even on a loaded CI machine.
     let slow = || async {
