@@ -238,3 +238,33 @@ pub struct CreateRootKeyArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
+
+/// `url` as messages and logs may show it: a password in it is replaced by `***`, since errors go to the
+/// terminal and the journal, which the 0600 environment file holding the URL is meant to keep it out of.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = user_info.split_once(':').map_or(user_info, |(user, _password)| user);
+    let hidden = if user_info.contains(':') { ":***" } else { "" };
+    format!("{scheme}://{user}{hidden}@{host}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("postgres://sigil:s3cr%40t@db.internal:5432/sigil?sslmode=require"),
+            "postgres://sigil:***@db.internal:5432/sigil?sslmode=require"
+        );
+        assert_eq!(without_password("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(without_password("postgres://a:b@c@host/db"), "postgres://a:***@host/db");
+        assert_eq!(without_password("postgres://sigil@db.internal/sigil"), "postgres://sigil@db.internal/sigil");
+        assert_eq!(without_password("sqlite:///var/lib/sigil/sigil.db"), "sqlite:///var/lib/sigil/sigil.db");
+        assert_eq!(without_password("not a url"), "not a url");
+    }
+}

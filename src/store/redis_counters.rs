@@ -57,7 +57,7 @@ impl RedisCounters {
         let client = redis::Client::open(url)?;
         let connection = tokio::time::timeout(DATABASE_DEADLINE, client.get_connection_manager())
             .await
-            .map_err(|_| anyhow::anyhow!("Redis at {url} did not answer"))??;
+            .map_err(|_| anyhow::anyhow!("Redis at {} did not answer", crate::config::without_password(url)))??;
         Ok(Self {
             client,
             connection: Arc::new(Mutex::new(connection)),
