@@ -37,6 +37,12 @@ pub struct LineReport {
     pub reason: Option<String>,
 }
 
+impl LineReport {
+    fn invalid(line: usize, reason: String) -> Self {
+        Self { line, outcome: Outcome::Invalid, external_id: None, id: None, reason: Some(reason) }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -61,9 +67,13 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let store = crate::store::open(&args.database.url).await?;
     let (workspace, _) = store.ensure_workspace(&args.workspace).await?;
     let lines = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let total = BufReader::new(std::fs::File::open(&args.file)?).lines().count();
+    // Only a regular file can be read twice: counting a pipe's lines first would leave none to import.
+    let total = match lines.metadata()?.is_file() {
+        true => Some(BufReader::new(std::fs::File::open(&args.file)?).split(b'\n').count()),
+        false => None,
+    };
     let progress = if std::io::stderr().is_terminal() {
-        ProgressBar::new(total as u64).with_style(
+        total.map_or_else(ProgressBar::no_length, |total| ProgressBar::new(total as u64)).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} lines, {per_sec}, {eta} left")
                 .expect("a valid template"),
         )
@@ -73,11 +83,18 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let mut report_file = args.report.as_ref().map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
     let in_flight = if args.on_conflict == OnConflict::Fail { 1 } else { IN_FLIGHT };
     let store = Arc::clone(&store);
-    let mut reports = futures::stream::iter(BufReader::new(lines).lines().enumerate())
-        .map(|(index, text)| {
+    let mut reports = futures::stream::iter(BufReader::new(lines).split(b'\n').enumerate())
+        .map(|(index, bytes)| {
             let (store, workspace) = (Arc::clone(&store), workspace.clone());
             async move {
-                let text = text.with_context(|| format!("reading line {}", index + 1))?;
+                let mut bytes = bytes.with_context(|| format!("reading line {}", index + 1))?;
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                // A line that is not UTF-8 is a bad line like any other, not the end of the import.
+                let Ok(text) = String::from_utf8(bytes) else {
+                    return Ok(LineReport::invalid(index + 1, "not UTF-8".to_owned()));
+                };
                 import_line(&*store, &workspace, index + 1, &text, args.on_conflict).await
             }
         })
@@ -106,6 +123,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     }
     store.close().await;
     let [created, already_exists, updated, invalid] = counts;
+    let total = total.unwrap_or(counts.iter().sum());
     eprintln!(
         "{created} created, {already_exists} already existing, {updated} updated, {invalid} invalid, of {total} lines"
     );
@@ -145,7 +163,7 @@ pub async fn import_line(
     };
     let new = match parse(text) {
         Ok(new) => new,
-        Err(reason) => return Ok(report(Outcome::Invalid, None, None, Some(reason))),
+        Err(reason) => return Ok(LineReport::invalid(line, reason)),
     };
     let external_id = Some(new.external_id.as_str());
     if let Some(id) = &new.id

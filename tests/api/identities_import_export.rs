@@ -8,6 +8,7 @@ use crate::harness::{Backend, TestDatabase, TestServer};
 crate::each_backend!(
     an_export_imported_into_a_fresh_database_lists_the_same_and_a_second_import_creates_nothing,
     every_line_of_a_file_with_duplicates_and_bad_lines_is_reported,
+    a_piped_file_is_imported_and_a_line_that_is_not_utf8_is_reported,
 );
 
 async fn sigil(args: &[&str]) -> std::process::Output {
@@ -103,4 +104,38 @@ async fn every_line_of_a_file_with_duplicates_and_bad_lines_is_reported(backend:
     let outcomes: Vec<&str> = reports.iter().map(|report| report["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["updated", "updated", "created"], "eve came in before the stop");
     assert!(export(&database.url()).await.contains(r#""externalId":"alice","meta":{"plan":"team"}"#));
+}
+
+async fn a_piped_file_is_imported_and_a_line_that_is_not_utf8_is_reported(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else { return };
+    let directory = tempfile::tempdir().expect("a directory");
+    let file = directory.path().join("identities.jsonl");
+    let mut bytes = br#"{"externalId":"alice"}"#.to_vec();
+    bytes.extend(b"\n{\"externalId\":\"b\xffb\"}\r\n");
+    bytes.extend(br#"{"externalId":"carol"}"#);
+    std::fs::write(&file, bytes).expect("written");
+    let report = directory.path().join("report.jsonl");
+    // Through a pipe, which can be read only once.
+    let output = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "cat \"$1\" | \"$0\" identities import --database \"$2\" --workspace test --report \"$3\" /dev/stdin",
+        ])
+        .args([env!("CARGO_BIN_EXE_sigil"), file.to_str().unwrap(), &database.url(), report.to_str().unwrap()])
+        .output()
+        .await
+        .expect("runs");
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a line was invalid: {summary}");
+    assert!(summary.contains("2 created") && summary.contains("1 invalid, of 3 lines"), "{summary}");
+    let reports: Vec<Value> = std::fs::read_to_string(&report)
+        .expect("the report")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let outcomes: Vec<&str> = reports.iter().map(|report| report["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["created", "invalid", "created"], "{reports:?}");
+    assert_eq!(reports[1]["reason"], "not UTF-8");
+    let exported = export(&database.url()).await;
+    assert!(exported.contains(r#""externalId":"carol""#), "the line after the bad one was imported: {exported}");
 }
