@@ -147,8 +147,8 @@ pub struct ServeArgs {
     /// A request running longer gets 408.
     #[arg(long, env = "SIGIL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
-    /// How long a client may take to send a request's head, and then its body; slower ones are cut off (the
-    /// head) or answered 408 (the body).
+    /// How long a client may take to send a request's head, and then its body, and to take in any part of
+    /// an answer; slower ones are cut off (the head, the answer) or answered 408 (the body).
     #[arg(long, env = "SIGIL_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub read_timeout_ms: u64,
     /// Connections open at once; more wait in the kernel's accept queue.
@@ -202,6 +202,7 @@ impl ServeArgs {
         ConnectionLimits {
             max_connections: self.max_connections,
             header_read_timeout: Duration::from_millis(self.read_timeout_ms),
+            write_stall_timeout: Duration::from_millis(self.read_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         }
     }

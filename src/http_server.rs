@@ -1,5 +1,5 @@
 //! Serving HTTP with the bounds `axum::serve` lacks: a cap on open connections, a deadline for a request's
-//! headers, and a stop that always ends.
+//! headers and for a client to take in an answer, and a stop that always ends.
 //!
 //! On the stop signal the server stops accepting and lets every connection finish its request in flight.
 //! Connections with none (idle, or still sending a request's head or body) are not waited for: once no
@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use crate::InFlight;
 
@@ -25,6 +26,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long a client may take to send a request's head.
     pub header_read_timeout: Duration,
+    /// How long an answer may wait for a client to take in any of it.
+    pub write_stall_timeout: Duration,
     /// How long a stop waits for requests in flight.
     pub shutdown_grace: Duration,
 }
@@ -65,8 +68,12 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let connection =
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // hyper has no write timeout: a client that sends requests and never reads their answers would hold
+        // its connection, and one of `max_connections`, for as long as the process runs.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_stall_timeout));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(Box::pin(stream)), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             let _ = connection.await;

@@ -82,3 +82,29 @@ async fn a_body_slower_than_the_read_timeout_is_408_and_a_head_is_cut_off() {
     });
     closed.await.expect("a head not finished within the read timeout loses its connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_lose_their_connections() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let node = SigilProcess::start_with(&database.url(), &["--max-connections", "2", "--read-timeout-ms", "500"]).await;
+    let address = node.base_url.trim_start_matches("http://").parse().expect("an address");
+    // Two clients take every connection, each asking for 300 copies of the 68 KB OpenAPI document, far more
+    // than the socket buffers hold, and never read a byte.
+    let mut never_reading = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+        let mut stream = socket.connect(address).await.expect("connect");
+        let requests = "GET /openapi.json HTTP/1.1\r\nHost: sigil\r\n\r\n".repeat(300);
+        stream.write_all(requests.as_bytes()).await.expect("sent");
+        never_reading.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let liveness = reqwest::Client::new()
+        .get(format!("{}/v2/liveness", node.base_url))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .expect("a connection freed by the clients that stopped reading");
+    assert_eq!(liveness.status(), 200);
+}
