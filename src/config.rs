@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// Requests running at once; beyond this, requests are refused at once with 503 and Retry-After.
     #[arg(long, env = "SIGIL_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
+    /// Bytes of request bodies held in memory at once, all requests together; a body that would pass it is
+    /// refused with 503 and Retry-After.
+    #[arg(long, env = "SIGIL_MAX_BODY_MEMORY_BYTES", default_value_t = Limits::default().max_body_memory_bytes)]
+    pub max_body_memory_bytes: usize,
     /// Base of error `type` URLs. Point it at this server's own pages with http://HOST:PORT/docs/errors.
     #[arg(long, env = "SIGIL_ERROR_DOCS_BASE", default_value = crate::error::DEFAULT_ERROR_DOCS_BASE)]
     pub error_docs_base: String,
@@ -194,6 +198,7 @@ impl ServeArgs {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             body_read_timeout: Duration::from_millis(self.read_timeout_ms),
             max_in_flight: self.max_in_flight,
+            max_body_memory_bytes: self.max_body_memory_bytes,
             search_scan_rows: self.search_scan_rows,
         }
     }

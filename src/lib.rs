@@ -61,6 +61,8 @@ pub struct Shared {
     pub credit_spends: Arc<CreditSpends>,
     pub metrics: Arc<Metrics>,
     pub in_flight: InFlight,
+    /// What request bodies may hold in memory, in KiB ([`Limits::max_body_memory_bytes`]).
+    pub body_memory: Arc<Semaphore>,
     /// `Keep-Alive: timeout=…`, on every response. An idle connection is closed when the read timeout passes
     /// (`http_server.rs`); telling clients a second less lets a pooling client (undici, Node's fetch) retire
     /// it first instead of racing the close.
@@ -105,6 +107,7 @@ impl AppState {
             idempotency_turns: Arc::default(),
             metrics,
             in_flight: InFlight::new(limits.max_in_flight),
+            body_memory: Arc::new(Semaphore::new(limits.max_body_memory_bytes / 1024)),
             keep_alive,
         }))
     }
@@ -120,6 +123,9 @@ pub struct Limits {
     pub search_scan_rows: usize,
     /// Requests running at once; more are refused with 503 at once instead of queueing.
     pub max_in_flight: usize,
+    /// Bytes of request bodies held in memory at once, all requests together; a body that would pass it is
+    /// refused with 503.
+    pub max_body_memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -129,6 +135,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
+            max_body_memory_bytes: 256 * 1024 * 1024,
             search_scan_rows: 10_000,
         }
     }

@@ -16,6 +16,10 @@ use crate::domain::permission::RootKey;
 use crate::envelope::{REQUEST, RequestTag};
 use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::{AppState, InFlight, Limits};
 
 /// A `HeaderName` made once: from a `&str`, a header name is parsed again on every use.
@@ -46,10 +50,10 @@ struct Conflict {
 /// five: axum's `from_fn` clones and boxes the rest of the stack for each layer on each request, 10% of a
 /// cached read's instructions as five layers.
 pub async fn around_each_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (limits, in_flight) = (state.limits, state.in_flight.clone());
+    let (limits, in_flight, body_memory) = (state.limits, state.in_flight.clone(), state.body_memory.clone());
     request_context(&state, request, |request| {
         crate::routes::in_each_apis_own_shape(request, move |request| {
-            read_body_first(limits, request, move |request| {
+            read_body_first(limits, body_memory, request, move |request| {
                 shed_load(in_flight, request, move |request| enforce_timeout(limits.request_timeout, next.run(request)))
             })
         })
@@ -153,8 +157,14 @@ where
 
 /// Reads the whole body, within `body_read_timeout` and `max_body_bytes`, before the request is worked on:
 /// a client trickling its body then holds a connection, not one of the `max_in_flight` slots, and the
-/// request timeout counts only the work.
-async fn read_body_first<Then, Answer>(limits: Limits, request: Request, then: Then) -> Response
+/// request timeout counts only the work. The body's memory is counted against `body_memory` until the
+/// request is answered.
+async fn read_body_first<Then, Answer>(
+    limits: Limits,
+    body_memory: Arc<Semaphore>,
+    request: Request,
+    then: Then,
+) -> Response
 where
     Then: FnOnce(Request) -> Answer,
     Answer: Future<Output = Response>,
@@ -162,9 +172,15 @@ where
     let (parts, body) = request.into_parts();
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
-    match tokio::time::timeout(limits.body_read_timeout, read_body(body, declared, limits.max_body_bytes)).await {
-        Ok(Ok(Some(body))) => then(Request::from_parts(parts, Body::from(body))).await,
-        Ok(Ok(None)) => ApiError::body_too_large(limits.max_body_bytes).into_response(),
+    let read = read_body(body, declared, limits.max_body_bytes, body_memory);
+    match tokio::time::timeout(limits.body_read_timeout, read).await {
+        Ok(Ok(BodyRead::Whole(body, _counted))) => then(Request::from_parts(parts, Body::from(body))).await,
+        Ok(Ok(BodyRead::TooLarge)) => ApiError::body_too_large(limits.max_body_bytes).into_response(),
+        Ok(Ok(BodyRead::NoMemoryLeft)) => ApiError::new(
+            ErrorCode::Overloaded,
+            "The server holds as many request bodies as it may. Retry after the time in Retry-After.",
+        )
+        .into_response(),
         Ok(Err(_broken)) => ApiError::invalid_input(
             "The request body could not be read.",
             vec![ValidationError::new("body", "The connection broke while the body was being sent.")],
@@ -186,15 +202,45 @@ const DRAINED_PAST_THE_LIMIT: usize = 4;
 /// The most a body's buffer holds before its bytes arrive.
 const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
 
-/// The body, or `None` when it is larger than `limit`. Its declared length, when it has one, sizes the buffer
-/// (up to [`INITIAL_BODY_CAPACITY`]), and a body declared larger than the limit is not kept at all.
-async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+enum BodyRead {
+    /// The body, and its memory counted against the budget until dropped.
+    Whole(Bytes, Option<OwnedSemaphorePermit>),
+    /// Larger than the limit.
+    TooLarge,
+    /// Every byte the budget allows is held by other requests' bodies: without it, bodies held at once were
+    /// bounded only by the connections (4,096 × 4 MiB).
+    NoMemoryLeft,
+}
+
+/// The body, read whole unless it is larger than `limit` or `body_memory` has no room for it. Its declared
+/// length, when it has one, sizes the buffer (up to [`INITIAL_BODY_CAPACITY`]), and a body declared larger
+/// than the limit is not kept at all.
+async fn read_body(
+    mut body: Body,
+    declared: Option<usize>,
+    limit: usize,
+    body_memory: Arc<Semaphore>,
+) -> Result<BodyRead, axum::Error> {
     use http_body_util::BodyExt;
     let keeps = declared.is_none_or(|declared| declared <= limit);
     // Sized by the declared length only up to a point: a header alone must not reserve megabytes.
     let mut kept = BytesMut::with_capacity(declared.filter(|_| keeps).unwrap_or(0).min(INITIAL_BODY_CAPACITY));
+    let mut counted: Option<OwnedSemaphorePermit> = None;
     let mut seen = 0_usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // What the buffer holds (its capacity, not its length) is counted, in KiB, before more is read.
+        let holding = u32::try_from(kept.capacity().div_ceil(1024)).unwrap_or(u32::MAX);
+        let more = holding.saturating_sub(counted.as_ref().map_or(0, |permit| permit.num_permits() as u32));
+        if more > 0 {
+            let Ok(permit) = Arc::clone(&body_memory).try_acquire_many_owned(more) else {
+                return Ok(BodyRead::NoMemoryLeft);
+            };
+            match counted.as_mut() {
+                Some(counted) => counted.merge(permit),
+                None => counted = Some(permit),
+            }
+        }
+        let Some(frame) = body.frame().await else { break };
         let Ok(data) = frame?.into_data() else { continue };
         seen = seen.saturating_add(data.len());
         if keeps && seen <= limit {
@@ -203,7 +249,10 @@ async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Res
             break;
         }
     }
-    Ok((seen <= limit).then(|| kept.freeze()))
+    Ok(match seen <= limit {
+        true => BodyRead::Whole(kept.freeze(), counted),
+        false => BodyRead::TooLarge,
+    })
 }
 
 /// A 408's fix: a write that had started runs to its end after the answer, so only a retry with the same

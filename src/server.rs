@@ -17,6 +17,12 @@ const FIRST_WORKSPACE: &str = "default";
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::error::set_error_docs_base(&args.error_docs_base);
+    anyhow::ensure!(
+        args.max_body_memory_bytes >= args.max_body_bytes,
+        "--max-body-memory-bytes ({}) must hold at least one body of --max-body-bytes ({})",
+        args.max_body_memory_bytes,
+        args.max_body_bytes
+    );
     let idempotency = args.idempotency()?;
     let store = store::open_for_serving(&args.database.url).await?;
     create_first_workspace(&*store).await?;

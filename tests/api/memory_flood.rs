@@ -109,3 +109,47 @@ async fn list_pages_of_large_metas_keep_memory_bounded(backend: Backend) {
 const LIST_PEAK_RSS_BOUND: u64 = 250 * 1024 * 1024;
 
 crate::each_backend!(list_pages_of_large_metas_keep_memory_bounded);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_at_once_are_bounded_by_max_body_memory_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let node = SigilProcess::start_with(&database.url(), &["--max-body-memory-bytes", "6291456"]).await;
+    // One client sends 3.5 MiB of a 4 MiB body and stops: its buffer (4 MiB of the 6) stays held while it
+    // might go on.
+    let address = node.base_url.trim_start_matches("http://");
+    let mut stalled = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = "POST /v2/identities.createIdentity HTTP/1.1\r\nHost: sigil\r\nContent-Type: application/json\r\n\
+        Content-Length: 4194304\r\n\r\n";
+    stalled.write_all(head.as_bytes()).await.expect("sent");
+    stalled.write_all(&vec![b' '; 3_670_016]).await.expect("sent");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(format!("{}/v2/identities.createIdentity", node.base_url))
+            .json(&json!({"externalId": "x".repeat(3_000_000)}))
+            .send()
+    };
+    let refused = send().await.expect("answered");
+    assert_eq!(refused.status(), 503, "no memory is left for another 3 MB");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert!(body["error"]["type"].as_str().unwrap().ends_with("sigil/capacity/overloaded"), "{body}");
+    let small = client
+        .post(format!("{}/v2/identities.getIdentity", node.base_url))
+        .json(&json!({"identity": "user_123"}))
+        .send();
+    assert_eq!(
+        small.await.expect("answered").status(),
+        400,
+        "a small body still fits, read and refused for its missing key"
+    );
+
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = send().await.expect("answered").status();
+    assert_ne!(after, 503, "the stalled body's memory came back");
+    assert_eq!(after, 400, "read, and refused for what it is");
+}
