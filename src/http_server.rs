@@ -32,6 +32,8 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
 }
 
+/// The largest request head read, and the most a connection buffers of what it reads.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How often a stopping server looks whether requests are still in flight.
 const IDLE_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// Once no request is in flight, this long for the last answers to be written out.
@@ -49,7 +51,14 @@ pub async fn serve(
     // HTTP/1 only: deciding between HTTP/1 and HTTP/2 reads the first bytes with no deadline, and HTTP/2
     // connections have no header timeout; Unkey's clients speak HTTP/1.1.
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // A head may be at most 64 KiB (hyper's default, about 400 KB, is a 4,096 connections' 1.6 GB before any
+    // body): larger heads, like more than 100 headers or a malformed request line, get hyper's own bare 431
+    // or 400, before any route, id or log line exists.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {

@@ -108,3 +108,18 @@ async fn clients_that_never_read_their_answers_lose_their_connections() {
         .expect("a connection freed by the clients that stopped reading");
     assert_eq!(liveness.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_over_64_kib_is_refused_and_the_server_goes_on() {
+    let database = TestDatabase::create(Backend::Sqlite).await.expect("SQLite");
+    let node = SigilProcess::start(&database.url()).await;
+    let huge = format!("GET /v2/liveness HTTP/1.1\r\nHost: sigil\r\nX-Padding: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let mut stream = send_head(&node, &huge).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    let _ = read.await.expect("answered or closed within 5 s, not held");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let liveness = reqwest::get(format!("{}/v2/liveness", node.base_url)).await.expect("answered");
+    assert_eq!(liveness.status(), 200);
+}
