@@ -9,7 +9,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
@@ -214,7 +213,8 @@ enum BodyRead {
 
 /// The body, read whole unless it is larger than `limit` or `body_memory` has no room for it. Its declared
 /// length, when it has one, sizes the buffer (up to [`INITIAL_BODY_CAPACITY`]), and a body declared larger
-/// than the limit is not kept at all.
+/// than the limit is not kept at all. The buffer never grows past `limit`, and each growth is counted
+/// before it is made.
 async fn read_body(
     mut body: Body,
     declared: Option<usize>,
@@ -222,37 +222,57 @@ async fn read_body(
     body_memory: Arc<Semaphore>,
 ) -> Result<BodyRead, axum::Error> {
     use http_body_util::BodyExt;
-    let keeps = declared.is_none_or(|declared| declared <= limit);
+    let mut keeps = declared.is_none_or(|declared| declared <= limit);
+    let mut counted = None;
+    let initial = declared.filter(|_| keeps).unwrap_or(0).min(INITIAL_BODY_CAPACITY);
+    let mut no_memory_left = !count(&mut counted, &body_memory, initial);
     // Sized by the declared length only up to a point: a header alone must not reserve megabytes.
-    let mut kept = BytesMut::with_capacity(declared.filter(|_| keeps).unwrap_or(0).min(INITIAL_BODY_CAPACITY));
-    let mut counted: Option<OwnedSemaphorePermit> = None;
+    let mut kept: Vec<u8> = Vec::with_capacity(if no_memory_left { 0 } else { initial });
     let mut seen = 0_usize;
-    loop {
-        // What the buffer holds (its capacity, not its length) is counted, in KiB, before more is read.
-        let holding = u32::try_from(kept.capacity().div_ceil(1024)).unwrap_or(u32::MAX);
-        let more = holding.saturating_sub(counted.as_ref().map_or(0, |permit| permit.num_permits() as u32));
-        if more > 0 {
-            let Ok(permit) = Arc::clone(&body_memory).try_acquire_many_owned(more) else {
-                return Ok(BodyRead::NoMemoryLeft);
-            };
-            match counted.as_mut() {
-                Some(counted) => counted.merge(permit),
-                None => counted = Some(permit),
-            }
-        }
-        let Some(frame) = body.frame().await else { break };
+    while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else { continue };
         seen = seen.saturating_add(data.len());
-        if keeps && seen <= limit {
+        if keeps && !no_memory_left && seen <= limit {
+            if kept.capacity() - kept.len() < data.len() {
+                let wanted = kept.capacity().saturating_mul(2).max(seen).min(limit);
+                if count(&mut counted, &body_memory, wanted) {
+                    kept.reserve_exact(wanted - kept.len());
+                } else {
+                    // Refused, the rest is still read and thrown away, as a body past the limit is.
+                    no_memory_left = true;
+                    keeps = false;
+                    kept = Vec::new();
+                    counted = None;
+                    continue;
+                }
+            }
             kept.extend_from_slice(&data);
         } else if seen > limit.saturating_mul(DRAINED_PAST_THE_LIMIT) {
             break;
         }
     }
-    Ok(match seen <= limit {
-        true => BodyRead::Whole(kept.freeze(), counted),
-        false => BodyRead::TooLarge,
+    Ok(if no_memory_left {
+        BodyRead::NoMemoryLeft
+    } else if seen <= limit {
+        BodyRead::Whole(Bytes::from(kept), counted)
+    } else {
+        BodyRead::TooLarge
     })
+}
+
+/// Makes `counted` hold at least `bytes` of `body_memory`, in KiB; false when the budget has no room.
+fn count(counted: &mut Option<OwnedSemaphorePermit>, body_memory: &Arc<Semaphore>, bytes: usize) -> bool {
+    let needed = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let held = counted.as_ref().map_or(0, |permit| u32::try_from(permit.num_permits()).unwrap_or(u32::MAX));
+    if needed <= held {
+        return true;
+    }
+    let Ok(more) = Arc::clone(body_memory).try_acquire_many_owned(needed - held) else { return false };
+    match counted {
+        Some(counted) => counted.merge(more),
+        None => *counted = Some(more),
+    }
+    true
 }
 
 /// A 408's fix: a write that had started runs to its end after the answer, so only a retry with the same

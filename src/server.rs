@@ -17,8 +17,9 @@ const FIRST_WORKSPACE: &str = "default";
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::error::set_error_docs_base(&args.error_docs_base);
+    // Counted in whole KiB: the budget's, rounded down, must hold one largest body's, rounded up.
     anyhow::ensure!(
-        args.max_body_memory_bytes >= args.max_body_bytes,
+        args.max_body_memory_bytes / 1024 >= args.max_body_bytes.div_ceil(1024),
         "--max-body-memory-bytes ({}) must hold at least one body of --max-body-bytes ({})",
         args.max_body_memory_bytes,
         args.max_body_bytes
