@@ -3,7 +3,7 @@
 //! the server's writes go on meanwhile (WAL) and the copy holds exactly what was committed when it began.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -30,40 +30,84 @@ pub async fn backup(database_url: &str, to: &Path) -> anyhow::Result<()> {
     // `VACUUM INTO` writes straight into its file, so a backup killed or failing halfway left a file at the
     // target that SQLite later rolled back to an empty database passing its integrity check.
     let partial = PathBuf::from(format!("{}.partial", to.display()));
-    remove_leftovers_of_an_interrupted_backup(&partial)?;
-    let copied = copy_into(&options, &shown, &partial).await;
+    let claimed = claim(&partial)?;
+    let copied = copy_into(&options, &shown, &partial, &claimed).await;
     if copied.is_err() {
-        let _ = remove_leftovers_of_an_interrupted_backup(&partial);
+        let _ = remove_copy_and_journal(&partial);
     }
     copied?;
-    // A hard link, unlike a rename, never replaces a target that appeared meanwhile.
-    std::fs::hard_link(&partial, to).with_context(|| format!("naming the copy {}", to.display()))?;
-    std::fs::remove_file(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    name_the_copy(&partial, to)?;
+    remove_copy_and_journal(&partial)?;
+    drop(claimed);
     let directory = to.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(directory).and_then(|directory| directory.sync_all()).context("syncing the backup's directory")?;
     Ok(())
 }
 
-/// Copies the database into `partial`, a new file only its owner may read (it holds every identity's meta),
-/// and syncs it to disk.
-async fn copy_into(options: &SqliteConnectOptions, shown: &str, partial: &Path) -> anyhow::Result<()> {
-    OpenOptions::new()
+/// Opens `partial` (mode 0600: it will hold every identity's meta) and locks it for this backup alone, so
+/// that a second backup to the same target stops instead of writing into this one's copy. What an
+/// interrupted backup left there, which nobody holds, is emptied.
+fn claim(partial: &Path) -> anyhow::Result<File> {
+    let file = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(partial)
         .with_context(|| format!("creating {}", partial.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another backup is writing {} now", partial.display())
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("locking {}", partial.display()));
+        }
+    }
+    file.set_len(0).with_context(|| format!("emptying {}", partial.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    match std::fs::remove_file(journal(partial)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("removing {}", journal(partial).display()));
+        }
+        _ => {}
+    }
+    Ok(file)
+}
+
+/// Copies the database into `partial`, empty and claimed, and syncs it to disk.
+async fn copy_into(options: &SqliteConnectOptions, shown: &str, partial: &Path, claimed: &File) -> anyhow::Result<()> {
     let target = partial.to_str().context("the backup's path is not UTF-8")?;
     let mut connection = options.connect().await.with_context(|| format!("opening {shown}"))?;
     sqlx::query("VACUUM INTO ?").bind(target).execute(&mut connection).await.context("copying the database")?;
     connection.close().await?;
-    File::open(partial).and_then(|copy| copy.sync_all()).context("syncing the copy")?;
+    claimed.sync_all().context("syncing the copy")?;
     Ok(())
 }
 
-/// A `.partial` copy and its rollback journal, which only a backup that never finished leaves.
-fn remove_leftovers_of_an_interrupted_backup(partial: &Path) -> anyhow::Result<()> {
-    for leftover in [partial.to_path_buf(), PathBuf::from(format!("{}-journal", partial.display()))] {
+/// Gives the copy the target's name. A hard link, unlike a rename, never replaces a target that appeared
+/// meanwhile; a filesystem without hard links (vfat, exFAT, some network mounts) gets a rename after the
+/// target is looked for once more.
+fn name_the_copy(partial: &Path, to: &Path) -> anyhow::Result<()> {
+    match std::fs::hard_link(partial, to) {
+        Ok(()) => Ok(()),
+        Err(error)
+            if matches!(error.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Unsupported) =>
+        {
+            anyhow::ensure!(!to.exists(), "{} exists already: back up to a new file", to.display());
+            std::fs::rename(partial, to).with_context(|| format!("naming the copy {}", to.display()))
+        }
+        Err(error) => Err(error).with_context(|| format!("naming the copy {}", to.display())),
+    }
+}
+
+fn journal(partial: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-journal", partial.display()))
+}
+
+/// Removes `partial` and its rollback journal, where they are.
+fn remove_copy_and_journal(partial: &Path) -> anyhow::Result<()> {
+    for leftover in [partial.to_path_buf(), journal(partial)] {
         match std::fs::remove_file(&leftover) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(error).with_context(|| format!("removing {}", leftover.display()));
@@ -72,4 +116,22 @@ fn remove_leftovers_of_an_interrupted_backup(partial: &Path) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim;
+
+    #[test]
+    fn a_second_backup_to_the_same_target_stops_while_the_first_writes() {
+        let directory = tempfile::tempdir().expect("a directory");
+        let partial = directory.path().join("copy.db.partial");
+        std::fs::write(&partial, b"left by a backup that was killed").expect("written");
+        let first = claim(&partial).expect("a leftover nobody holds is claimed");
+        assert_eq!(std::fs::metadata(&partial).expect("there").len(), 0, "and emptied");
+        let second = claim(&partial).expect_err("held by the first");
+        assert!(second.to_string().contains("another backup"), "{second}");
+        drop(first);
+        claim(&partial).expect("free once the first is done");
+    }
 }

@@ -245,11 +245,28 @@ pub struct CreateRootKeyArgs {
     pub database: DatabaseArgs,
 }
 
-/// `url` as messages and logs may show it: a password in it is replaced by `***`, since errors go to the
-/// terminal and the journal, which the 0600 environment file holding the URL is meant to keep it out of.
+/// `url` as messages and logs may show it: a password in it (`user:password@`, or the `password` or `pass`
+/// query parameter that sqlx and redis read) is replaced by `***`, since errors go to the terminal and the
+/// journal, which the 0600 environment file holding the URL is meant to keep it out of.
 pub fn without_password(url: &str) -> String {
+    let (url, query) = url.split_once('?').map_or((url, None), |(url, query)| (url, Some(query)));
+    let mut shown = without_user_password(url);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if ["password", "pass"].contains(&name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", pairs.join("&"));
+    }
+    shown
+}
+
+fn without_user_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     let Some((user_info, host)) = authority.rsplit_once('@') else { return url.to_owned() };
     let user = user_info.split_once(':').map_or(user_info, |(user, _password)| user);
@@ -272,5 +289,13 @@ mod tests {
         assert_eq!(without_password("postgres://sigil@db.internal/sigil"), "postgres://sigil@db.internal/sigil");
         assert_eq!(without_password("sqlite:///var/lib/sigil/sigil.db"), "sqlite:///var/lib/sigil/sigil.db");
         assert_eq!(without_password("not a url"), "not a url");
+        assert_eq!(
+            without_password("postgres://sigil@db/sigil?sslmode=require&password=hunter2"),
+            "postgres://sigil@db/sigil?sslmode=require&password=***"
+        );
+        assert_eq!(
+            without_password("redis+unix:///run/redis.sock?db=1&pass=pw"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
     }
 }
