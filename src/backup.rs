@@ -66,12 +66,7 @@ fn claim(partial: &Path) -> anyhow::Result<File> {
     }
     file.set_len(0).with_context(|| format!("emptying {}", partial.display()))?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    match std::fs::remove_file(journal(partial)) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-            return Err(error).with_context(|| format!("removing {}", journal(partial).display()));
-        }
-        _ => {}
-    }
+    remove_if_there(&journal(partial))?;
     Ok(file)
 }
 
@@ -107,15 +102,17 @@ fn journal(partial: &Path) -> PathBuf {
 
 /// Removes `partial` and its rollback journal, where they are.
 fn remove_copy_and_journal(partial: &Path) -> anyhow::Result<()> {
-    for leftover in [partial.to_path_buf(), journal(partial)] {
-        match std::fs::remove_file(&leftover) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(error).with_context(|| format!("removing {}", leftover.display()));
-            }
-            _ => {}
+    remove_if_there(partial)?;
+    remove_if_there(&journal(partial))
+}
+
+fn remove_if_there(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! unknown routes and methods, all answering in the error envelope.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -9,16 +10,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::ids::new_id;
 use crate::domain::permission::RootKey;
 use crate::envelope::{REQUEST, RequestTag};
 use crate::error::{ApiError, DatabaseFailure, ErrorCode, ValidationError};
 use crate::idempotency::REPLAYED_HEADER;
-use std::sync::Arc;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use crate::{AppState, InFlight, Limits};
 
 /// A `HeaderName` made once: from a `&str`, a header name is parsed again on every use.
@@ -222,7 +220,7 @@ async fn read_body(
     body_memory: Arc<Semaphore>,
 ) -> Result<BodyRead, axum::Error> {
     use http_body_util::BodyExt;
-    let mut keeps = declared.is_none_or(|declared| declared <= limit);
+    let keeps = declared.is_none_or(|declared| declared <= limit);
     let mut counted = None;
     let initial = declared.filter(|_| keeps).unwrap_or(0).min(INITIAL_BODY_CAPACITY);
     let mut no_memory_left = !count(&mut counted, &body_memory, initial);
@@ -240,7 +238,6 @@ async fn read_body(
                 } else {
                     // Refused, the rest is still read and thrown away, as a body past the limit is.
                     no_memory_left = true;
-                    keeps = false;
                     kept = Vec::new();
                     counted = None;
                     continue;

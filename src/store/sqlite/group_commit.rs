@@ -320,6 +320,7 @@ async fn run_group(
             .await?
         }
     };
+    // A kept connection comes from a group that committed: until this one does, it is in doubt.
     group.committed = false;
     group.committed = run_writes(&mut group.connection, writes, deadline).await?;
     if group.committed {
