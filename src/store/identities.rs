@@ -11,6 +11,7 @@ use crate::domain::identity::{
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
+use crate::store::changes::Written;
 use crate::store::idempotency_keys::{Recorded, Recording};
 
 /// Identities, by workspace.
@@ -95,6 +96,16 @@ pub(super) trait IdentityBackend {
         workspace: &WorkspaceId,
         new: &NewIdentity,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Replaces the meta of the live identity whose id, or else externalId, is `identity` (an update that
+    /// sends meta alone, without an Idempotency-Key), and returns once it committed. (The shared code then
+    /// applies what it changed.)
+    fn update_identity_meta(
+        &self,
+        workspace: &WorkspaceId,
+        identity: &str,
+        meta: &Meta,
+    ) -> impl Future<Output = Result<Written<IdentityUpdate>, StoreError>> + Send;
 
     /// The rows of [`identity_page!`] (the page's limit and one more), each backend fetching them its
     /// fastest way, in any order.
@@ -253,10 +264,10 @@ pub(super) const DELETE_IDENTITY: &str = concat!(
 
 /// An identity as stored: meta and ratelimits as JSON text.
 pub(super) struct IdentityRow {
-    id: String,
-    external_id: String,
-    meta: String,
-    ratelimits: String,
+    pub id: String,
+    pub external_id: String,
+    pub meta: String,
+    pub ratelimits: String,
 }
 
 /// Read by position, as every statement reading an identity selects `id, external_id, meta, ratelimits`:
@@ -756,6 +767,20 @@ macro_rules! impl_identities {
                         return Ok(Recorded::Ran(IdentityUpdate::NotFound));
                     }
                     let one_statement = changes.ratelimits.is_none() && changes.external_id.is_none();
+                    if let (true, None, Some(meta)) = (one_statement, &recording, &changes.meta) {
+                        return match <Self as IdentityBackend>::update_identity_meta(self, workspace, identity, meta)
+                            .await
+                        {
+                            Ok(written) => {
+                                self.apply(written.changes).await;
+                                Ok(Recorded::Ran(written.outcome))
+                            }
+                            Err(error) => {
+                                self.write_failed(&error);
+                                Err(error)
+                            }
+                        };
+                    }
                     let owned = (workspace.clone(), identity.to_owned(), changes.clone());
                     self.write_recorded(workspace, recording, one_statement, move |connection| {
                         let (workspace, identity, changes) = owned.clone();

@@ -11,6 +11,9 @@ crate::backend_tests!(
     concurrent_upserts_of_one_externalid_end_with_one_identity,
     conflicting_creates_do_not_fail_the_creates_committed_with_them,
     creates_racing_deletes_of_their_externalid_each_get_200_or_a_409_naming_a_created_identity,
+    concurrent_meta_updates_of_one_identity_by_id_and_externalid_each_answer_their_own_meta,
+    concurrent_meta_updates_of_many_identities_each_write_their_own_identity,
+    meta_updates_racing_a_delete_get_200_or_404_and_none_outlives_it,
 );
 
 const CONCURRENT_CREATES: usize = 200;
@@ -99,4 +102,64 @@ async fn creates_racing_deletes_of_their_externalid_each_get_200_or_a_409_naming
     );
     let deleted = deletes.iter().filter(|r| r.status == 200).count();
     assert_eq!(server.list_all_ids(&key).await.len(), created.len() - deleted, "live identities left");
+}
+
+/// On PostgreSQL concurrent updates of meta alone share one statement; two of them naming one identity (by id
+/// and by externalId, too) must still both be written, one after the other.
+async fn concurrent_meta_updates_of_one_identity_by_id_and_externalid_each_answer_their_own_meta(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "hot"})).await;
+    let updates = (0..60).map(|n| {
+        let identity = if n % 2 == 0 { id.as_str() } else { "hot" };
+        server.call("identities.updateIdentity", &key, json!({"identity": identity, "meta": {"n": n}}))
+    });
+    let responses = join_all(updates).await;
+    for (n, response) in responses.iter().enumerate() {
+        assert_eq!(response.status, 200, "{}", response.text);
+        assert_eq!(response.body["data"]["id"], id.as_str());
+        assert_eq!(response.body["data"]["meta"], json!({"n": n}), "each update answers with what it wrote");
+    }
+    let after = server.call("identities.getIdentity", &key, json!({"identity": "hot"})).await;
+    let n = after.body["data"]["meta"]["n"].as_u64().expect("the last update's meta");
+    assert!(n < 60);
+}
+
+async fn concurrent_meta_updates_of_many_identities_each_write_their_own_identity(server: TestServer) {
+    let key = server.admin_key().await;
+    let ids =
+        join_all((0..100).map(|n| server.create_identity(&key, json!({"externalId": format!("user_{n}")})))).await;
+    let updates = (0..100).map(|n| {
+        let identity = if n % 2 == 0 { ids[n].clone() } else { format!("user_{n}") };
+        server.call("identities.updateIdentity", &key, json!({"identity": identity, "meta": {"n": n}}))
+    });
+    for (n, response) in join_all(updates).await.iter().enumerate() {
+        assert_eq!(response.status, 200, "{}", response.text);
+        assert_eq!(response.body["data"]["id"], ids[n].as_str());
+        assert_eq!(response.body["data"]["externalId"], format!("user_{n}"));
+        assert_eq!(response.body["data"]["meta"], json!({"n": n}));
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let got = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+        assert_eq!(got.body["data"]["meta"], json!({"n": n}), "identity {n} holds its own update");
+    }
+}
+
+/// An update answered 404 found the identity deleted; one answered 200 wrote before the delete, which
+/// therefore answered after it. Nothing written after the delete brings the identity back.
+async fn meta_updates_racing_a_delete_get_200_or_404_and_none_outlives_it(server: TestServer) {
+    let key = server.admin_key().await;
+    let id = server.create_identity(&key, json!({"externalId": "doomed"})).await;
+    let update =
+        |n: usize| server.call("identities.updateIdentity", &key, json!({"identity": "doomed", "meta": {"n": n}}));
+    let delete = server.call("identities.deleteIdentity", &key, json!({"identity": id}));
+    let (before, deleted, after) =
+        futures::join!(join_all((0..40).map(update)), delete, join_all((40..80).map(update)));
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    for response in before.iter().chain(&after) {
+        assert!(response.status == 200 || response.status == 404, "{}: {}", response.status, response.text);
+    }
+    let late = server.call("identities.updateIdentity", &key, json!({"identity": "doomed", "meta": {}})).await;
+    late.assert_error(404, "unkey/data/identity_not_found");
+    let got = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
+    got.assert_error(404, "unkey/data/identity_not_found");
 }

@@ -1,9 +1,9 @@
 //! PostgreSQL, for several stateless Sigil nodes sharing one database. Migrations take PostgreSQL's
 //! advisory lock (sqlx), so nodes starting together migrate once.
 //!
-//! Creates are group-committed (`create_groups.rs`, `identities.rs`): a group's identities go in as one
-//! multi-row `INSERT … ON CONFLICT DO NOTHING` that commits alone, so PostgreSQL parses, plans and flushes
-//! its WAL once for many creates. Several groups commit at once, on connections of their own.
+//! Creates and updates of meta alone are group-committed (`write_groups.rs`, `identities.rs`): a group goes
+//! in as one statement that commits alone, so PostgreSQL parses, plans and flushes its WAL once for many
+//! writes. Several groups commit at once, on connections of their own.
 //!
 //! Every query runs on connections Sigil keeps itself (`kept_connections.rs`), each unit of work within
 //! [`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE); none runs on sqlx's pool, whose release ping
@@ -12,12 +12,12 @@
 //! probes the client with TCP keepalives, so a node that vanished mid-transaction holds no lock for long.
 
 pub(super) mod changes;
-mod create_groups;
 mod identities;
 mod kept_connections;
 #[cfg(test)]
 mod query_plans;
 mod ratelimits;
+mod write_groups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_deadline};
 use changes::Announcer;
-use create_groups::CreateGroups;
+use identities::{CreateGroups, MetaUpdateGroups};
 use kept_connections::KeptConnections;
 
 use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome};
@@ -59,6 +59,7 @@ pub struct PostgresStore {
     connections: Arc<KeptConnections>,
     connection_waits: Histogram,
     creates: CreateGroups,
+    meta_updates: MetaUpdateGroups,
     ratelimit_takes: Arc<RatelimitTakes>,
     /// Set under `sigil serve`.
     serving: Option<Serving>,
@@ -105,10 +106,10 @@ impl PostgresStore {
             PING_WHEN_IDLE_FOR,
             connection_waits.clone(),
         ));
-        let group_connections = Arc::clone(&connections);
-        let creates = identities::create_groups(group_connections);
+        let creates = identities::create_groups(Arc::clone(&connections));
+        let meta_updates = identities::meta_update_groups(Arc::clone(&connections));
         let ratelimit_takes = ratelimit_takes(Arc::clone(&connections));
-        Ok(Self { connections, connection_waits, creates, ratelimit_takes, serving: None })
+        Ok(Self { connections, connection_waits, creates, meta_updates, ratelimit_takes, serving: None })
     }
 
     async fn close_pools(&self) {
@@ -321,7 +322,8 @@ impl Ratelimits for PostgresStore {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn stats(&self) -> StoreStats {
-        let mut queued = vec![("postgres_creates", self.creates.queued())];
+        let mut queued =
+            vec![("postgres_creates", self.creates.queued()), ("postgres_meta_updates", self.meta_updates.queued())];
         if let Some(serving) = &self.serving {
             queued.push(("change_announcements", serving.announcer.pending()));
         }

@@ -6,9 +6,12 @@ use std::collections::HashSet;
 use serde_json::value::RawValue;
 use sqlx::SqliteConnection;
 
-use crate::domain::identity::{Creation, IdentityPageQuery, NewIdentity, replace_ratelimits};
+use crate::domain::identity::{
+    Creation, IdentityChanges, IdentityPageQuery, IdentityUpdate, Meta, NewIdentity, replace_ratelimits,
+};
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
+use crate::store::changes::Written;
 use crate::store::identities::{
     INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, checked_ratelimits, identity_page, ratelimits_json, to_json,
 };
@@ -194,6 +197,22 @@ impl IdentityBackend for SqliteStore {
                         Creation::AlreadyExists { existing_id } => Err(StoreError::Conflict { existing_id }),
                     }
                 })
+            })
+            .await
+    }
+
+    /// One statement in the next group commit, as every write is.
+    async fn update_identity_meta(
+        &self,
+        workspace: &WorkspaceId,
+        identity: &str,
+        meta: &Meta,
+    ) -> Result<Written<IdentityUpdate>, StoreError> {
+        let changes = IdentityChanges { meta: Some(meta.clone()), ratelimits: None, external_id: None };
+        let (workspace, identity) = (workspace.clone(), identity.to_owned());
+        self.writes
+            .run_one_statement(move |connection| {
+                Box::pin(async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await })
             })
             .await
     }

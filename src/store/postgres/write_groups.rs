@@ -1,12 +1,12 @@
-//! Group commit for creates on PostgreSQL: concurrent creates queue here, and a committer takes everything
-//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`, `create_identity_group`) as one
-//! group, so one statement and one WAL flush serve many creates, while several groups commit at once. Each
-//! create is answered only once its group's `commit` has returned, that is after the commit. Alone, a
-//! create is a group of one. (SQLite, with its single writer, group-commits every kind of write instead:
-//! `sqlite/group_commit.rs`.)
+//! Group commit on PostgreSQL, for writes that one statement can make for many at once (creates, and
+//! updates of meta alone): concurrent writes of one kind queue here, and a committer takes everything
+//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`) as one group, so one statement
+//! and one WAL flush serve many writes, while several groups commit at once. Each write is answered only
+//! once its group's `commit` has returned, that is after the commit. Alone, a write is a group of one.
+//! (SQLite, with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
 //!
-//! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest create was queued, so every create is
-//! answered within it, the wait for a group included, however long the groups ahead of it hang: a create
+//! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest write was queued, so every write is
+//! answered within it, the wait for a group included, however long the groups ahead of it hang: a write
 //! whose deadline passed while it waited fails unrun.
 
 use std::future::Future;
@@ -15,39 +15,28 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::domain::identity::NewIdentity;
-use crate::domain::workspace::WorkspaceId;
 use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 
-/// One create waiting for its group.
-pub(super) struct CreateRequest {
-    pub workspace: WorkspaceId,
-    pub new: NewIdentity,
-}
-
-/// The new identity's id, or why this one create failed.
-pub(super) type CreateOutcome = Result<String, StoreError>;
-
-struct Pending {
-    request: CreateRequest,
+struct Pending<Request, Outcome> {
+    request: Request,
     queued_at: Instant,
-    reply: oneshot::Sender<CreateOutcome>,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-pub(super) struct CreateGroups {
-    sender: mpsc::Sender<Pending>,
+pub(super) struct WriteGroups<Request, Outcome> {
+    sender: mpsc::Sender<Pending<Request, Outcome>>,
 }
 
-impl CreateGroups {
-    /// Starts the committer. `commit` gets a group of at most `max_group` creates and the deadline by which
-    /// it must return one outcome per create, in order; at most `groups_in_flight` groups are committing at
+impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outcome> {
+    /// Starts the committer. `commit` gets a group of at most `max_group` writes and the deadline by which
+    /// it must return one outcome per write, in order; at most `groups_in_flight` groups are committing at
     /// once.
     pub fn start<Commit, Committed>(max_group: usize, groups_in_flight: usize, commit: Commit) -> Self
     where
-        Commit: Fn(Vec<CreateRequest>, Instant) -> Committed + Send + Sync + 'static,
-        Committed: Future<Output = Vec<CreateOutcome>> + Send + 'static,
+        Commit: Fn(Vec<Request>, Instant) -> Committed + Send + Sync + 'static,
+        Committed: Future<Output = Vec<Result<Outcome, StoreError>>> + Send + 'static,
     {
-        let (sender, mut queue) = mpsc::channel::<Pending>(max_group * 4);
+        let (sender, mut queue) = mpsc::channel::<Pending<Request, Outcome>>(max_group * 4);
         let commit = Arc::new(commit);
         let slots = Arc::new(Semaphore::new(groups_in_flight));
         tokio::spawn(async move {
@@ -80,19 +69,18 @@ impl CreateGroups {
         Self { sender }
     }
 
-    /// Creates waiting for their group.
+    /// Writes waiting for their group.
     pub fn queued(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
     }
 
-    /// Queues one create and waits for its group's outcome.
-    pub async fn create_identity(&self, workspace: &WorkspaceId, new: &NewIdentity) -> CreateOutcome {
+    /// Queues one write and waits for its group's outcome.
+    pub async fn write(&self, request: Request) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let request = CreateRequest { workspace: workspace.clone(), new: new.clone() };
         // The committer is gone only while the store shuts down (or after a panic in a commit).
         let stopped = || StoreError::Unavailable(sqlx::Error::PoolClosed);
         let queued_at = Instant::now();
-        // A full queue is waited for within the create's deadline, as the wait for its group is.
+        // A full queue is waited for within the write's deadline, as the wait for its group is.
         within_deadline_at(queued_at + DATABASE_DEADLINE, async {
             self.sender.send(Pending { request, queued_at, reply }).await.map_err(|_| stopped())
         })
