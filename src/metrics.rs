@@ -163,7 +163,7 @@ impl Collector for StoreCollector {
         let mut queued = encoder.encode_descriptor(
             "sigil_database_queued",
             "Work waiting in the store's queues: sqlite_writes (writes waiting for their group commit), \
-             postgres_creates and postgres_meta_updates (creates and updates of meta alone waiting for theirs), change_announcements (changes not yet told to other nodes)",
+             postgres_creates, postgres_upserts and postgres_meta_updates (creates, upserts and updates of meta alone waiting for theirs), change_announcements (changes not yet told to other nodes)",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;

@@ -107,6 +107,15 @@ pub(super) trait IdentityBackend {
         meta: &Meta,
     ) -> impl Future<Output = Result<Written<IdentityUpdate>, StoreError>> + Send;
 
+    /// Creates the identity, or replaces the meta (when sent) of the live one with this externalId (an upsert
+    /// without ratelimits or Idempotency-Key), and returns once it committed, `true` when it created it.
+    /// (The shared code then applies what it changed.)
+    fn upsert_identity_without_ratelimits(
+        &self,
+        workspace: &WorkspaceId,
+        upsert: &IdentityUpsert,
+    ) -> impl Future<Output = Result<Written<(Identity, bool)>, StoreError>> + Send;
+
     /// The rows of [`identity_page!`] (the page's limit and one more), each backend fetching them its
     /// fastest way, in any order.
     fn list_identities(
@@ -549,6 +558,20 @@ macro_rules! impl_identities {
                     Ok(Written::new(IdentityUpdate::Updated(identity), written))
                 }
 
+                /// What a write the backend ran its own way answers, once what it changed is applied.
+                async fn applied<T>(&self, written: Result<Written<T>, StoreError>) -> Result<Recorded<T>, StoreError> {
+                    match written {
+                        Ok(written) => {
+                            self.apply(written.changes).await;
+                            Ok(Recorded::Ran(written.outcome))
+                        }
+                        Err(error) => {
+                            self.write_failed(&error);
+                            Err(error)
+                        }
+                    }
+                }
+
                 /// Soft-deletes the live identity with one statement; `false` when none matches.
                 async fn delete_identity_in(
                     connection: &mut <Self as Backend>::Connection,
@@ -619,8 +642,14 @@ macro_rules! impl_identities {
                     upsert: &IdentityUpsert,
                     recording: Option<Recording<(Identity, bool)>>,
                 ) -> Result<Recorded<(Identity, bool)>, StoreError> {
+                    if let (None, None) = (&recording, &upsert.ratelimits) {
+                        let upserted =
+                            <Self as IdentityBackend>::upsert_identity_without_ratelimits(self, workspace, upsert)
+                                .await;
+                        return self.applied(upserted).await;
+                    }
                     let owned = (workspace.clone(), upsert.clone());
-                    self.write_recorded(workspace, recording, upsert.ratelimits.is_none(), move |connection| {
+                    self.write_recorded(workspace, recording, false, move |connection| {
                         let (workspace, upsert) = owned.clone();
                         Box::pin(async move { Self::upsert_identity_in(connection, &workspace, &upsert).await })
                     })
@@ -768,18 +797,9 @@ macro_rules! impl_identities {
                     }
                     let one_statement = changes.ratelimits.is_none() && changes.external_id.is_none();
                     if let (true, None, Some(meta)) = (one_statement, &recording, &changes.meta) {
-                        return match <Self as IdentityBackend>::update_identity_meta(self, workspace, identity, meta)
-                            .await
-                        {
-                            Ok(written) => {
-                                self.apply(written.changes).await;
-                                Ok(Recorded::Ran(written.outcome))
-                            }
-                            Err(error) => {
-                                self.write_failed(&error);
-                                Err(error)
-                            }
-                        };
+                        let updated =
+                            <Self as IdentityBackend>::update_identity_meta(self, workspace, identity, meta).await;
+                        return self.applied(updated).await;
                     }
                     let owned = (workspace.clone(), identity.to_owned(), changes.clone());
                     self.write_recorded(workspace, recording, one_statement, move |connection| {

@@ -14,6 +14,7 @@ crate::backend_tests!(
     concurrent_meta_updates_of_one_identity_by_id_and_externalid_each_answer_their_own_meta,
     concurrent_meta_updates_of_many_identities_each_write_their_own_identity,
     meta_updates_racing_a_delete_get_200_or_404_and_none_outlives_it,
+    concurrent_upserts_with_and_without_meta_each_create_or_update_their_own_identity,
 );
 
 const CONCURRENT_CREATES: usize = 200;
@@ -162,4 +163,39 @@ async fn meta_updates_racing_a_delete_get_200_or_404_and_none_outlives_it(server
     late.assert_error(404, "unkey/data/identity_not_found");
     let got = server.call("identities.getIdentity", &key, json!({"identity": id})).await;
     got.assert_error(404, "unkey/data/identity_not_found");
+}
+
+/// On PostgreSQL concurrent upserts share statements: those that send meta one, those that do not another,
+/// and a second upsert of one externalId in a group runs after them.
+async fn concurrent_upserts_with_and_without_meta_each_create_or_update_their_own_identity(server: TestServer) {
+    let key = server.admin_key().await;
+    let existing = join_all(
+        (0..20).map(|n| server.create_identity(&key, json!({"externalId": format!("user_{n}"), "meta": {"old": n}}))),
+    )
+    .await;
+    let upsert = |n: usize, with_meta: bool| {
+        let mut body = json!({"externalId": format!("user_{n}")});
+        if with_meta {
+            body["meta"] = json!({"n": n});
+        }
+        server.call("identities.upsertIdentity", &key, body)
+    };
+    let (with_meta, without_meta) =
+        futures::join!(join_all((0..40).map(|n| upsert(n, true))), join_all((0..40).map(|n| upsert(n, false))));
+    for (n, (sent, kept)) in with_meta.iter().zip(&without_meta).enumerate() {
+        assert_eq!((sent.status, kept.status), (200, 200), "{} {}", sent.text, kept.text);
+        assert_eq!(sent.body["data"]["externalId"], format!("user_{n}"));
+        assert_eq!(sent.body["data"]["meta"], json!({"n": n}), "an upsert answers with the meta it wrote");
+        assert_eq!(sent.body["data"]["id"], kept.body["data"]["id"], "both upserts of user_{n} name one identity");
+        let created = [sent, kept].iter().filter(|response| response.body["data"]["created"] == true).count();
+        if n < 20 {
+            assert_eq!(sent.body["data"]["id"], existing[n].as_str());
+            assert_eq!(created, 0, "user_{n} existed");
+            let meta = &kept.body["data"]["meta"];
+            assert!(*meta == json!({"old": n}) || *meta == json!({"n": n}), "user_{n} kept its meta: {meta}");
+        } else {
+            assert_eq!(created, 1, "user_{n} was created once");
+        }
+    }
+    assert_eq!(server.list_all_ids(&key).await.len(), 40);
 }

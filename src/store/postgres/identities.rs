@@ -1,13 +1,13 @@
-//! What PostgreSQL does its own way for identities: creates and updates of meta alone are group-committed
-//! (`write_groups.rs`), a group going in as one statement (a multi-row `INSERT … ON CONFLICT DO NOTHING`,
-//! an `UPDATE … FROM` a group's rows), so that PostgreSQL parses, plans and flushes its WAL once for many
-//! writes; and a list page comes back as rows.
+//! What PostgreSQL does its own way for identities: creates, upserts without ratelimits and updates of meta
+//! alone are group-committed (`write_groups.rs`), a group going in as one statement (a multi-row
+//! `INSERT … ON CONFLICT`, an `UPDATE … FROM` a group's rows), so that PostgreSQL parses, plans and flushes
+//! its WAL once for many writes; and a list page comes back as rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::domain::identity::{
-    IdentityChanges, IdentityPageQuery, IdentityUpdate, Meta, NewIdentity, replace_ratelimits,
+    Identity, IdentityChanges, IdentityPageQuery, IdentityUpdate, IdentityUpsert, Meta, NewIdentity, replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
@@ -50,6 +50,18 @@ type MetaUpdateOutcome = Result<Written<IdentityUpdate>, StoreError>;
 
 pub(super) type MetaUpdateGroups = WriteGroups<MetaUpdate, Written<IdentityUpdate>>;
 
+/// One upsert without ratelimits or Idempotency-Key, waiting for its group.
+pub(super) struct Upsert {
+    workspace: WorkspaceId,
+    external_id: String,
+    meta: Option<Meta>,
+}
+
+/// The identity as upserted, `true` when the upsert created it.
+type Upserted = Written<(Identity, bool)>;
+
+pub(super) type UpsertGroups = WriteGroups<Upsert, Upserted>;
+
 /// How often a create is tried when the identity it collided with was gone before it could be named. Each
 /// such attempt means that another create and a delete of the same externalId committed in between, so only
 /// a storm of both gets this far; with 3, 60 creates racing 60 deletes of one externalId failed one run in six.
@@ -86,6 +98,16 @@ impl IdentityBackend for PostgresStore {
     ) -> Result<Written<IdentityUpdate>, StoreError> {
         let update = MetaUpdate { workspace: workspace.clone(), identity: identity.to_owned(), meta: meta.clone() };
         self.meta_updates.write(update).await
+    }
+
+    async fn upsert_identity_without_ratelimits(
+        &self,
+        workspace: &WorkspaceId,
+        upsert: &IdentityUpsert,
+    ) -> Result<Upserted, StoreError> {
+        let upsert =
+            Upsert { workspace: workspace.clone(), external_id: upsert.external_id.clone(), meta: upsert.meta.clone() };
+        self.upserts.write(upsert).await
     }
 
     async fn list_identities(
@@ -126,6 +148,13 @@ impl IdentityBackend for PostgresStore {
 pub(super) fn create_groups(connections: Arc<KeptConnections>) -> CreateGroups {
     WriteGroups::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group, deadline| {
         create_identity_group(Arc::clone(&connections), group, deadline)
+    })
+}
+
+/// The groups of upserts of a store whose queries run on `connections`.
+pub(super) fn upsert_groups(connections: Arc<KeptConnections>) -> UpsertGroups {
+    WriteGroups::start(MAX_GROUP, GROUPS_IN_FLIGHT, move |group, deadline| {
+        upsert_group(Arc::clone(&connections), group, deadline)
     })
 }
 
@@ -346,6 +375,103 @@ async fn update_metas(
                 let alone =
                     PostgresStore::update_identity_in(&mut connection, &update.workspace, &update.identity, &changes);
                 Ok(before_deadline(deadline, alone).await?)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    connection.finished();
+    Ok(())
+}
+
+/// Upserts a group (`$1` new ids, `$2` workspaces, `$3` externalIds, `$4` metas, `$5` the time), which
+/// holds each (workspace, externalId) once, in one statement: rows go in in the unique index's order, as a
+/// group of creates does, so that two groups never wait for each other's rows in opposite orders. All of a
+/// group send meta, or none does (`$6`): an upsert without meta keeps the stored one.
+const UPSERT_IDENTITIES: &str = "INSERT INTO identities AS i (id, workspace_id, external_id, meta, created_at, ratelimits) \
+     SELECT id, workspace_id, external_id, meta, $5, '[]' \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS r(id, workspace_id, external_id, meta) \
+     ORDER BY external_id, workspace_id \
+     ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+     DO UPDATE SET meta = CASE WHEN $6 THEN EXCLUDED.meta ELSE i.meta END, updated_at = $5 \
+     RETURNING i.id, i.external_id, i.meta, i.ratelimits, i.workspace_id";
+
+/// Upserts a group with a statement for those that send meta and one for those that do not, each committing
+/// alone; an upsert whose (workspace, externalId) came earlier in the group runs alone after them (a
+/// statement cannot write one row twice).
+async fn upsert_group(
+    connections: Arc<KeptConnections>,
+    group: Vec<Upsert>,
+    deadline: tokio::time::Instant,
+) -> Vec<Result<Upserted, StoreError>> {
+    let mut outcomes = Vec::with_capacity(group.len());
+    if let Err(failure) = upsert_all(&connections, &group, &mut outcomes, deadline).await {
+        let undecided = group.len() - outcomes.len();
+        outcomes.extend((0..undecided).map(|_| Err(failure.same_kind())));
+    }
+    outcomes
+}
+
+/// Decides `group`'s upserts into `outcomes`, in order, until a statement fails.
+async fn upsert_all(
+    connections: &KeptConnections,
+    group: &[Upsert],
+    outcomes: &mut Vec<Result<Upserted, StoreError>>,
+    deadline: tokio::time::Instant,
+) -> Result<(), StoreError> {
+    type Row = (String, String, String, String, String);
+    let metas =
+        group.iter().map(|upsert| upsert.meta.as_ref().map(to_json).transpose()).collect::<Result<Vec<_>, _>>()?;
+    // Each (workspace, externalId)'s first upsert, by where it is in the group.
+    let mut firsts: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, upsert) in group.iter().enumerate() {
+        firsts.entry((upsert.workspace.as_str(), upsert.external_id.as_str())).or_insert(index);
+    }
+    let mut decided: Vec<Option<Result<Upserted, StoreError>>> = group.iter().map(|_| None).collect();
+    let mut connection = before_deadline(deadline, connections.acquire()).await?;
+    for sends_meta in [true, false] {
+        let members: Vec<(usize, String)> = firsts
+            .values()
+            .filter(|&&index| metas[index].is_some() == sends_meta)
+            .map(|&index| (index, new_id("id")))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let rows: Vec<Row> = before_deadline(
+            deadline,
+            sqlx::query_as(UPSERT_IDENTITIES)
+                .bind(members.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
+                .bind(members.iter().map(|&(index, _)| group[index].workspace.as_str()).collect::<Vec<_>>())
+                .bind(members.iter().map(|&(index, _)| group[index].external_id.as_str()).collect::<Vec<_>>())
+                .bind(members.iter().map(|&(index, _)| metas[index].as_deref().unwrap_or("{}")).collect::<Vec<_>>())
+                .bind(now_ms())
+                .bind(sends_meta)
+                .fetch_all(&mut *connection),
+        )
+        .await?;
+        let proposed: HashMap<usize, &str> = members.iter().map(|(index, id)| (*index, id.as_str())).collect();
+        for (id, external_id, meta, ratelimits, workspace) in rows {
+            let Some(&index) = firsts.get(&(workspace.as_str(), external_id.as_str())) else { continue };
+            let created = proposed.get(&index) == Some(&id.as_str());
+            let changed = Change::identity(&group[index].workspace, &id, &external_id);
+            decided[index] = Some(
+                IdentityRow { id, external_id, meta, ratelimits }
+                    .into_identity()
+                    .map(|identity| Written::new((identity, created), vec![changed])),
+            );
+        }
+    }
+    for (upsert, outcome) in group.iter().zip(decided) {
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => {
+                let alone = IdentityUpsert {
+                    external_id: upsert.external_id.clone(),
+                    meta: upsert.meta.clone(),
+                    ratelimits: None,
+                };
+                let upserted = PostgresStore::upsert_identity_in(&mut connection, &upsert.workspace, &alone);
+                Ok(before_deadline(deadline, upserted).await?)
             }
         };
         outcomes.push(outcome);

@@ -1,7 +1,7 @@
 //! PostgreSQL, for several stateless Sigil nodes sharing one database. Migrations take PostgreSQL's
 //! advisory lock (sqlx), so nodes starting together migrate once.
 //!
-//! Creates and updates of meta alone are group-committed (`write_groups.rs`, `identities.rs`): a group goes
+//! Creates, upserts without ratelimits and updates of meta alone are group-committed (`write_groups.rs`, `identities.rs`): a group goes
 //! in as one statement that commits alone, so PostgreSQL parses, plans and flushes its WAL once for many
 //! writes. Several groups commit at once, on connections of their own.
 //!
@@ -41,7 +41,7 @@ use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_deadline};
 use changes::Announcer;
-use identities::{CreateGroups, MetaUpdateGroups};
+use identities::{CreateGroups, MetaUpdateGroups, UpsertGroups};
 use kept_connections::KeptConnections;
 
 use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome};
@@ -60,6 +60,7 @@ pub struct PostgresStore {
     connection_waits: Histogram,
     creates: CreateGroups,
     meta_updates: MetaUpdateGroups,
+    upserts: UpsertGroups,
     ratelimit_takes: Arc<RatelimitTakes>,
     /// Set under `sigil serve`.
     serving: Option<Serving>,
@@ -108,8 +109,9 @@ impl PostgresStore {
         ));
         let creates = identities::create_groups(Arc::clone(&connections));
         let meta_updates = identities::meta_update_groups(Arc::clone(&connections));
+        let upserts = identities::upsert_groups(Arc::clone(&connections));
         let ratelimit_takes = ratelimit_takes(Arc::clone(&connections));
-        Ok(Self { connections, connection_waits, creates, meta_updates, ratelimit_takes, serving: None })
+        Ok(Self { connections, connection_waits, creates, meta_updates, upserts, ratelimit_takes, serving: None })
     }
 
     async fn close_pools(&self) {
@@ -322,8 +324,11 @@ impl Ratelimits for PostgresStore {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn stats(&self) -> StoreStats {
-        let mut queued =
-            vec![("postgres_creates", self.creates.queued()), ("postgres_meta_updates", self.meta_updates.queued())];
+        let mut queued = vec![
+            ("postgres_creates", self.creates.queued()),
+            ("postgres_upserts", self.upserts.queued()),
+            ("postgres_meta_updates", self.meta_updates.queued()),
+        ];
         if let Some(serving) = &self.serving {
             queued.push(("change_announcements", serving.announcer.pending()));
         }

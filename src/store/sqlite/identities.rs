@@ -7,7 +7,8 @@ use serde_json::value::RawValue;
 use sqlx::SqliteConnection;
 
 use crate::domain::identity::{
-    Creation, IdentityChanges, IdentityPageQuery, IdentityUpdate, Meta, NewIdentity, replace_ratelimits,
+    Creation, Identity, IdentityChanges, IdentityPageQuery, IdentityUpdate, IdentityUpsert, Meta, NewIdentity,
+    replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
@@ -213,6 +214,20 @@ impl IdentityBackend for SqliteStore {
         self.writes
             .run_one_statement(move |connection| {
                 Box::pin(async move { Self::update_identity_in(connection, &workspace, &identity, &changes).await })
+            })
+            .await
+    }
+
+    /// One statement in the next group commit, as every write is.
+    async fn upsert_identity_without_ratelimits(
+        &self,
+        workspace: &WorkspaceId,
+        upsert: &IdentityUpsert,
+    ) -> Result<Written<(Identity, bool)>, StoreError> {
+        let (workspace, upsert) = (workspace.clone(), upsert.clone());
+        self.writes
+            .run_one_statement(move |connection| {
+                Box::pin(async move { Self::upsert_identity_in(connection, &workspace, &upsert).await })
             })
             .await
     }
