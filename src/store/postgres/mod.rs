@@ -18,6 +18,8 @@ mod kept_connections;
 mod query_plans;
 mod ratelimits;
 mod write_groups;
+#[cfg(test)]
+mod write_order;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +43,7 @@ use crate::store::stats::connection_wait_histogram;
 use crate::store::workspaces::impl_workspaces;
 use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_deadline};
 use changes::Announcer;
-use identities::{CreateGroups, MetaUpdateGroups, UpsertGroups};
+use identities::IdentityWriteGroups;
 use kept_connections::KeptConnections;
 
 use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome};
@@ -58,9 +60,7 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(30);
 pub struct PostgresStore {
     connections: Arc<KeptConnections>,
     connection_waits: Histogram,
-    creates: CreateGroups,
-    meta_updates: MetaUpdateGroups,
-    upserts: UpsertGroups,
+    groups: IdentityWriteGroups,
     ratelimit_takes: Arc<RatelimitTakes>,
     /// Set under `sigil serve`.
     serving: Option<Serving>,
@@ -107,11 +107,9 @@ impl PostgresStore {
             PING_WHEN_IDLE_FOR,
             connection_waits.clone(),
         ));
-        let creates = identities::create_groups(Arc::clone(&connections));
-        let meta_updates = identities::meta_update_groups(Arc::clone(&connections));
-        let upserts = identities::upsert_groups(Arc::clone(&connections));
+        let groups = identities::identity_write_groups(&connections);
         let ratelimit_takes = ratelimit_takes(Arc::clone(&connections));
-        Ok(Self { connections, connection_waits, creates, meta_updates, upserts, ratelimit_takes, serving: None })
+        Ok(Self { connections, connection_waits, groups, ratelimit_takes, serving: None })
     }
 
     async fn close_pools(&self) {
@@ -325,9 +323,9 @@ impl Ratelimits for PostgresStore {
 impl Store for PostgresStore {
     fn stats(&self) -> StoreStats {
         let mut queued = vec![
-            ("postgres_creates", self.creates.queued()),
-            ("postgres_upserts", self.upserts.queued()),
-            ("postgres_meta_updates", self.meta_updates.queued()),
+            ("postgres_creates", self.groups.creates.queued()),
+            ("postgres_upserts", self.groups.upserts.queued()),
+            ("postgres_meta_updates", self.groups.meta_updates.queued()),
         ];
         if let Some(serving) = &self.serving {
             queued.push(("change_announcements", serving.announcer.pending()));

@@ -12,13 +12,13 @@ use crate::store::postgres::identities::UPDATE_METAS;
 const IDENTITIES: i64 = 20_000;
 
 /// The test server's URL (`SIGIL_TEST_POSTGRES_URL` overrides it), as the API tests use.
-fn server_url() -> String {
+pub(super) fn server_url() -> String {
     std::env::var("SIGIL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A connection to a migrated schema of its own, holding `count` identities of workspace `ws_1` and no
 /// statistics; `None` outside CI when PostgreSQL is unreachable.
-async fn unanalyzed_identities(count: i64) -> Option<(PgConnection, String)> {
+pub(super) async fn unanalyzed_identities(count: i64) -> Option<(PgConnection, String)> {
     let mut server = match PgConnection::connect(&server_url()).await {
         Ok(connection) => connection,
         Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {

@@ -1,8 +1,10 @@
-//! Group commit on PostgreSQL, for writes that one statement can make for many at once (creates, and
-//! updates of meta alone): concurrent writes of one kind queue here, and a committer takes everything
-//! waiting (up to a group's size) and hands it to `commit` (`identities.rs`) as one group, so one statement
-//! and one WAL flush serve many writes, while several groups commit at once. Each write is answered only
-//! once its group's `commit` has returned, that is after the commit. Alone, a write is a group of one.
+//! Group commit on PostgreSQL, for writes that one statement can make for many at once (creates, upserts
+//! without ratelimits, updates of meta alone): concurrent writes of one kind queue here, and a committer
+//! takes everything waiting (up to a group's size) and hands it to `commit` (`identities.rs`) as one group,
+//! so one statement and one WAL flush serve many writes, while several groups commit at once. Groups of
+//! every kind share their slots ([`GroupSlots`]), so that they never hold more connections than that.
+//! Each write is answered only once its group's `commit` has returned, that is after the commit. Alone, a
+//! write is a group of one.
 //! (SQLite, with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
 //!
 //! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest write was queued, so every write is
@@ -23,28 +25,34 @@ struct Pending<Request, Outcome> {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+/// How many groups, of every kind, commit at once: each holds a connection while it does.
+pub(super) type GroupSlots = Arc<Semaphore>;
+
 pub(super) struct WriteGroups<Request, Outcome> {
     sender: mpsc::Sender<Pending<Request, Outcome>>,
 }
 
 impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outcome> {
     /// Starts the committer. `commit` gets a group of at most `max_group` writes and the deadline by which
-    /// it must return one outcome per write, in order; at most `groups_in_flight` groups are committing at
-    /// once.
-    pub fn start<Commit, Committed>(max_group: usize, groups_in_flight: usize, commit: Commit) -> Self
+    /// it must return one outcome per write, in order; it runs once it holds one of `slots`.
+    pub fn start<Commit, Committed>(max_group: usize, slots: GroupSlots, commit: Commit) -> Self
     where
         Commit: Fn(Vec<Request>, Instant) -> Committed + Send + Sync + 'static,
         Committed: Future<Output = Vec<Result<Outcome, StoreError>>> + Send + 'static,
     {
         let (sender, mut queue) = mpsc::channel::<Pending<Request, Outcome>>(max_group * 4);
         let commit = Arc::new(commit);
-        let slots = Arc::new(Semaphore::new(groups_in_flight));
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(max_group);
-            // A group forms while the earlier ones commit: waiting for a free slot is what lets it grow.
-            while let Ok(slot) = slots.clone().acquire_owned().await {
-                if queue.recv_many(&mut group, max_group).await == 0 {
-                    return;
+            while queue.recv_many(&mut group, max_group).await > 0 {
+                // A group grows while the earlier ones commit: writes that came while it waited for a
+                // slot join it.
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                while group.len() < max_group {
+                    match queue.try_recv() {
+                        Ok(pending) => group.push(pending),
+                        Err(_) => break,
+                    }
                 }
                 let now = Instant::now();
                 let (expired, waiting): (Vec<_>, Vec<_>) =
