@@ -11,19 +11,21 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sqlx::PgConnection;
+
 use crate::domain::identity::{
     Identity, IdentityChanges, IdentityPageQuery, IdentityUpdate, IdentityUpsert, Meta, NewIdentity, replace_ratelimits,
 };
 use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
-use crate::store::backend::{now_ms, transient_backoff};
+use crate::store::backend::{WriteFuture, now_ms, transient_backoff};
 use crate::store::changes::{Change, Written};
 use crate::store::identities::{
     INLINE_PAYLOAD_BYTES, IdentityBackend, IdentityRow, ListedRow, identity_page, ratelimits_json, stored_ratelimits,
     to_json,
 };
 use crate::store::postgres::PostgresStore;
-use crate::store::postgres::kept_connections::KeptConnections;
+use crate::store::postgres::kept_connections::{KeptConnections, Lease};
 use crate::store::postgres::write_groups::{GroupSlots, WriteGroups};
 use crate::store::{StoreError, within_deadline, within_deadline_at};
 
@@ -355,17 +357,7 @@ async fn update_meta_group(
             .bind(now_ms())
     };
     let mut failure = None;
-    let mut attempt = 1;
-    // Aborted to resolve a deadlock, the statement stored nothing: it runs again.
-    let rows: Result<Vec<Row>, StoreError> = loop {
-        match before_deadline(deadline, statement().fetch_all(&mut *connection)).await {
-            Err(StoreError::Transient(error)) if attempt < CREATE_ATTEMPTS => {
-                back_off(attempt, error, deadline).await;
-                attempt += 1;
-            }
-            rows => break rows,
-        }
-    };
+    let rows: Result<Vec<Row>, StoreError> = fetch_all_until_not_aborted(&mut connection, deadline, statement).await;
     match rows {
         Err(error) => failure = Some(error),
         Ok(rows) => {
@@ -388,27 +380,18 @@ async fn update_meta_group(
             }
         }
     }
-    let mut outcomes = Vec::with_capacity(group.len());
-    for (update, outcome) in group.iter().zip(decided) {
-        let outcome = match (outcome, failure.as_ref().map(StoreError::same_kind)) {
-            (Some(outcome), _) => outcome,
-            (None, Some(failure)) => Err(failure),
-            (None, None) => {
-                let changes = IdentityChanges { meta: Some(update.meta.clone()), ratelimits: None, external_id: None };
-                let alone =
-                    PostgresStore::update_identity_in(&mut connection, &update.workspace, &update.identity, &changes);
-                before_deadline(deadline, alone).await
-            }
-        };
-        if let (Err(error), None) = (&outcome, &failure) {
-            failure = Some(error.same_kind());
-        }
-        outcomes.push(outcome);
-    }
-    if failure.is_none() {
-        connection.finished();
-    }
-    outcomes
+    the_rest_alone(connection, &group, decided, failure, deadline, update_meta_alone).await
+}
+
+/// One update of meta, as a statement of its own.
+fn update_meta_alone<'c>(
+    connection: &'c mut PgConnection,
+    update: &'c MetaUpdate,
+) -> WriteFuture<'c, Written<IdentityUpdate>> {
+    let changes = IdentityChanges { meta: Some(update.meta.clone()), ratelimits: None, external_id: None };
+    Box::pin(async move {
+        PostgresStore::update_identity_in(connection, &update.workspace, &update.identity, &changes).await
+    })
 }
 
 /// Upserts a group (`$1` new ids, `$2` workspaces, `$3` externalIds, `$4` metas, `$5` the time), which
@@ -466,17 +449,8 @@ async fn upsert_group(
                 .bind(now_ms())
                 .bind(sends_meta)
         };
-        let mut attempt = 1;
-        // Aborted to resolve a deadlock, the statement stored nothing: it runs again.
-        let rows: Result<Vec<Row>, StoreError> = loop {
-            match before_deadline(deadline, statement().fetch_all(&mut *connection)).await {
-                Err(StoreError::Transient(error)) if attempt < CREATE_ATTEMPTS => {
-                    back_off(attempt, error, deadline).await;
-                    attempt += 1;
-                }
-                rows => break rows,
-            }
-        };
+        let rows: Result<Vec<Row>, StoreError> =
+            fetch_all_until_not_aborted(&mut connection, deadline, statement).await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
@@ -496,20 +470,32 @@ async fn upsert_group(
             );
         }
     }
+    the_rest_alone(connection, &group, decided, failure, deadline, upsert_alone).await
+}
+
+/// One upsert, as a statement of its own.
+fn upsert_alone<'c>(connection: &'c mut PgConnection, upsert: &'c Upsert) -> WriteFuture<'c, Upserted> {
+    let alone = IdentityUpsert { external_id: upsert.external_id.clone(), meta: upsert.meta.clone(), ratelimits: None };
+    Box::pin(async move { PostgresStore::upsert_identity_in(connection, &upsert.workspace, &alone).await })
+}
+
+/// A group's outcomes, in order: those its statements `decided`, and each other one run alone by `alone`,
+/// one after another, until one fails. After a failure (`failure`, or one of those), the rest fail alike,
+/// and the connection is closed rather than given back.
+async fn the_rest_alone<Request, Outcome>(
+    mut connection: Lease<'_>,
+    group: &[Request],
+    decided: Vec<Option<Result<Outcome, StoreError>>>,
+    mut failure: Option<StoreError>,
+    deadline: tokio::time::Instant,
+    alone: impl for<'c> Fn(&'c mut PgConnection, &'c Request) -> WriteFuture<'c, Outcome>,
+) -> Vec<Result<Outcome, StoreError>> {
     let mut outcomes = Vec::with_capacity(group.len());
-    for (upsert, outcome) in group.iter().zip(decided) {
+    for (request, outcome) in group.iter().zip(decided) {
         let outcome = match (outcome, failure.as_ref().map(StoreError::same_kind)) {
             (Some(outcome), _) => outcome,
             (None, Some(failure)) => Err(failure),
-            (None, None) => {
-                let alone = IdentityUpsert {
-                    external_id: upsert.external_id.clone(),
-                    meta: upsert.meta.clone(),
-                    ratelimits: None,
-                };
-                let upserted = PostgresStore::upsert_identity_in(&mut connection, &upsert.workspace, &alone);
-                before_deadline(deadline, upserted).await
-            }
+            (None, None) => before_deadline(deadline, alone(&mut connection, request)).await,
         };
         if let (Err(error), None) = (&outcome, &failure) {
             failure = Some(error.same_kind());
@@ -520,6 +506,28 @@ async fn upsert_group(
         connection.finished();
     }
     outcomes
+}
+
+/// The rows of a group's `statement`, which runs again when the database aborted it to resolve a deadlock
+/// (it stored nothing then), at most [`CREATE_ATTEMPTS`] times.
+async fn fetch_all_until_not_aborted<'q, Row>(
+    connection: &mut PgConnection,
+    deadline: tokio::time::Instant,
+    statement: impl Fn() -> sqlx::query::QueryAs<'q, sqlx::Postgres, Row, sqlx::postgres::PgArguments>,
+) -> Result<Vec<Row>, StoreError>
+where
+    Row: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let mut attempt = 1;
+    loop {
+        match before_deadline(deadline, statement().fetch_all(&mut *connection)).await {
+            Err(StoreError::Transient(error)) if attempt < CREATE_ATTEMPTS => {
+                back_off(attempt, error, deadline).await;
+                attempt += 1;
+            }
+            rows => return rows,
+        }
+    }
 }
 
 /// `statement`'s outcome, by `deadline`. Never started once the deadline has passed: a statement sent then
@@ -537,7 +545,7 @@ async fn before_deadline<T, E: Into<StoreError>>(
 /// After a statement the database aborted to resolve a race (nothing of it was stored): waits a little,
 /// never past `deadline`, before the next attempt, and returns the abort to answer with if none succeeds.
 async fn back_off(attempt: usize, error: sqlx::Error, deadline: tokio::time::Instant) -> StoreError {
-    tracing::warn!(attempt, %error, "retrying creates after a transient database failure");
+    tracing::warn!(attempt, %error, "retrying a group of writes after a transient database failure");
     let backoff = transient_backoff(attempt as u64);
     tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
     StoreError::Transient(error)
