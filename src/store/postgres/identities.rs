@@ -492,14 +492,19 @@ async fn the_rest_alone<Request, Outcome>(
 ) -> Vec<Result<Outcome, StoreError>> {
     let mut outcomes = Vec::with_capacity(group.len());
     for (request, outcome) in group.iter().zip(decided) {
+        // Only a write's own failure here stops the rest: an outcome decided as an error (a damaged
+        // identity) says nothing of the connection.
         let outcome = match (outcome, failure.as_ref().map(StoreError::same_kind)) {
             (Some(outcome), _) => outcome,
             (None, Some(failure)) => Err(failure),
-            (None, None) => before_deadline(deadline, alone(&mut connection, request)).await,
+            (None, None) => {
+                let written = before_deadline(deadline, alone(&mut connection, request)).await;
+                if let Err(error) = &written {
+                    failure = Some(error.same_kind());
+                }
+                written
+            }
         };
-        if let (Err(error), None) = (&outcome, &failure) {
-            failure = Some(error.same_kind());
-        }
         outcomes.push(outcome);
     }
     if failure.is_none() {

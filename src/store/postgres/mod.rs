@@ -50,8 +50,8 @@ use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome};
 use crate::store::Ratelimits;
 use crate::store::combiner::Combiner;
 
-/// Connections for every query (`kept_connections.rs`): enough for the create groups in flight and as many
-/// other queries. More only added PostgreSQL processes competing for the same cores: on this 2-core machine,
+/// Connections for every query (`kept_connections.rs`): enough for the write groups in flight (4, of every
+/// kind) and as many other queries. More only added PostgreSQL processes competing for the same cores: on this 2-core machine,
 /// with 16, list pages ran 5,100-5,650/s at a p99 of 11.3-14.0 ms under wrk -c32, and with 8,
 /// 5,630-6,030/s at 9.8-10.7 ms.
 const KEPT_CONNECTIONS: usize = 8;

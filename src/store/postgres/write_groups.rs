@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -30,6 +31,8 @@ pub(super) type GroupSlots = Arc<Semaphore>;
 
 pub(super) struct WriteGroups<Request, Outcome> {
     sender: mpsc::Sender<Pending<Request, Outcome>>,
+    /// Writes taken from the queue into a group that waits for a slot.
+    waiting_for_a_slot: Arc<AtomicUsize>,
 }
 
 impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outcome> {
@@ -42,12 +45,17 @@ impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outc
     {
         let (sender, mut queue) = mpsc::channel::<Pending<Request, Outcome>>(max_group * 4);
         let commit = Arc::new(commit);
+        let waiting_for_a_slot = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::clone(&waiting_for_a_slot);
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(max_group);
             while queue.recv_many(&mut group, max_group).await > 0 {
                 // A group grows while the earlier ones commit: writes that came while it waited for a
                 // slot join it.
-                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                waiting.store(group.len(), Ordering::Relaxed);
+                let slot = slots.clone().acquire_owned().await;
+                waiting.store(0, Ordering::Relaxed);
+                let Ok(slot) = slot else { return };
                 while group.len() < max_group {
                     match queue.try_recv() {
                         Ok(pending) => group.push(pending),
@@ -74,12 +82,12 @@ impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outc
                 });
             }
         });
-        Self { sender }
+        Self { sender, waiting_for_a_slot }
     }
 
     /// Writes waiting for their group.
     pub fn queued(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.sender.max_capacity() - self.sender.capacity() + self.waiting_for_a_slot.load(Ordering::Relaxed)
     }
 
     /// Queues one write and waits for its group's outcome.
@@ -93,6 +101,8 @@ impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outc
             self.sender.send(Pending { request, queued_at, reply }).await.map_err(|_| stopped())
         })
         .await?;
-        answer.await.map_err(|_| stopped())?
+        // Bounded too: behind groups of other kinds, whose writes came later, a write could wait for a slot
+        // past its deadline. Past it, a write not yet in a group is never run.
+        within_deadline_at(queued_at + DATABASE_DEADLINE, async { answer.await.map_err(|_| stopped()) }).await?
     }
 }

@@ -51,9 +51,7 @@ async fn an_upsert_group_and_a_meta_update_group_wanting_the_same_identities_bot
                 .await
         })
     };
-    while waiting_for_a_lock(&mut setup, &pids).await < 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_waiting_for_a_lock(&mut setup, &pids, 1).await;
     let updates = tokio::spawn(async move {
         sqlx::query(UPDATE_METAS)
             .bind(ws)
@@ -63,9 +61,7 @@ async fn an_upsert_group_and_a_meta_update_group_wanting_the_same_identities_bot
             .execute(&mut updating)
             .await
     });
-    while waiting_for_a_lock(&mut setup, &pids).await < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_waiting_for_a_lock(&mut setup, &pids, 2).await;
     sqlx::query("COMMIT").execute(&mut blocker).await.expect("commit");
     let (upserted, updated) = (upserts.await.expect("upserts"), updates.await.expect("updates"));
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut setup).await.expect("drop");
@@ -73,11 +69,22 @@ async fn an_upsert_group_and_a_meta_update_group_wanting_the_same_identities_bot
     updated.expect("the meta update group commits");
 }
 
-/// How many of the backends `pids` wait for a lock.
-async fn waiting_for_a_lock(connection: &mut PgConnection, pids: &[i32]) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY($1)")
-        .bind(pids)
-        .fetch_one(connection)
-        .await
-        .expect("watch")
+/// Returns once `count` of the backends `pids` wait for a lock; fails after 10 s.
+async fn until_waiting_for_a_lock(connection: &mut PgConnection, pids: &[i32], count: i64) {
+    let waiting = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = ANY($1)",
+            )
+            .bind(pids)
+            .fetch_one(&mut *connection)
+            .await
+            .expect("watch");
+            if waiting >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the groups never waited for each other");
 }
