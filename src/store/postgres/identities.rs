@@ -415,11 +415,11 @@ async fn upsert_group(
     deadline: tokio::time::Instant,
 ) -> Vec<Result<Upserted, StoreError>> {
     type Row = (String, String, String, String, String);
-    let metas = match group.iter().map(|upsert| upsert.meta.as_ref().map(to_json).transpose()).collect() {
+    let metas = group.iter().map(|upsert| upsert.meta.as_ref().map(to_json).transpose());
+    let metas = match metas.collect::<Result<Vec<_>, _>>() {
         Ok(metas) => metas,
-        Err(error) => return group.iter().map(|_| Err(StoreError::same_kind(&error))).collect(),
+        Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
     };
-    let metas: Vec<Option<String>> = metas;
     let mut connection = match before_deadline(deadline, connections.acquire()).await {
         Ok(connection) => connection,
         Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
@@ -437,7 +437,7 @@ async fn upsert_group(
             .filter(|&&index| metas[index].is_some() == sends_meta)
             .map(|&index| (index, new_id("id")))
             .collect();
-        if members.is_empty() || failure.is_some() {
+        if members.is_empty() {
             continue;
         }
         let statement = || {
@@ -455,7 +455,7 @@ async fn upsert_group(
             Ok(rows) => rows,
             Err(error) => {
                 failure = Some(error);
-                continue;
+                break;
             }
         };
         let proposed: HashMap<usize, &str> = members.iter().map(|(index, id)| (*index, id.as_str())).collect();
@@ -494,9 +494,9 @@ async fn the_rest_alone<Request, Outcome>(
     for (request, outcome) in group.iter().zip(decided) {
         // Only a write's own failure here stops the rest: an outcome decided as an error (a damaged
         // identity) says nothing of the connection.
-        let outcome = match (outcome, failure.as_ref().map(StoreError::same_kind)) {
+        let outcome = match (outcome, &failure) {
             (Some(outcome), _) => outcome,
-            (None, Some(failure)) => Err(failure),
+            (None, Some(failure)) => Err(failure.same_kind()),
             (None, None) => {
                 let written = before_deadline(deadline, alone(&mut connection, request)).await;
                 if let Err(error) = &written {

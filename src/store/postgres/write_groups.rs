@@ -46,15 +46,15 @@ impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outc
         let (sender, mut queue) = mpsc::channel::<Pending<Request, Outcome>>(max_group * 4);
         let commit = Arc::new(commit);
         let waiting_for_a_slot = Arc::new(AtomicUsize::new(0));
-        let waiting = Arc::clone(&waiting_for_a_slot);
+        let held_for_a_slot = Arc::clone(&waiting_for_a_slot);
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(max_group);
             while queue.recv_many(&mut group, max_group).await > 0 {
                 // A group grows while the earlier ones commit: writes that came while it waited for a
                 // slot join it.
-                waiting.store(group.len(), Ordering::Relaxed);
+                held_for_a_slot.store(group.len(), Ordering::Relaxed);
                 let slot = slots.clone().acquire_owned().await;
-                waiting.store(0, Ordering::Relaxed);
+                held_for_a_slot.store(0, Ordering::Relaxed);
                 let Ok(slot) = slot else { return };
                 while group.len() < max_group {
                     match queue.try_recv() {
