@@ -17,6 +17,7 @@ mod error;
 mod idempotency_keys;
 mod identities;
 mod identity_cache;
+mod kept_connections;
 mod key_cache;
 mod keys;
 mod postgres;

@@ -32,8 +32,8 @@ use tokio::task::JoinHandle;
 
 use crate::store::caches::Caches;
 use crate::store::changes::{Change, Notice, from_notice, to_notice};
+use crate::store::postgres::KeptConnections;
 use crate::store::postgres::bounded;
-use crate::store::postgres::kept_connections::KeptConnections;
 use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline};
 
 const CHANNEL: &str = "sigil_identity_changes";
@@ -74,7 +74,7 @@ pub(super) struct Announcer {
 
 impl Announcer {
     pub fn start(url: &str, connection_waits: Histogram) -> anyhow::Result<Self> {
-        let connection = KeptConnections::new(notice_only(url)?, 1, Duration::MAX, connection_waits);
+        let connection = KeptConnections::to_a_server(notice_only(url)?, 1, Duration::MAX, connection_waits);
         let (changes, pending) = mpsc::channel(MAX_PENDING);
         let dropped = Arc::new(AtomicBool::new(false));
         Ok(Self { changes, dropped: Arc::clone(&dropped), task: tokio::spawn(announce(connection, pending, dropped)) })

@@ -25,8 +25,8 @@ use crate::store::identities::{
     to_json,
 };
 use crate::store::postgres::PostgresStore;
-use crate::store::postgres::kept_connections::{KeptConnections, Lease};
 use crate::store::postgres::write_groups::{GroupSlots, WriteGroups};
+use crate::store::postgres::{KeptConnections, Lease};
 use crate::store::{StoreError, within_deadline, within_deadline_at};
 
 /// Most writes one group takes at once.

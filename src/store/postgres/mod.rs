@@ -5,7 +5,7 @@
 //! in as one statement that commits alone, so PostgreSQL parses, plans and flushes its WAL once for many
 //! writes. Several groups commit at once, on connections of their own.
 //!
-//! Every query runs on connections Sigil keeps itself (`kept_connections.rs`), each unit of work within
+//! Every query runs on connections Sigil keeps itself (`store/kept_connections.rs`), each unit of work within
 //! [`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE); none runs on sqlx's pool, whose release ping
 //! would wait for ever on a connection that went silent. Each connection also asks the server to give up
 //! on it: statements end after the deadline, a transaction left idle ends soon after, and the server
@@ -13,7 +13,6 @@
 
 pub(super) mod changes;
 mod identities;
-mod kept_connections;
 #[cfg(test)]
 mod query_plans;
 mod ratelimits;
@@ -44,13 +43,12 @@ use crate::store::workspaces::impl_workspaces;
 use crate::store::{DATABASE_DEADLINE, Store, StoreError, StoreStats, within_deadline};
 use changes::Announcer;
 use identities::IdentityWriteGroups;
-use kept_connections::KeptConnections;
 
 use crate::domain::ratelimit::{CounterKey, RatelimitCheck, RatelimitOutcome};
 use crate::store::Ratelimits;
 use crate::store::combiner::Combiner;
 
-/// Connections for every query (`kept_connections.rs`): enough for the write groups in flight (4, of every
+/// Connections for every query (`store/kept_connections.rs`): enough for the write groups in flight (4, of every
 /// kind) and as many other queries. More only added PostgreSQL processes competing for the same cores: on this 2-core machine,
 /// with 16, list pages ran 5,100-5,650/s at a p99 of 11.3-14.0 ms under wrk -c32, and with 8,
 /// 5,630-6,030/s at 9.8-10.7 ms.
@@ -101,7 +99,7 @@ impl PostgresStore {
         let options: PgConnectOptions = url.parse().context("reading the PostgreSQL URL")?;
         migrate(&options).await?;
         let connection_waits = connection_wait_histogram();
-        let connections = Arc::new(KeptConnections::new(
+        let connections = Arc::new(KeptConnections::to_a_server(
             bounded(options),
             KEPT_CONNECTIONS,
             PING_WHEN_IDLE_FOR,
@@ -179,6 +177,10 @@ where
 /// Verifications' takes from the same counters (sorted), combined (`combiner.rs`): 32 concurrent
 /// verifications of one identity's limit, each a statement holding the counter's row, ran at 12,214 a
 /// second, combined at 23,241 (`cargo bench --bench sigil -- --only verifyKey --database postgres://…`).
+/// PostgreSQL's kept connections (`store/kept_connections.rs`).
+type KeptConnections = crate::store::kept_connections::KeptConnections<PgConnection>;
+type Lease<'a> = crate::store::kept_connections::Lease<'a, PgConnection>;
+
 type RatelimitTakes = Combiner<Vec<CounterKey>, (Vec<RatelimitCheck>, i64), Vec<RatelimitOutcome>>;
 
 fn ratelimit_takes(connections: Arc<KeptConnections>) -> Arc<RatelimitTakes> {

@@ -30,6 +30,7 @@ use crate::store::changes::{Change, Written};
 use crate::store::idempotency_keys::impl_idempotency_keys;
 use crate::store::identities::impl_identities;
 use crate::store::identity_cache::IdentityCache;
+use crate::store::kept_connections::KeptConnections;
 use crate::store::keys::impl_keys;
 use crate::store::root_keys::impl_root_keys;
 use crate::store::settings::impl_settings;
@@ -43,12 +44,13 @@ use crate::domain::ratelimit::{RatelimitCheck, RatelimitOutcome};
 use crate::store::Ratelimits;
 use crate::store::ratelimits::ENDED_FOR_MS;
 
-const READ_CONNECTIONS: u32 = 8;
+const READ_CONNECTIONS: usize = 8;
 /// Bounds only the wait for a connection at startup: every later use is bounded by `DATABASE_DEADLINE`.
 const ACQUIRE_TIMEOUT: Duration = crate::store::DATABASE_DEADLINE;
 
 pub struct SqliteStore {
-    reader: SqlitePool,
+    /// Kept without sqlx's release ping (`store/kept_connections.rs`), a second hand-off per read.
+    reader: KeptConnections<SqliteConnection>,
     writer: SqlitePool,
     writes: GroupWriter,
     connection_waits: Histogram,
@@ -111,15 +113,11 @@ impl SqliteStore {
             .await
             .with_context(|| format!("cannot open SQLite database {:?}", options.get_filename()))?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await.context("migrating the SQLite database")?;
+        let connection_waits = connection_wait_histogram();
         // A reader's thread runs ahead of a row stream by this many rows: with sqlx's 50, keys that each bring
         // a megabyte of meta and their identity's another could be 100 MB held at once while a page is read.
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false)
-            .connect_with(options.row_buffer_size(4))
-            .await?;
-        let connection_waits = connection_wait_histogram();
+        let reader =
+            KeptConnections::in_process(options.row_buffer_size(4), READ_CONNECTIONS, connection_waits.clone());
         let writes =
             GroupWriter::start(writer.clone(), connection_waits.clone()).context("starting the SQLite committer")?;
         Ok(Self {
@@ -173,7 +171,7 @@ impl Backend for SqliteStore {
         T: Send,
         Work: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, T> + Send,
     {
-        within_deadline(async { work(&mut *timed_acquire(&self.reader, &self.connection_waits).await?).await }).await
+        self.reader.run(work).await
     }
 
     async fn on_writer<T, Work>(&self, work: Work) -> Result<T, StoreError>

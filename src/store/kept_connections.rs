@@ -1,11 +1,13 @@
-//! PostgreSQL connections for the queries on every request's path, kept without sqlx's release ping.
+//! Connections for the queries on every request's path, kept without sqlx's release ping: PostgreSQL's, and
+//! SQLite's readers.
 //!
 //! sqlx 0.8 pings every connection its pool takes back (`Floating::return_to_pool`): one more round trip to
 //! the database per query, and the connection is not free for the next query until that ping is answered.
-//! On PostgreSQL that was a third of the messages Sigil sent. These connections are Sigil's own: one whose
-//! work finished is kept and handed out again; one whose work failed, or was cut short (its future dropped
-//! mid-query by a timeout or a client that left), is closed, since it may hold a half-done exchange, and a
-//! new one is opened in its place when needed.
+//! On PostgreSQL that was a third of the messages Sigil sent; on SQLite, whose connection is a thread of
+//! this process, it was a second hand-off to that thread and back for every read. These connections are
+//! Sigil's own: one whose work finished is kept and handed out again; one whose work failed, or was cut
+//! short (its future dropped mid-query by a timeout or a client that left), is closed, since it may hold a
+//! half-done exchange, and a new one is opened in its place when needed.
 //!
 //! Every unit of work on them, from waiting for a connection to its last reply, has one deadline
 //! ([`DATABASE_DEADLINE`](crate::store::DATABASE_DEADLINE), in [`KeptConnections::run`]). A database that stops answering without closing the connection (a failover,
@@ -17,33 +19,58 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
-use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::backend::WriteFuture;
 use crate::store::{StoreError, within_deadline};
 
-pub(super) struct KeptConnections {
-    options: PgConnectOptions,
+pub(crate) struct KeptConnections<C: Connection> {
+    options: <C as Connection>::Options,
     /// One per connection that may be out or open at once.
     permits: Arc<Semaphore>,
     /// Connections whose last work finished, with when it did; the most recent last.
-    ready: Mutex<Vec<(PgConnection, Instant)>>,
+    ready: Mutex<Vec<(C, Instant)>>,
     /// A connection kept idle longer than this is pinged before it is handed out: a server or proxy may
-    /// have dropped it.
+    /// have dropped it. (`Duration::MAX` for SQLite's, which no server can drop.)
     ping_when_idle_for: Duration,
+    /// Whether a connection that failed closes the idle ones too (PostgreSQL's, [`Lease`]).
+    failure_closes_idle: bool,
     /// How long each lease waited for its connection (opening one included).
     waits: Histogram,
 }
 
-impl KeptConnections {
-    pub fn new(options: PgConnectOptions, size: usize, ping_when_idle_for: Duration, waits: Histogram) -> Self {
+impl<C: Connection> KeptConnections<C> {
+    /// Connections to a server (PostgreSQL), pinged when idle past `ping_when_idle_for`; one that fails
+    /// closes the idle ones too.
+    pub fn to_a_server(
+        options: <C as Connection>::Options,
+        size: usize,
+        ping_when_idle_for: Duration,
+        waits: Histogram,
+    ) -> Self {
+        Self::new(options, size, ping_when_idle_for, true, waits)
+    }
+
+    /// Connections to a file of this process's (SQLite's readers): never pinged, since the connection is a
+    /// thread of this process, and one that fails says nothing of the others.
+    pub fn in_process(options: <C as Connection>::Options, size: usize, waits: Histogram) -> Self {
+        Self::new(options, size, Duration::MAX, false, waits)
+    }
+
+    fn new(
+        options: <C as Connection>::Options,
+        size: usize,
+        ping_when_idle_for: Duration,
+        failure_closes_idle: bool,
+        waits: Histogram,
+    ) -> Self {
         Self {
             options,
             permits: Arc::new(Semaphore::new(size)),
             ready: Mutex::new(Vec::new()),
             ping_when_idle_for,
+            failure_closes_idle,
             waits,
         }
     }
@@ -54,7 +81,7 @@ impl KeptConnections {
     /// write cut short by it may or may not have committed.
     pub async fn run<T, Work>(&self, work: Work) -> Result<T, StoreError>
     where
-        Work: for<'c> FnOnce(&'c mut PgConnection) -> WriteFuture<'c, T>,
+        Work: for<'c> FnOnce(&'c mut C) -> WriteFuture<'c, T>,
     {
         let unit = async {
             let mut lease = self.acquire().await?;
@@ -69,18 +96,18 @@ impl KeptConnections {
     }
 
     /// A connection for work that the caller bounds with [`within_deadline`] itself.
-    pub async fn acquire(&self) -> Result<Lease<'_>, sqlx::Error> {
+    pub async fn acquire(&self) -> Result<Lease<'_, C>, sqlx::Error> {
         let started = Instant::now();
         let lease = self.lease().await;
         self.waits.observe(started.elapsed().as_secs_f64());
         lease
     }
 
-    async fn lease(&self) -> Result<Lease<'_>, sqlx::Error> {
+    async fn lease(&self) -> Result<Lease<'_, C>, sqlx::Error> {
         let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_closed| sqlx::Error::PoolClosed)?;
         loop {
             let Some((mut connection, idle_since)) = self.lock().pop() else {
-                let connection = PgConnection::connect_with(&self.options).await?;
+                let connection = self.options.connect().await?;
                 return Ok(Lease { connection: Some(connection), _permit: permit, home: self });
             };
             if idle_since.elapsed() <= self.ping_when_idle_for || connection.ping().await.is_ok() {
@@ -98,21 +125,21 @@ impl KeptConnections {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(C, Instant)>> {
         self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// A connection lent out. Dropped without [`Lease::finished`], it is closed, and so is every connection
-/// kept idle: whatever broke this one (a database that went silent, a failover) has most likely broken
-/// them too, and each would cost a request the whole deadline to find out.
-pub(super) struct Lease<'a> {
-    connection: Option<PgConnection>,
+/// kept idle to a server: whatever broke this one (a database that went silent, a failover) has most likely
+/// broken them too, and each would cost a request the whole deadline to find out.
+pub(crate) struct Lease<'a, C: Connection> {
+    connection: Option<C>,
     _permit: OwnedSemaphorePermit,
-    home: &'a KeptConnections,
+    home: &'a KeptConnections<C>,
 }
 
-impl Lease<'_> {
+impl<C: Connection> Lease<'_, C> {
     /// The work on this connection is done and left nothing pending: keep it for the next.
     pub fn finished(mut self) {
         if let Some(connection) = self.connection.take() {
@@ -121,24 +148,24 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
+impl<C: Connection> Drop for Lease<'_, C> {
     fn drop(&mut self) {
-        if self.connection.is_some() {
+        if self.connection.is_some() && self.home.failure_closes_idle {
             self.home.lock().clear();
         }
     }
 }
 
-impl std::ops::Deref for Lease<'_> {
-    type Target = PgConnection;
+impl<C: Connection> std::ops::Deref for Lease<'_, C> {
+    type Target = C;
 
-    fn deref(&self) -> &PgConnection {
+    fn deref(&self) -> &C {
         self.connection.as_ref().expect("present until finished")
     }
 }
 
-impl std::ops::DerefMut for Lease<'_> {
-    fn deref_mut(&mut self) -> &mut PgConnection {
+impl<C: Connection> std::ops::DerefMut for Lease<'_, C> {
+    fn deref_mut(&mut self) -> &mut C {
         self.connection.as_mut().expect("present until finished")
     }
 }
