@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::domain::identity::{
     Creation, Identity, IdentityChanges, IdentityPage, IdentityPageQuery, IdentityUpdate, IdentityUpsert, Meta,
-    NewIdentity, PAGE_BYTES, Ratelimit, StoredJson, opens_with, stored_json,
+    NewIdentity, PAGE_BYTES, Ratelimit, StoredJson, stored_json,
 };
 use crate::domain::workspace::WorkspaceId;
 use crate::store::StoreError;
@@ -314,11 +314,6 @@ pub(super) fn stored_meta(identity_id: &str, meta: String) -> Result<StoredJson,
 /// Stored ratelimits, checked as [`stored_meta`] is.
 pub(super) fn stored_ratelimits(identity_id: &str, ratelimits: String) -> Result<StoredJson, StoreError> {
     stored_json(ratelimits, '[').ok_or_else(|| ratelimits_no_array(identity_id))
-}
-
-/// Ratelimits read as JSON already (inside a larger document), checked as [`stored_ratelimits`] are.
-pub(super) fn checked_ratelimits(identity_id: &str, ratelimits: StoredJson) -> Result<StoredJson, StoreError> {
-    if opens_with(&ratelimits, '[') { Ok(ratelimits) } else { Err(ratelimits_no_array(identity_id)) }
 }
 
 fn ratelimits_no_array(identity_id: &str) -> StoreError {

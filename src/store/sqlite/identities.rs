@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::value::RawValue;
 use sqlx::SqliteConnection;
 
 use crate::domain::identity::{
@@ -14,7 +13,7 @@ use crate::domain::ids::new_id;
 use crate::domain::workspace::WorkspaceId;
 use crate::store::changes::Written;
 use crate::store::identities::{
-    INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, checked_ratelimits, identity_page, ratelimits_json, to_json,
+    INLINE_PAYLOAD_BYTES, IdentityBackend, ListedRow, identity_page, ratelimits_json, stored_ratelimits, to_json,
 };
 use crate::store::sqlite::SqliteStore;
 use crate::store::{StoreError, now_ms, within_deadline, within_deadline_at};
@@ -168,7 +167,7 @@ async fn note_collisions(
 /// cost: as one row, pages of 100 went from about 4,000 to 6,500 a second. The page was first one JSON
 /// array, which SQLite spent a sixth of a page's profile building (meta escaped into a string, ratelimits
 /// parsed and printed again) and serde another twentieth reading; framed by lengths, meta and ratelimits
-/// are the text they are stored as, checked once as they are read (`stored_meta`, `checked_ratelimits`).
+/// are the text they are stored as, checked once as they are read (`stored_meta`, `stored_ratelimits`).
 /// A row is `payloadBytes,` then `length,text` for its id and externalId, then either the same for meta
 /// and ratelimits or `-` when they did not come with the row. The aggregate names no order, since asking
 /// for one made SQLite sort again what it had read in order; the shared code puts the page in order.
@@ -207,9 +206,7 @@ fn listed_rows(mut page: &str) -> Result<Vec<ListedRow>, StoreError> {
             None => {
                 let meta = text(&mut page).ok_or_else(damaged)?;
                 let ratelimits = text(&mut page).ok_or_else(damaged)?;
-                let ratelimits = RawValue::from_string(ratelimits)
-                    .map_err(|error| StoreError::InvalidData(format!("ratelimits of identity {id}: {error}")))?;
-                Some((meta, checked_ratelimits(&id, ratelimits)?))
+                Some((meta, stored_ratelimits(&id, ratelimits)?))
             }
         };
         rows.push(ListedRow { id, external_id, payload, payload_bytes });
