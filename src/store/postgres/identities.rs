@@ -25,7 +25,7 @@ use crate::store::identities::{
     to_json,
 };
 use crate::store::postgres::PostgresStore;
-use crate::store::postgres::write_groups::{GroupSlots, WriteGroups};
+use crate::store::postgres::write_groups::{Answers, GroupSlots, WriteGroups};
 use crate::store::postgres::{KeptConnections, Lease};
 use crate::store::{StoreError, within_deadline, within_deadline_at};
 
@@ -163,14 +163,14 @@ pub(super) fn identity_write_groups(connections: &Arc<KeptConnections>) -> Ident
     let slots: GroupSlots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
     let (creating, upserting, updating) = (Arc::clone(connections), Arc::clone(connections), Arc::clone(connections));
     IdentityWriteGroups {
-        creates: WriteGroups::start(MAX_GROUP, Arc::clone(&slots), move |group, deadline| {
-            create_identity_group(Arc::clone(&creating), group, deadline)
+        creates: WriteGroups::start(MAX_GROUP, Arc::clone(&slots), move |group, answers, deadline| {
+            create_identity_group(Arc::clone(&creating), group, answers, deadline)
         }),
-        upserts: WriteGroups::start(MAX_GROUP, Arc::clone(&slots), move |group, deadline| {
-            upsert_group(Arc::clone(&upserting), group, deadline)
+        upserts: WriteGroups::start(MAX_GROUP, Arc::clone(&slots), move |group, answers, deadline| {
+            upsert_group(Arc::clone(&upserting), group, answers, deadline)
         }),
-        meta_updates: WriteGroups::start(MAX_GROUP, slots, move |group, deadline| {
-            update_meta_group(Arc::clone(&updating), group, deadline)
+        meta_updates: WriteGroups::start(MAX_GROUP, slots, move |group, answers, deadline| {
+            update_meta_group(Arc::clone(&updating), group, answers, deadline)
         }),
     }
 }
@@ -182,15 +182,16 @@ pub(super) fn identity_write_groups(connections: &Arc<KeptConnections>) -> Ident
 async fn create_identity_group(
     connections: Arc<KeptConnections>,
     group: Vec<CreateRequest>,
+    mut answers: Answers<String>,
     deadline: tokio::time::Instant,
-) -> Vec<CreateOutcome> {
+) {
     let mut outcomes: Vec<Option<CreateOutcome>> = group.iter().map(|_| None).collect();
     let failure = decide_creates(&connections, &group, &mut outcomes, deadline).await.err();
     let contended = || StoreError::Contended("the externalId was deleted and re-created concurrently");
-    outcomes
-        .into_iter()
-        .map(|outcome| outcome.unwrap_or_else(|| Err(failure.as_ref().map_or_else(contended, StoreError::same_kind))))
-        .collect()
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        let outcome = outcome.unwrap_or_else(|| Err(failure.as_ref().map_or_else(contended, StoreError::same_kind)));
+        answers.send(index, outcome);
+    }
 }
 
 /// Decides what it can of `group` into `outcomes`: each create stored under a new id, or in conflict with the
@@ -336,17 +337,18 @@ pub(super) const UPDATE_METAS: &str = "WITH requested AS MATERIALIZED (\
 async fn update_meta_group(
     connections: Arc<KeptConnections>,
     group: Vec<MetaUpdate>,
+    mut answers: Answers<Written<IdentityUpdate>>,
     deadline: tokio::time::Instant,
-) -> Vec<MetaUpdateOutcome> {
+) {
     type Row = (i64, bool, Option<String>, Option<String>, Option<String>, Option<String>);
     let metas = match group.iter().map(|update| to_json(&update.meta)).collect::<Result<Vec<_>, _>>() {
         Ok(metas) => metas,
-        Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
+        Err(error) => return answers.fail_the_rest(&error),
     };
     let mut decided: Vec<Option<MetaUpdateOutcome>> = group.iter().map(|_| None).collect();
     let mut connection = match before_deadline(deadline, connections.acquire()).await {
         Ok(connection) => connection,
-        Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
+        Err(error) => return answers.fail_the_rest(&error),
     };
     let statement = || {
         sqlx::query_as(UPDATE_METAS)
@@ -380,7 +382,7 @@ async fn update_meta_group(
             }
         }
     }
-    the_rest_alone(connection, &group, decided, failure, deadline, update_meta_alone).await
+    the_rest_alone(connection, &group, decided, failure, deadline, update_meta_alone, answers).await
 }
 
 /// One update of meta, as a statement of its own.
@@ -412,17 +414,18 @@ pub(super) const UPSERT_IDENTITIES: &str = "INSERT INTO identities AS i (id, wor
 async fn upsert_group(
     connections: Arc<KeptConnections>,
     group: Vec<Upsert>,
+    mut answers: Answers<Upserted>,
     deadline: tokio::time::Instant,
-) -> Vec<Result<Upserted, StoreError>> {
+) {
     type Row = (String, String, String, String, String);
     let metas = group.iter().map(|upsert| upsert.meta.as_ref().map(to_json).transpose());
     let metas = match metas.collect::<Result<Vec<_>, _>>() {
         Ok(metas) => metas,
-        Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
+        Err(error) => return answers.fail_the_rest(&error),
     };
     let mut connection = match before_deadline(deadline, connections.acquire()).await {
         Ok(connection) => connection,
-        Err(error) => return group.iter().map(|_| Err(error.same_kind())).collect(),
+        Err(error) => return answers.fail_the_rest(&error),
     };
     // Each (workspace, externalId)'s first upsert, by where it is in the group.
     let mut firsts: HashMap<(&str, &str), usize> = HashMap::new();
@@ -470,7 +473,7 @@ async fn upsert_group(
             );
         }
     }
-    the_rest_alone(connection, &group, decided, failure, deadline, upsert_alone).await
+    the_rest_alone(connection, &group, decided, failure, deadline, upsert_alone, answers).await
 }
 
 /// One upsert, as a statement of its own.
@@ -479,9 +482,10 @@ fn upsert_alone<'c>(connection: &'c mut PgConnection, upsert: &'c Upsert) -> Wri
     Box::pin(async move { PostgresStore::upsert_identity_in(connection, &upsert.workspace, &alone).await })
 }
 
-/// A group's outcomes, in order: those its statements `decided`, and each other one run alone by `alone`,
-/// one after another, until one fails. After a failure (`failure`, or one of those), the rest fail alike,
-/// and the connection is closed rather than given back.
+/// Answers a group: at once, those its statements `decided`; then each other one as it runs alone, one
+/// after another, until one fails, the run again after the database aborted it to resolve a deadlock (a
+/// single statement, it stored nothing then). After a failure (`failure`, or one of those), the rest fail
+/// alike, and the connection is closed rather than given back.
 async fn the_rest_alone<Request, Outcome>(
     mut connection: Lease<'_>,
     group: &[Request],
@@ -489,28 +493,40 @@ async fn the_rest_alone<Request, Outcome>(
     mut failure: Option<StoreError>,
     deadline: tokio::time::Instant,
     alone: impl for<'c> Fn(&'c mut PgConnection, &'c Request) -> WriteFuture<'c, Outcome>,
-) -> Vec<Result<Outcome, StoreError>> {
-    let mut outcomes = Vec::with_capacity(group.len());
-    for (request, outcome) in group.iter().zip(decided) {
+    mut answers: Answers<Outcome>,
+) {
+    let mut undecided = Vec::new();
+    for (index, outcome) in decided.into_iter().enumerate() {
+        match outcome {
+            Some(outcome) => answers.send(index, outcome),
+            None => undecided.push(index),
+        }
+    }
+    for index in undecided {
         // Only a write's own failure here stops the rest: an outcome decided as an error (a damaged
         // identity) says nothing of the connection.
-        let outcome = match (outcome, &failure) {
-            (Some(outcome), _) => outcome,
-            (None, Some(failure)) => Err(failure.same_kind()),
-            (None, None) => {
-                let written = before_deadline(deadline, alone(&mut connection, request)).await;
-                if let Err(error) = &written {
-                    failure = Some(error.same_kind());
+        if let Some(failure) = &failure {
+            answers.send(index, Err(failure.same_kind()));
+            continue;
+        }
+        let mut attempt = 1;
+        let written = loop {
+            match before_deadline(deadline, alone(&mut connection, &group[index])).await {
+                Err(StoreError::Transient(error)) if attempt < CREATE_ATTEMPTS => {
+                    back_off(attempt, error, deadline).await;
+                    attempt += 1;
                 }
-                written
+                written => break written,
             }
         };
-        outcomes.push(outcome);
+        if let Err(error) = &written {
+            failure = Some(error.same_kind());
+        }
+        answers.send(index, written);
     }
     if failure.is_none() {
         connection.finished();
     }
-    outcomes
 }
 
 /// The rows of a group's `statement`, which runs again when the database aborted it to resolve a deadlock

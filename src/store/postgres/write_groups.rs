@@ -3,8 +3,9 @@
 //! takes everything waiting (up to a group's size) and hands it to `commit` (`identities.rs`) as one group,
 //! so one statement and one WAL flush serve many writes, while several groups commit at once. Groups of
 //! every kind share their slots ([`GroupSlots`]), so that they never hold more connections than that.
-//! Each write is answered only once its group's `commit` has returned, that is after the commit. Alone, a
-//! write is a group of one.
+//! Each write is answered once its outcome is decided for good (after the statement that decided it
+//! committed), not when its whole group is: members of a group that run alone after its statement (a
+//! second write of one identity, say) do not hold up the others. Alone, a write is a group of one.
 //! (SQLite, with its single writer, group-commits every kind of write instead: `sqlite/group_commit.rs`.)
 //!
 //! A group's deadline is [`DATABASE_DEADLINE`] from when its oldest write was queued, so every write is
@@ -23,11 +24,34 @@ use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline_at};
 struct Pending<Request, Outcome> {
     request: Request,
     queued_at: Instant,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    reply: Reply<Outcome>,
 }
 
 /// How many groups, of every kind, commit at once: each holds a connection while it does.
 pub(super) type GroupSlots = Arc<Semaphore>;
+
+type Reply<Outcome> = oneshot::Sender<Result<Outcome, StoreError>>;
+
+/// Where a group's outcomes go, by position in the group: each write is answered once.
+pub(super) struct Answers<Outcome> {
+    replies: Vec<Option<Reply<Outcome>>>,
+}
+
+impl<Outcome> Answers<Outcome> {
+    /// Answers the group's `index`th write, unless it was answered already.
+    pub fn send(&mut self, index: usize, outcome: Result<Outcome, StoreError>) {
+        if let Some(reply) = self.replies.get_mut(index).and_then(Option::take) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Answers every write of the group not answered yet with `error`'s kind.
+    pub fn fail_the_rest(&mut self, error: &StoreError) {
+        for reply in self.replies.iter_mut().filter_map(Option::take) {
+            let _ = reply.send(Err(error.same_kind()));
+        }
+    }
+}
 
 pub(super) struct WriteGroups<Request, Outcome> {
     sender: mpsc::Sender<Pending<Request, Outcome>>,
@@ -36,12 +60,12 @@ pub(super) struct WriteGroups<Request, Outcome> {
 }
 
 impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outcome> {
-    /// Starts the committer. `commit` gets a group of at most `max_group` writes and the deadline by which
-    /// it must return one outcome per write, in order; it runs once it holds one of `slots`.
+    /// Starts the committer. `commit` gets a group of at most `max_group` writes, where to answer each, and
+    /// the deadline by which it must have answered them all; it runs once it holds one of `slots`.
     pub fn start<Commit, Committed>(max_group: usize, slots: GroupSlots, commit: Commit) -> Self
     where
-        Commit: Fn(Vec<Request>, Instant) -> Committed + Send + Sync + 'static,
-        Committed: Future<Output = Vec<Result<Outcome, StoreError>>> + Send + 'static,
+        Commit: Fn(Vec<Request>, Answers<Outcome>, Instant) -> Committed + Send + Sync + 'static,
+        Committed: Future<Output = ()> + Send + 'static,
     {
         let (sender, mut queue) = mpsc::channel::<Pending<Request, Outcome>>(max_group * 4);
         let commit = Arc::new(commit);
@@ -72,12 +96,10 @@ impl<Request: Send + 'static, Outcome: Send + 'static> WriteGroups<Request, Outc
                 let Some(first_queued) = group.iter().map(|pending| pending.queued_at).min() else { continue };
                 let (requests, replies): (Vec<_>, Vec<_>) =
                     group.drain(..).map(|pending| (pending.request, pending.reply)).unzip();
-                let committed = commit(requests, first_queued + DATABASE_DEADLINE);
+                let answers = Answers { replies: replies.into_iter().map(Some).collect() };
+                let committed = commit(requests, answers, first_queued + DATABASE_DEADLINE);
                 tokio::spawn(async move {
-                    let outcomes = committed.await;
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(outcome);
-                    }
+                    committed.await;
                     drop(slot);
                 });
             }
