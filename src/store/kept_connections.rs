@@ -23,9 +23,9 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::store::backend::WriteFuture;
-use crate::store::{StoreError, within_deadline};
+use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline};
 
-pub(crate) struct KeptConnections<C: Connection> {
+pub(crate) struct KeptConnections<C: Connection + 'static> {
     options: <C as Connection>::Options,
     /// One per connection that may be out or open at once.
     permits: Arc<Semaphore>,
@@ -34,13 +34,15 @@ pub(crate) struct KeptConnections<C: Connection> {
     /// A connection kept idle longer than this is pinged before it is handed out: a server or proxy may
     /// have dropped it. (`Duration::MAX` for SQLite's, which no server can drop.)
     ping_when_idle_for: Duration,
-    /// Whether a connection that failed closes the idle ones too (PostgreSQL's, [`Lease`]).
-    failure_closes_idle: bool,
+    size: u32,
+    /// SQLite's: a connection that failed closes only itself, once its thread has finished its statement
+    /// ([`Lease`]).
+    in_process: bool,
     /// How long each lease waited for its connection (opening one included).
     waits: Histogram,
 }
 
-impl<C: Connection> KeptConnections<C> {
+impl<C: Connection + 'static> KeptConnections<C> {
     /// Connections to a server (PostgreSQL), pinged when idle past `ping_when_idle_for`; one that fails
     /// closes the idle ones too.
     pub fn to_a_server(
@@ -49,20 +51,20 @@ impl<C: Connection> KeptConnections<C> {
         ping_when_idle_for: Duration,
         waits: Histogram,
     ) -> Self {
-        Self::new(options, size, ping_when_idle_for, true, waits)
+        Self::new(options, size, ping_when_idle_for, false, waits)
     }
 
     /// Connections to a file of this process's (SQLite's readers): never pinged, since the connection is a
     /// thread of this process, and one that fails says nothing of the others.
     pub fn in_process(options: <C as Connection>::Options, size: usize, waits: Histogram) -> Self {
-        Self::new(options, size, Duration::MAX, false, waits)
+        Self::new(options, size, Duration::MAX, true, waits)
     }
 
     fn new(
         options: <C as Connection>::Options,
         size: usize,
         ping_when_idle_for: Duration,
-        failure_closes_idle: bool,
+        in_process: bool,
         waits: Histogram,
     ) -> Self {
         Self {
@@ -70,7 +72,8 @@ impl<C: Connection> KeptConnections<C> {
             permits: Arc::new(Semaphore::new(size)),
             ready: Mutex::new(Vec::new()),
             ping_when_idle_for,
-            failure_closes_idle,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            in_process,
             waits,
         }
     }
@@ -108,16 +111,19 @@ impl<C: Connection> KeptConnections<C> {
         loop {
             let Some((mut connection, idle_since)) = self.lock().pop() else {
                 let connection = self.options.connect().await?;
-                return Ok(Lease { connection: Some(connection), _permit: permit, home: self });
+                return Ok(Lease { connection: Some(connection), permit: Some(permit), home: self });
             };
             if idle_since.elapsed() <= self.ping_when_idle_for || connection.ping().await.is_ok() {
-                return Ok(Lease { connection: Some(connection), _permit: permit, home: self });
+                return Ok(Lease { connection: Some(connection), permit: Some(permit), home: self });
             }
         }
     }
 
-    /// Refuses further leases and closes the kept connections.
+    /// Waits, within the deadline, for the connections lent out (a SQLite read abandoned mid-statement
+    /// holds its slot until the statement ends), then refuses further leases and closes the kept
+    /// connections; one given back later is closed.
     pub async fn close(&self) {
+        let _every_slot = tokio::time::timeout(DATABASE_DEADLINE, self.permits.acquire_many(self.size)).await;
         self.permits.close();
         let kept: Vec<_> = self.lock().drain(..).collect();
         for (connection, _) in kept {
@@ -130,33 +136,50 @@ impl<C: Connection> KeptConnections<C> {
     }
 }
 
-/// A connection lent out. Dropped without [`Lease::finished`], it is closed, and so is every connection
-/// kept idle to a server: whatever broke this one (a database that went silent, a failover) has most likely
-/// broken them too, and each would cost a request the whole deadline to find out.
-pub(crate) struct Lease<'a, C: Connection> {
+/// A connection lent out. Dropped without [`Lease::finished`], it is closed.
+/// - To a server, so is every connection kept idle: whatever broke this one (a database that went silent, a
+///   failover) has most likely broken them too, and each would cost a request the whole deadline to find
+///   out.
+/// - In this process (SQLite), its slot stays taken until it has closed: dropping a SQLite connection does
+///   not stop its statement, which its thread runs to the end, so reads abandoned mid-statement (a client
+///   that left, a deadline) would otherwise each leave a thread running beside the new connection that
+///   takes its slot, past `size` threads.
+pub(crate) struct Lease<'a, C: Connection + 'static> {
     connection: Option<C>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     home: &'a KeptConnections<C>,
 }
 
-impl<C: Connection> Lease<'_, C> {
-    /// The work on this connection is done and left nothing pending: keep it for the next.
+impl<C: Connection + 'static> Lease<'_, C> {
+    /// The work on this connection is done and left nothing pending: keep it for the next, unless the
+    /// connections are closing.
     pub fn finished(mut self) {
-        if let Some(connection) = self.connection.take() {
+        if let Some(connection) = self.connection.take()
+            && !self.home.permits.is_closed()
+        {
             self.home.lock().push((connection, Instant::now()));
         }
     }
 }
 
-impl<C: Connection> Drop for Lease<'_, C> {
+impl<C: Connection + 'static> Drop for Lease<'_, C> {
     fn drop(&mut self) {
-        if self.connection.is_some() && self.home.failure_closes_idle {
+        let Some(connection) = self.connection.take() else { return };
+        if !self.home.in_process {
             self.home.lock().clear();
+            return;
+        }
+        let permit = self.permit.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = connection.close().await;
+                drop(permit);
+            });
         }
     }
 }
 
-impl<C: Connection> std::ops::Deref for Lease<'_, C> {
+impl<C: Connection + 'static> std::ops::Deref for Lease<'_, C> {
     type Target = C;
 
     fn deref(&self) -> &C {
@@ -164,8 +187,46 @@ impl<C: Connection> std::ops::Deref for Lease<'_, C> {
     }
 }
 
-impl<C: Connection> std::ops::DerefMut for Lease<'_, C> {
+impl<C: Connection + 'static> std::ops::DerefMut for Lease<'_, C> {
     fn deref_mut(&mut self) -> &mut C {
         self.connection.as_mut().expect("present until finished")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::SqliteConnection;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::KeptConnections;
+    use crate::store::stats::connection_wait_histogram;
+
+    /// A SQLite read abandoned mid-statement keeps its slot until its thread has finished the statement:
+    /// the next read waits for it instead of opening a connection, and a thread, beside it.
+    #[tokio::test]
+    async fn an_abandoned_sqlite_read_keeps_its_slot_until_its_statement_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SqliteConnectOptions::new().filename(dir.path().join("kept.db")).create_if_missing(true);
+        let readers: KeptConnections<SqliteConnection> =
+            KeptConnections::in_process(options, 1, connection_wait_histogram());
+        // Seconds of work on SQLite's thread, which a dropped future does not stop.
+        let long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 15000000) \
+                    SELECT count(*) FROM c";
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), async {
+            let mut reader = readers.acquire().await.expect("reader");
+            let _: i64 = sqlx::query_scalar(long).fetch_one(&mut *reader).await.expect("count");
+        })
+        .await;
+        assert!(abandoned.is_err(), "the statement should still be running");
+        let while_it_runs = tokio::time::timeout(Duration::from_millis(200), readers.acquire()).await;
+        assert!(while_it_runs.is_err(), "a second connection was opened beside the running statement");
+        let after = tokio::time::timeout(Duration::from_secs(60), readers.acquire()).await;
+        let mut reader = after.expect("the slot comes back once the statement ends").expect("reader");
+        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *reader).await.expect("select");
+        assert_eq!(one, 1);
+        reader.finished();
+        readers.close().await;
     }
 }
