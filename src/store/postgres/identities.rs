@@ -53,8 +53,6 @@ pub(super) struct MetaUpdate {
     meta: Meta,
 }
 
-type MetaUpdateOutcome = Result<Written<IdentityUpdate>, StoreError>;
-
 type MetaUpdateGroups = WriteGroups<MetaUpdate, Written<IdentityUpdate>>;
 
 /// One upsert without ratelimits or Idempotency-Key, waiting for its group.
@@ -345,7 +343,7 @@ async fn update_meta_group(
         Ok(metas) => metas,
         Err(error) => return answers.fail_the_rest(&error),
     };
-    let mut decided: Vec<Option<MetaUpdateOutcome>> = group.iter().map(|_| None).collect();
+    let mut decided = vec![false; group.len()];
     let mut connection = match before_deadline(deadline, connections.acquire()).await {
         Ok(connection) => connection,
         Err(error) => return answers.fail_the_rest(&error),
@@ -368,21 +366,23 @@ async fn update_meta_group(
                 let Some(index) = usize::try_from(position).ok().and_then(|position| position.checked_sub(1)) else {
                     continue;
                 };
-                let (Some(update), Some(slot)) = (group.get(index), decided.get_mut(index)) else { continue };
-                *slot = match (found, id, external_id, meta, ratelimits) {
-                    (false, ..) => Some(Ok(Written::unchanged(IdentityUpdate::NotFound))),
+                let Some(update) = group.get(index) else { continue };
+                let outcome = match (found, id, external_id, meta, ratelimits) {
+                    (false, ..) => Ok(Written::unchanged(IdentityUpdate::NotFound)),
                     (true, Some(id), Some(external_id), Some(meta), Some(ratelimits)) => {
-                        Some(IdentityRow { id, external_id, meta, ratelimits }.into_identity().map(|identity| {
+                        IdentityRow { id, external_id, meta, ratelimits }.into_identity().map(|identity| {
                             let changed = Change::identity(&update.workspace, &identity.id, &identity.external_id);
                             Written::new(IdentityUpdate::Updated(identity), vec![changed])
-                        }))
+                        })
                     }
-                    _ => None,
+                    _ => continue,
                 };
+                answers.send(index, outcome);
+                decided[index] = true;
             }
         }
     }
-    the_rest_alone(connection, &group, decided, failure, deadline, update_meta_alone, answers).await
+    the_rest_alone(connection, &group, &decided, failure, deadline, update_meta_alone, answers).await
 }
 
 /// One update of meta, as a statement of its own.
@@ -432,7 +432,7 @@ async fn upsert_group(
     for (index, upsert) in group.iter().enumerate() {
         firsts.entry((upsert.workspace.as_str(), upsert.external_id.as_str())).or_insert(index);
     }
-    let mut decided: Vec<Option<Result<Upserted, StoreError>>> = group.iter().map(|_| None).collect();
+    let mut decided = vec![false; group.len()];
     let mut failure = None;
     for sends_meta in [true, false] {
         let members: Vec<(usize, String)> = firsts
@@ -466,14 +466,14 @@ async fn upsert_group(
             let Some(&index) = firsts.get(&(workspace.as_str(), external_id.as_str())) else { continue };
             let created = proposed.get(&index) == Some(&id.as_str());
             let changed = Change::identity(&group[index].workspace, &id, &external_id);
-            decided[index] = Some(
-                IdentityRow { id, external_id, meta, ratelimits }
-                    .into_identity()
-                    .map(|identity| Written::new((identity, created), vec![changed])),
-            );
+            let outcome = IdentityRow { id, external_id, meta, ratelimits }
+                .into_identity()
+                .map(|identity| Written::new((identity, created), vec![changed]));
+            answers.send(index, outcome);
+            decided[index] = true;
         }
     }
-    the_rest_alone(connection, &group, decided, failure, deadline, upsert_alone, answers).await
+    the_rest_alone(connection, &group, &decided, failure, deadline, upsert_alone, answers).await
 }
 
 /// One upsert, as a statement of its own.
@@ -482,36 +482,27 @@ fn upsert_alone<'c>(connection: &'c mut PgConnection, upsert: &'c Upsert) -> Wri
     Box::pin(async move { PostgresStore::upsert_identity_in(connection, &upsert.workspace, &alone).await })
 }
 
-/// Answers a group: at once, those its statements `decided`; then each other one as it runs alone, one
-/// after another, until one fails, the run again after the database aborted it to resolve a deadlock (a
+/// Answers the writes of a group its statements did not decide (those they did were answered at once):
+/// each runs alone, one after another, run again after the database aborted it to resolve a deadlock (a
 /// single statement, it stored nothing then). After a failure (`failure`, or one of those), the rest fail
 /// alike, and the connection is closed rather than given back.
 async fn the_rest_alone<Request, Outcome>(
     mut connection: Lease<'_>,
     group: &[Request],
-    decided: Vec<Option<Result<Outcome, StoreError>>>,
+    decided: &[bool],
     mut failure: Option<StoreError>,
     deadline: tokio::time::Instant,
     alone: impl for<'c> Fn(&'c mut PgConnection, &'c Request) -> WriteFuture<'c, Outcome>,
     mut answers: Answers<Outcome>,
 ) {
-    let mut undecided = Vec::new();
-    for (index, outcome) in decided.into_iter().enumerate() {
-        match outcome {
-            Some(outcome) => answers.send(index, outcome),
-            None => undecided.push(index),
-        }
-    }
-    for index in undecided {
-        // Only a write's own failure here stops the rest: an outcome decided as an error (a damaged
-        // identity) says nothing of the connection.
+    for (index, request) in group.iter().enumerate().filter(|&(index, _)| !decided[index]) {
         if let Some(failure) = &failure {
             answers.send(index, Err(failure.same_kind()));
             continue;
         }
         let mut attempt = 1;
         let written = loop {
-            match before_deadline(deadline, alone(&mut connection, &group[index])).await {
+            match before_deadline(deadline, alone(&mut connection, request)).await {
                 Err(StoreError::Transient(error)) if attempt < CREATE_ATTEMPTS => {
                     back_off(attempt, error, deadline).await;
                     attempt += 1;
@@ -519,7 +510,11 @@ async fn the_rest_alone<Request, Outcome>(
                 written => break written,
             }
         };
-        if let Err(error) = &written {
+        // Data found damaged (an identity's stored ratelimits, say) says nothing of the connection: only
+        // other failures stop the rest.
+        if let Err(error) = &written
+            && !matches!(error, StoreError::InvalidData(_))
+        {
             failure = Some(error.same_kind());
         }
         answers.send(index, written);
