@@ -34,6 +34,7 @@ pub(crate) struct KeptConnections<C: Connection + 'static> {
     /// A connection kept idle longer than this is pinged before it is handed out: a server or proxy may
     /// have dropped it. (`Duration::MAX` for SQLite's, which no server can drop.)
     ping_when_idle_for: Duration,
+    /// Every slot: what `close` waits to hold.
     size: u32,
     /// SQLite's: a connection that failed closes only itself, once its thread has finished its statement
     /// ([`Lease`]).

@@ -174,13 +174,13 @@ where
     .await
 }
 
-/// Verifications' takes from the same counters (sorted), combined (`combiner.rs`): 32 concurrent
-/// verifications of one identity's limit, each a statement holding the counter's row, ran at 12,214 a
-/// second, combined at 23,241 (`cargo bench --bench sigil -- --only verifyKey --database postgres://…`).
 /// PostgreSQL's kept connections (`store/kept_connections.rs`).
 type KeptConnections = crate::store::kept_connections::KeptConnections<PgConnection>;
 type Lease<'a> = crate::store::kept_connections::Lease<'a, PgConnection>;
 
+/// Verifications' takes from the same counters (sorted), combined (`combiner.rs`): 32 concurrent
+/// verifications of one identity's limit, each a statement holding the counter's row, ran at 12,214 a
+/// second, combined at 23,241 (`cargo bench --bench sigil -- --only verifyKey --database postgres://…`).
 type RatelimitTakes = Combiner<Vec<CounterKey>, (Vec<RatelimitCheck>, i64), Vec<RatelimitOutcome>>;
 
 fn ratelimit_takes(connections: Arc<KeptConnections>) -> Arc<RatelimitTakes> {
