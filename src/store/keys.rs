@@ -108,6 +108,12 @@ pub enum CreditsSpent {
     /// The key has no credit limit.
     Unlimited,
     NotFound,
+    /// Disabled since it was read (on another node, say): nothing was taken.
+    Disabled,
+    /// Expired since it was read, as it is now: nothing was taken.
+    Expired {
+        expires: i64,
+    },
 }
 
 /// Keys, by workspace.
@@ -226,11 +232,13 @@ pub(super) const HOLD_LIVE_KEY: &str = "UPDATE keys SET updated_at = updated_at 
 pub(super) const WRITE_KEY_FIELDS: &str = "UPDATE keys SET name = $3, meta = $4, expires = $5, enabled = $6, \
      credits = $7, ratelimits = $8, updated_at = $9, last_refill_at = CASE WHEN $10 THEN $9 ELSE last_refill_at END \
      WHERE workspace_id = $1 AND id = $2 RETURNING hash";
-/// [`HOLD_LIVE_KEY`] for a spend: the credits, and when they were last refilled or set.
+/// [`HOLD_LIVE_KEY`] for a spend: the credits, when they were last refilled or set, and whether the key may
+/// still be used. The spend, not the read before it, is when a verification with credits counts: a key
+/// disabled or expired in between (on another node, whose notice this one has not heard yet) spends nothing.
 pub(super) const HOLD_KEY_CREDITS: &str = "UPDATE keys SET updated_at = updated_at WHERE workspace_id = $1 \
      AND id = $2 AND deleted_at IS NULL \
      AND EXISTS (SELECT 1 FROM apis a WHERE a.id = keys.api_id AND a.deleted_at IS NULL) \
-     RETURNING credits, COALESCE(last_refill_at, created_at)";
+     RETURNING credits, COALESCE(last_refill_at, created_at), enabled, expires";
 pub(super) const SET_KEY_CREDITS: &str =
     "UPDATE keys SET credits = $3, last_refill_at = $4 WHERE workspace_id = $1 AND id = $2";
 pub(super) const LINK_KEY_TO_IDENTITY: &str = "UPDATE keys SET identity_id = $3 WHERE workspace_id = $1 AND id = $2";
@@ -531,18 +539,29 @@ macro_rules! impl_keys {
                     self.write(move |connection| {
                         let (workspace, key_id, costs) = owned.clone();
                         Box::pin(async move {
-                            let held: Option<(Option<String>, i64)> = sqlx::query_as(HOLD_KEY_CREDITS)
-                                .bind(workspace.as_str())
-                                .bind(&key_id)
-                                .fetch_optional(&mut *connection)
-                                .await?;
-                            let Some((credits, last_refilled)) = held else {
+                            let held: Option<(Option<String>, i64, bool, Option<i64>)> =
+                                sqlx::query_as(HOLD_KEY_CREDITS)
+                                    .bind(workspace.as_str())
+                                    .bind(&key_id)
+                                    .fetch_optional(&mut *connection)
+                                    .await?;
+                            let Some((credits, last_refilled, enabled, expires)) = held else {
                                 return Ok(Written::unchanged(vec![CreditsSpent::NotFound; costs.len()]));
                             };
+                            let now = now_ms();
+                            let unusable = if !enabled {
+                                Some(CreditsSpent::Disabled)
+                            } else {
+                                expires
+                                    .filter(|&expires| now > expires)
+                                    .map(|expires| CreditsSpent::Expired { expires })
+                            };
+                            if let Some(unusable) = unusable {
+                                return Ok(Written::unchanged(vec![unusable; costs.len()]));
+                            }
                             let Some(credits) = credits.as_deref().map(parse_credits).transpose()? else {
                                 return Ok(Written::unchanged(vec![CreditsSpent::Unlimited; costs.len()]));
                             };
-                            let now = now_ms();
                             let (credits, refilled) = credits.refilled(last_refilled, now);
                             let (spent, left) = spend_in_turn(credits.remaining, &costs);
                             if left != credits.remaining || refilled {
@@ -717,6 +736,38 @@ pub(super) use impl_keys;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SqliteStore;
+
+    /// A spend holds the key's row: a key disabled or expired after the verification read it (a disable
+    /// committed in between, on this node or another) spends nothing. The read and the spend are two steps of
+    /// one request, so no request can be paused between them; the store is asked directly.
+    #[tokio::test]
+    async fn a_spend_takes_nothing_from_a_key_disabled_or_expired_since_it_was_read() {
+        use sqlx::{Connection, SqliteConnection};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("sigil.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        let mut beside = SqliteConnection::connect(&url).await.expect("connect");
+        let setup = "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_1', 'one', 0); \
+            INSERT INTO apis (id, workspace_id, name, created_at) VALUES ('api_1', 'ws_1', 'production', 0); \
+            INSERT INTO keys (id, workspace_id, api_id, hash, start, enabled, credits, created_at) \
+            VALUES ('key_1', 'ws_1', 'api_1', 'hash_1', 'sk', TRUE, '{\"remaining\":5}', 0)";
+        let mut run = async |statement: String| {
+            sqlx::raw_sql(&statement).execute(&mut beside).await.expect("statement");
+        };
+        run(setup.to_owned()).await;
+        let workspace = WorkspaceId::from_stored("ws_1".to_owned());
+        let spend = || store.spend_credits(&workspace, "key_1", &[1, 2]);
+        run("UPDATE keys SET enabled = FALSE".to_owned()).await;
+        assert_eq!(spend().await.expect("spend"), vec![CreditsSpent::Disabled; 2]);
+        let expired_at = now_ms() - 1000;
+        run(format!("UPDATE keys SET enabled = TRUE, expires = {expired_at}")).await;
+        assert_eq!(spend().await.expect("spend"), vec![CreditsSpent::Expired { expires: expired_at }; 2]);
+        run("UPDATE keys SET expires = NULL".to_owned()).await;
+        let spent = vec![CreditsSpent::Spent { remaining: 4 }, CreditsSpent::Spent { remaining: 2 }];
+        assert_eq!(spend().await.expect("spend"), spent, "nothing was taken before");
+        store.close().await;
+    }
 
     #[test]
     fn costs_are_taken_in_turn_while_enough_is_left() {

@@ -219,6 +219,15 @@ pub async fn verify_key(
                 CreditsSpent::Unlimited => verification.credits = None,
                 // Deleted since it was read: this verification is ordered after the delete.
                 CreditsSpent::NotFound => return Ok(Envelope::data(Verification::not_found())),
+                // So are a disable and an expiry: the key as it is now is shown.
+                CreditsSpent::Disabled => {
+                    verification.enabled = Some(false);
+                    return Ok(verification.denied("DISABLED"));
+                }
+                CreditsSpent::Expired { expires } => {
+                    verification.expires = Some(expires);
+                    return Ok(verification.denied("EXPIRED"));
+                }
             }
         }
     }
