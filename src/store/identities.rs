@@ -135,7 +135,7 @@ pub(super) trait IdentityBackend {
 ///
 /// Each is looked up alone, behind a materialized CTE, and its workspace checked after: with the workspace
 /// in the same condition, PostgreSQL, guessing on a table that had grown since its last ANALYZE, took
-/// `identities_live_external_id_folded` (workspace first) and filtered every identity of the workspace:
+/// the index of folded externalIds it then had (workspace first) and filtered every identity of the workspace:
 /// 42 ms per lookup by externalId at 24,600 identities (auto_explain), and 10 ms by id at 44,000 (EXPLAIN
 /// ANALYZE of the generic plan), which made gets, updates and list pages run at 100 to 300 a second in the
 /// benchmark for the seconds until autovacuum's next ANALYZE. Alone, the id has only the primary key to use
@@ -146,7 +146,8 @@ macro_rules! live_identity_id {
         "(WITH by_id AS MATERIALIZED (\
            SELECT id, workspace_id, deleted_at FROM identities WHERE id = $2\
          ), holders AS MATERIALIZED (\
-           SELECT id, workspace_id FROM identities WHERE external_id = $2 AND deleted_at IS NULL\
+           SELECT id, workspace_id FROM identities \
+           WHERE external_id_folded = lower($2) AND external_id = $2 AND deleted_at IS NULL\
          ) SELECT id FROM (\
            SELECT id, 0 AS rank FROM by_id WHERE workspace_id = $1 AND deleted_at IS NULL \
            UNION ALL \
@@ -163,16 +164,21 @@ pub(super) const CREATE_IDENTITY: &str = "INSERT INTO identities (id, workspace_
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id";
 /// By externalId alone first, for the reason [`live_identity_id`] gives.
 pub(super) const LIVE_IDENTITY_ID_BY_EXTERNAL_ID: &str = "WITH holders AS MATERIALIZED (\
-       SELECT id, workspace_id FROM identities WHERE external_id = $2 AND deleted_at IS NULL\
+       SELECT id, workspace_id FROM identities \
+           WHERE external_id_folded = lower($2) AND external_id = $2 AND deleted_at IS NULL\
      ) SELECT id FROM holders WHERE workspace_id = $1";
 
 /// Follows an update in its transaction, which already holds the row. The unique index on live externalIds
 /// decides a race with a create or another rename.
 pub(super) const RENAME_IDENTITY: &str = "UPDATE identities SET external_id = $2 WHERE id = $1";
 
-/// Served by `identities_live_external_id_folded`, whose expression this repeats exactly.
-pub(super) const EXTERNAL_ID_IN_OTHER_CASE: &str = "SELECT id, external_id FROM identities \
-     WHERE workspace_id = $1 AND lower(external_id) = lower($2) AND deleted_at IS NULL AND external_id <> $2 LIMIT 1";
+/// By the folded externalId alone first, which `identities_live_external_id` leads with: with the workspace
+/// in the same condition, SQLite took `identities_live_by_workspace` and read every identity of the
+/// workspace. The live identities of every workspace whose externalId folds alike are read, a handful.
+pub(super) const EXTERNAL_ID_IN_OTHER_CASE: &str = "WITH folded_alike AS MATERIALIZED (\
+       SELECT id, workspace_id, external_id FROM identities \
+       WHERE external_id_folded = lower($2) AND deleted_at IS NULL\
+     ) SELECT id, external_id FROM folded_alike WHERE workspace_id = $1 AND external_id <> $2 LIMIT 1";
 
 pub(super) const COUNT_IDENTITIES: &str =
     "SELECT COUNT(*) FROM identities WHERE workspace_id = $1 AND deleted_at IS NULL";
@@ -247,7 +253,7 @@ macro_rules! returning_whole_identity {
 /// which only the caller can work out from the ratelimits this returns.
 pub(super) const UPSERT_IDENTITY: &str = concat!(
     "INSERT INTO identities (id, workspace_id, external_id, meta, created_at, ratelimits) \
-     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5, $6) ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL \
+     VALUES ($1, $2, $3, COALESCE($4, '{}'), $5, $6) ON CONFLICT (external_id_folded, external_id, workspace_id) WHERE deleted_at IS NULL \
      DO UPDATE SET meta = COALESCE($4, identities.meta), updated_at = $5",
     returning_whole_identity!()
 );

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
-use crate::store::identities::{GET_IDENTITY, PAYLOAD_BY_ID};
+use crate::store::identities::{EXTERNAL_ID_IN_OTHER_CASE, GET_IDENTITY, PAYLOAD_BY_ID};
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::identities::UPDATE_METAS;
 
@@ -76,6 +76,7 @@ async fn lookups_by_id_read_one_identity_before_the_table_is_analyzed() {
         ("get_identity_by_id", GET_IDENTITY, "id_00012345"),
         ("get_identity_by_external_id", GET_IDENTITY, "user_12345"),
         ("payload_by_id", PAYLOAD_BY_ID, "id_00012345"),
+        ("external_id_in_other_case", EXTERNAL_ID_IN_OTHER_CASE, "User_12345"),
     ];
     let mut filtered = Vec::new();
     for (name, query, asked) in lookups {

@@ -31,7 +31,7 @@ fn insert_identities_sql(rows: usize) -> String {
     format!(
         "INSERT INTO identities (id, workspace_id, external_id, meta, ratelimits, created_at) \
          SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL \
-         ON CONFLICT (workspace_id, external_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id"
+         ON CONFLICT (external_id_folded, external_id, workspace_id) WHERE deleted_at IS NULL DO NOTHING RETURNING id"
     )
 }
 
@@ -319,6 +319,35 @@ mod tests {
             ratelimits: "[]".to_owned(),
             outcome: None,
         }
+    }
+
+    /// Every lookup by externalId seeks the live-externalId index by the folded externalId. Where a condition
+    /// stops matching the index, SQLite's planner takes another index or none, and the lookup reads every
+    /// identity of the workspace or of the table, with no error to show for it.
+    #[tokio::test]
+    async fn lookups_by_external_id_seek_the_live_external_id_index() {
+        use crate::store::identities::{EXTERNAL_ID_IN_OTHER_CASE, GET_IDENTITY, LIVE_IDENTITY_ID_BY_EXTERNAL_ID};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_a_workspace(&dir).await;
+        let mut reader = store.reader.acquire().await.expect("reader");
+        for (lookup, seek) in [
+            (GET_IDENTITY, "(external_id_folded=? AND external_id=?)"),
+            (LIVE_IDENTITY_ID_BY_EXTERNAL_ID, "(external_id_folded=? AND external_id=?)"),
+            (EXTERNAL_ID_IN_OTHER_CASE, "(external_id_folded=?)"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {lookup}"))
+                .bind("ws_1")
+                .bind("User_1")
+                .fetch_all(&mut *reader)
+                .await
+                .expect("plan");
+            let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+            let sought = format!("SEARCH identities USING INDEX identities_live_external_id {seek}");
+            assert!(steps.contains(&sought.as_str()), "{lookup}: {steps:?}");
+            assert!(!steps.iter().any(|step| step.starts_with("SCAN identities")), "{lookup}: {steps:?}");
+        }
+        reader.finished();
+        store.close_pools().await;
     }
 
     /// A run of large metas is split across statements ([`STATEMENT_BYTES`]); every row is stored, in order.

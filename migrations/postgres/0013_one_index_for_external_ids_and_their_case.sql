@@ -1,0 +1,9 @@
+-- One index serves what two did: the unique live-externalId index and the folded one behind a 404's case
+-- hint, as SQLite's 0013 says. The folded externalId is a stored column, as SQLite's is a generated one, so
+-- that both databases' statements name it alike. Adding it rewrites the table, and the index build blocks
+-- writes to identities while it runs: upgrade at a quiet time.
+ALTER TABLE identities ADD COLUMN external_id_folded TEXT COLLATE "C" GENERATED ALWAYS AS (lower(external_id)) STORED;
+DROP INDEX identities_live_external_id;
+DROP INDEX identities_live_external_id_folded;
+CREATE UNIQUE INDEX identities_live_external_id ON identities (external_id_folded, external_id, workspace_id)
+    WHERE deleted_at IS NULL;
