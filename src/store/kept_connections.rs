@@ -90,10 +90,7 @@ impl<C: Connection + 'static> KeptConnections<C> {
         let unit = async {
             let mut lease = self.acquire().await?;
             let outcome = work(&mut lease).await;
-            // A refusal leaves the connection sound; a failure may not.
-            if outcome.as_ref().map_or_else(StoreError::is_refusal, |_| true) {
-                lease.finished();
-            }
+            lease.settle(&outcome);
             outcome
         };
         within_deadline(unit).await
@@ -112,10 +109,10 @@ impl<C: Connection + 'static> KeptConnections<C> {
         loop {
             let Some((mut connection, idle_since)) = self.lock().pop() else {
                 let connection = self.options.connect().await?;
-                return Ok(Lease { connection: Some(connection), permit: Some(permit), home: self });
+                return Ok(Lease::new(connection, permit, self));
             };
             if idle_since.elapsed() <= self.ping_when_idle_for || connection.ping().await.is_ok() {
-                return Ok(Lease { connection: Some(connection), permit: Some(permit), home: self });
+                return Ok(Lease::new(connection, permit, self));
             }
         }
     }
@@ -138,9 +135,11 @@ impl<C: Connection + 'static> KeptConnections<C> {
 }
 
 /// A connection lent out. Dropped without [`Lease::finished`], it is closed.
-/// - To a server, so is every connection kept idle: whatever broke this one (a database that went silent, a
-///   failover) has most likely broken them too, and each would cost a request the whole deadline to find
-///   out.
+/// - To a server, so is every connection kept idle when this one [`failed`](Lease::failed) or was out for
+///   [`SILENT_FOR`] or longer: whatever broke it (a database that went silent, a failover) has most likely
+///   broken them too, and each would cost a request the whole deadline to find out. One dropped sooner,
+///   unfinished, was given up by its caller (a client that left mid-read): that says nothing of the others,
+///   and closing them all let any client, a key or none, make every request reconnect by hanging up.
 /// - In this process (SQLite), its slot stays taken until it has closed: dropping a SQLite connection does
 ///   not stop its statement, which its thread runs to the end, so reads abandoned mid-statement (a client
 ///   that left, a deadline) would otherwise each leave a thread running beside the new connection that
@@ -149,9 +148,34 @@ pub(crate) struct Lease<'a, C: Connection + 'static> {
     connection: Option<C>,
     permit: Option<OwnedSemaphorePermit>,
     home: &'a KeptConnections<C>,
+    leased_at: Instant,
+    failed: bool,
 }
 
-impl<C: Connection + 'static> Lease<'_, C> {
+/// How long a query may be out before a lease given up unfinished suggests a database that stopped
+/// answering: queries on a request's path take milliseconds.
+const SILENT_FOR: Duration = Duration::from_secs(1);
+
+impl<'a, C: Connection + 'static> Lease<'a, C> {
+    fn new(connection: C, permit: OwnedSemaphorePermit, home: &'a KeptConnections<C>) -> Self {
+        Self { connection: Some(connection), permit: Some(permit), home, leased_at: Instant::now(), failed: false }
+    }
+
+    /// The database failed the work on this connection: close it, and to a server every idle one too.
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+
+    /// Keeps the connection when `outcome` succeeded or was refused, which leaves it sound; closes it as
+    /// [`failed`](Self::failed) otherwise.
+    pub fn settle<T>(self, outcome: &Result<T, StoreError>) {
+        if outcome.as_ref().map_or_else(StoreError::is_refusal, |_| true) {
+            self.finished();
+        } else {
+            self.failed();
+        }
+    }
+
     /// The work on this connection is done and left nothing pending: keep it for the next, unless the
     /// connections are closing.
     pub fn finished(mut self) {
@@ -167,7 +191,9 @@ impl<C: Connection + 'static> Drop for Lease<'_, C> {
     fn drop(&mut self) {
         let Some(connection) = self.connection.take() else { return };
         if !self.home.in_process {
-            self.home.lock().clear();
+            if self.failed || self.leased_at.elapsed() >= SILENT_FOR {
+                self.home.lock().clear();
+            }
             return;
         }
         let permit = self.permit.take();

@@ -4,10 +4,12 @@
 //!
 //! [`ChaosProxy::go_silent`] silences every connection open at that moment for good (their peer is gone,
 //! as after a failover), and every connection opened while silent. [`ChaosProxy::restore`] lets new
-//! connections through again.
+//! connections through again. [`ChaosProxy::slow_down`] makes the database answer late but answer, and
+//! [`ChaosProxy::connections_opened`] counts the connections Sigil opened through it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,6 +21,9 @@ struct Switch {
     silent: AtomicBool,
     /// Bumped by every [`ChaosProxy::go_silent`]: a connection of an older generation stays silent.
     generation: AtomicU64,
+    /// How long the database's bytes wait before they are passed on, in milliseconds.
+    delay_ms: AtomicU64,
+    opened: AtomicU64,
 }
 
 pub struct ChaosProxy {
@@ -45,6 +50,16 @@ impl ChaosProxy {
     pub fn restore(&self) {
         self.switch.silent.store(false, Ordering::SeqCst);
     }
+
+    /// Every answer of the database, on every connection, arrives `by` later from now on.
+    pub fn slow_down(&self, by: Duration) {
+        self.switch.delay_ms.store(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// How many connections were opened through the proxy so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.switch.opened.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ChaosProxy {
@@ -58,9 +73,10 @@ async fn accept(listener: TcpListener, upstream: String, switch: Arc<Switch>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((client, _)) = listener.accept().await else { return };
+        switch.opened.fetch_add(1, Ordering::SeqCst);
         let generation = switch.generation.load(Ordering::SeqCst);
         let born_silent = switch.silent.load(Ordering::SeqCst);
-        let (upstream, switch) = (upstream.clone(), Arc::clone(&switch));
+        let (upstream, switch, timing) = (upstream.clone(), Arc::clone(&switch), Arc::clone(&switch));
         connections.spawn(async move {
             let alive = move || !born_silent && switch.generation.load(Ordering::SeqCst) == generation;
             if !alive() {
@@ -69,9 +85,11 @@ async fn accept(listener: TcpListener, upstream: String, switch: Arc<Switch>) {
             let Ok(server) = TcpStream::connect(&upstream).await else { return };
             let (client_reads, client_writes) = client.into_split();
             let (server_reads, server_writes) = server.into_split();
+            let no_delay = || Duration::ZERO;
+            let delay = move || Duration::from_millis(timing.delay_ms.load(Ordering::SeqCst));
             tokio::join!(
-                forward(client_reads, server_writes, alive.clone()),
-                forward(server_reads, client_writes, alive)
+                forward(client_reads, server_writes, alive.clone(), no_delay),
+                forward(server_reads, client_writes, alive, delay)
             );
         });
         // Finished connections' tasks are reaped as new ones arrive.
@@ -79,8 +97,14 @@ async fn accept(listener: TcpListener, upstream: String, switch: Arc<Switch>) {
     }
 }
 
-/// Copies bytes while `alive`; once it is not, swallows everything and closes nothing, for ever.
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, alive: impl Fn() -> bool) {
+/// Copies bytes, each read `delay()` late, while `alive`; once it is not, swallows everything and closes
+/// nothing, for ever.
+async fn forward(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    alive: impl Fn() -> bool,
+    delay: impl Fn() -> Duration,
+) {
     let mut buffer = vec![0_u8; 64 * 1024];
     loop {
         let read = from.read(&mut buffer).await;
@@ -93,6 +117,7 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, alive: impl Fn
                 return;
             }
             Ok(read) => {
+                tokio::time::sleep(delay()).await;
                 if to.write_all(&buffer[..read]).await.is_err() {
                     return;
                 }

@@ -297,3 +297,43 @@ async fn keys_answer_503_within_the_deadline_while_the_database_is_silent() {
     }
     node.kill().await;
 }
+
+/// A client that hangs up while its read waits on the database closes that read's connection, and only it:
+/// a database that answers says nothing wrong of the others. When every such hang-up closed every kept
+/// connection, any client, with a key or none, could make every request open a connection again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
+    use tokio::io::AsyncWriteExt;
+    const HANG_UPS: u64 = 5;
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let direct = database.url();
+    let (proxied, proxy) = behind_a_proxy(&direct).await;
+    let key = admin_key(&direct).await;
+    let node = SigilProcess::start(&proxied).await;
+    // Every query is out for 200 ms: long enough to hang up in the middle of, short of the second after
+    // which a query given up suggests a silent database.
+    proxy.slow_down(Duration::from_millis(200));
+    let reads_at_once = || {
+        let reads = (0..WORKERS).map(|_| call(&node, &key, "listIdentities", json!({"limit": 10})));
+        futures::future::join_all(reads)
+    };
+    assert!(reads_at_once().await.iter().all(|(status, _)| *status == 200), "the reads that open the connections");
+    let opened_before = proxy.connections_opened();
+    let address = node.base_url.trim_start_matches("http://").to_owned();
+    for _ in 0..HANG_UPS {
+        let mut client = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        let body = r#"{"limit":10}"#;
+        let request = format!(
+            "POST /v2/identities.listIdentities HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(request.as_bytes()).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(reads_at_once().await.iter().all(|(status, _)| *status == 200), "the reads after a hang-up");
+    }
+    let opened = proxy.connections_opened() - opened_before;
+    assert!(opened <= 2 * HANG_UPS, "{opened} connections opened for {HANG_UPS} hang-ups");
+}

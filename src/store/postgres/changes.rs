@@ -120,9 +120,10 @@ async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<Strin
         }
         let sent = within_deadline(async {
             let mut connection = connection.acquire().await?;
-            sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&batch).execute(&mut *connection).await?;
-            connection.finished();
-            Ok(())
+            let sent = sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&batch).execute(&mut *connection).await;
+            let sent = sent.map(|_| ()).map_err(StoreError::from);
+            connection.settle(&sent);
+            sent
         })
         .await;
         if let Err(error) = sent {
@@ -238,9 +239,10 @@ pub(super) async fn announce_now(connections: &KeptConnections, changes: &[Chang
     let notices: Vec<String> = changes.iter().map(to_notice).collect();
     within_deadline(async {
         let mut connection = connections.acquire().await?;
-        sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&notices).execute(&mut *connection).await?;
-        connection.finished();
-        Ok(())
+        let sent = sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&notices).execute(&mut *connection).await;
+        let sent = sent.map(|_| ()).map_err(StoreError::from);
+        connection.settle(&sent);
+        sent
     })
     .await
 }

@@ -135,9 +135,10 @@ impl IdentityBackend for PostgresStore {
                 .bind(before)
                 .bind(INLINE_PAYLOAD_BYTES)
                 .fetch_all(&mut *connection)
-                .await?;
-            connection.finished();
-            Ok(rows)
+                .await
+                .map_err(StoreError::from);
+            connection.settle(&rows);
+            rows
         })
         .await?;
         rows.into_iter()
@@ -239,7 +240,10 @@ async fn decide_creates(
                 aborted = Some(back_off(attempt, error, deadline).await);
                 continue;
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                connection.failed();
+                return Err(error);
+            }
         };
         aborted = None;
         for (&index, id) in waiting.iter().zip(&ids) {
@@ -264,7 +268,10 @@ async fn decide_creates(
                 aborted = Some(back_off(attempt, error, deadline).await);
                 continue;
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                connection.failed();
+                return Err(error);
+            }
         };
         for (workspace, external_id, existing_id) in holders {
             for &index in &waiting {
@@ -524,6 +531,8 @@ async fn the_rest_alone<Request, Outcome>(
     }
     if failure.is_none() {
         connection.finished();
+    } else {
+        connection.failed();
     }
 }
 

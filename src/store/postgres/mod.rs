@@ -154,21 +154,24 @@ where
     retry_transient(|| {
         within_deadline(async {
             let mut connection = connections.acquire().await?;
-            let mut tx = connection.begin().await?;
-            let written = match write(&mut tx).await {
-                Ok(written) => written,
-                // A refused write leaves its connection sound: kept, not dropped, which would take every kept
-                // connection with it.
-                Err(refusal) if refusal.is_refusal() => {
-                    tx.rollback().await?;
-                    connection.finished();
-                    return Err(refusal);
+            let written = async {
+                let mut tx = connection.begin().await?;
+                match write(&mut tx).await {
+                    Ok(written) => {
+                        tx.commit().await?;
+                        Ok(written)
+                    }
+                    // A refused write leaves its connection sound, to be kept.
+                    Err(refusal) if refusal.is_refusal() => {
+                        tx.rollback().await?;
+                        Err(refusal)
+                    }
+                    Err(failure) => Err(failure),
                 }
-                Err(failure) => return Err(failure),
-            };
-            tx.commit().await?;
-            connection.finished();
-            Ok(written)
+            }
+            .await;
+            connection.settle(&written);
+            written
         })
     })
     .await
