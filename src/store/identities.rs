@@ -55,8 +55,8 @@ pub trait Identities: Send + Sync {
         external_id: &str,
     ) -> Result<Option<Identity>, StoreError>;
 
-    /// A live identity whose externalId differs from `external_id` only in case (`lower()` of ASCII letters:
-    /// SQLite's folds no others, and PostgreSQL's folds only those under the "C" collation externalIds have),
+    /// A live identity whose externalId differs from `external_id` only in case (`lower()`: SQLite's folds
+    /// ASCII letters only, PostgreSQL's folds as the database's default collation does),
     /// for a 404's hint.
     async fn find_external_id_in_other_case(
         &self,

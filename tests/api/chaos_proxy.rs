@@ -117,7 +117,10 @@ async fn forward(
                 return;
             }
             Ok(read) => {
-                tokio::time::sleep(delay()).await;
+                let delay = delay();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 if to.write_all(&buffer[..read]).await.is_err() {
                     return;
                 }

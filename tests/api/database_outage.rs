@@ -310,9 +310,9 @@ async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
     let (proxied, proxy) = behind_a_proxy(&direct).await;
     let key = admin_key(&direct).await;
     let node = SigilProcess::start(&proxied).await;
-    // Every query is out for 200 ms: long enough to hang up in the middle of, short of the second after
+    // Every query is out for 400 ms: long enough to hang up in the middle of, short of the second after
     // which a query given up suggests a silent database.
-    proxy.slow_down(Duration::from_millis(200));
+    proxy.slow_down(Duration::from_millis(400));
     let reads_at_once = || {
         let reads = (0..WORKERS).map(|_| call(&node, &key, "listIdentities", json!({"limit": 10})));
         futures::future::join_all(reads)
@@ -329,11 +329,12 @@ async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
             body.len()
         );
         client.write_all(request.as_bytes()).await.expect("send");
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
         drop(client);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(reads_at_once().await.iter().all(|(status, _)| *status == 200), "the reads after a hang-up");
     }
     let opened = proxy.connections_opened() - opened_before;
-    assert!(opened <= 2 * HANG_UPS, "{opened} connections opened for {HANG_UPS} hang-ups");
+    // At least one each: a hang-up that closed no connection came before its read reached the database.
+    assert!((HANG_UPS..=2 * HANG_UPS).contains(&opened), "{opened} connections opened for {HANG_UPS} hang-ups");
 }

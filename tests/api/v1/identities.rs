@@ -12,6 +12,7 @@ crate::backend_tests!(
     create_identity_400_names_the_first_problem_before_the_key_is_checked,
     create_identity_403_for_a_missing_unknown_or_unpermitted_key,
     create_identity_409_for_a_taken_external_id_or_a_repeated_ratelimit_name,
+    an_external_id_with_capitals_beyond_ascii_is_found_by_every_lookup,
     create_identity_replays_with_an_idempotency_key,
     get_identity_200_by_id_and_by_external_id,
     get_identity_400_without_either_id_even_without_a_key,
@@ -453,4 +454,24 @@ async fn delete_identity_403_without_delete_permission(server: TestServer) {
     assert_eq!(response.body["error"]["code"], "INSUFFICIENT_PERMISSIONS");
     let still = v1(&server, Method::GET, GET, Some(&admin), &json!({"identityId": id})).await;
     assert_eq!(still.status, 200);
+}
+
+/// v1 takes any externalId, capitals beyond ASCII included, and every lookup by externalId (v1's and v2's)
+/// seeks the folded externalId first: on PostgreSQL a stored `Ä` had been folded in the "C" collation (to
+/// `Ä`) and a looked-up one in the database's (to `ä`), so such an identity could be neither read, updated,
+/// collided with nor deleted by its externalId.
+async fn an_external_id_with_capitals_beyond_ascii_is_found_by_every_lookup(server: TestServer) {
+    let key = server.admin_key().await;
+    let external_id = "Ärger-Öl@example.com";
+    let id = create(&server, &key, external_id).await;
+    let updated = server.call(UPDATE, &key, json!({"identity": external_id, "meta": {"n": 1}})).await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let got = server.call(GET, &key, json!({"identity": external_id})).await;
+    assert_eq!(got.body["data"], json!({"id": id, "externalId": external_id, "meta": {"n": 1}}), "{}", got.body);
+    let v1_got = v1(&server, Method::GET, GET, Some(&key), &json!({"externalId": external_id})).await;
+    assert_eq!(v1_got.body["id"], id.as_str(), "{}", v1_got.body);
+    let taken = v1(&server, Method::POST, CREATE, Some(&key), &json!({"externalId": external_id})).await;
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    let deleted = server.call(DELETE, &key, json!({"identity": external_id})).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
 }
