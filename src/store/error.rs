@@ -121,6 +121,14 @@ impl StoreError {
         self.failure_kind().is_none()
     }
 
+    /// Whether the connection the error came from is still sound: after a refusal, data found damaged once
+    /// read, or a transaction the database aborted to resolve a race (rolled back before the connection's
+    /// next statement), it is; after anything else it may hold a half-done exchange, or talk to a database
+    /// that stopped answering.
+    pub fn leaves_the_connection_sound(&self) -> bool {
+        self.is_refusal() || matches!(self, Self::InvalidData(_) | Self::Transient(_))
+    }
+
     /// The same kind of error, for each of several callers that one failure (of a group commit, of a
     /// combined write) answers: sqlx errors cannot be cloned.
     pub(crate) fn same_kind(&self) -> Self {

@@ -166,10 +166,11 @@ impl<'a, C: Connection + 'static> Lease<'a, C> {
         self.failed = true;
     }
 
-    /// Keeps the connection when `outcome` succeeded or was refused, which leaves it sound; closes it as
-    /// [`failed`](Self::failed) otherwise.
+    /// Keeps the connection when `outcome` leaves it sound ([`StoreError::leaves_the_connection_sound`]);
+    /// closes it as [`failed`](Self::failed) otherwise. A damaged row read on every request then costs no
+    /// connection each time.
     pub fn settle<T>(self, outcome: &Result<T, StoreError>) {
-        if outcome.as_ref().map_or_else(StoreError::is_refusal, |_| true) {
+        if outcome.as_ref().map_or_else(StoreError::leaves_the_connection_sound, |_| true) {
             self.finished();
         } else {
             self.failed();

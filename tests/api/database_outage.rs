@@ -338,3 +338,32 @@ async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
     // At least one each: a hang-up that closed no connection came before its read reached the database.
     assert!((HANG_UPS..=2 * HANG_UPS).contains(&opened), "{opened} connections opened for {HANG_UPS} hang-ups");
 }
+
+/// A row found damaged once read says nothing of the connection that read it: writing it on every request
+/// (an update that replaces its ratelimits reads the stored ones, and answers 500 each time) keeps the
+/// connections as they are. When such a write closed its connection and every kept one, each request
+/// opened a connection again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_written_again_and_again_keeps_the_connections() {
+    const WRITES: usize = 10;
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
+    let direct = database.url();
+    let (proxied, proxy) = behind_a_proxy(&direct).await;
+    let key = admin_key(&direct).await;
+    let node = SigilProcess::start(&proxied).await;
+    let (status, _) = call(&node, &key, "createIdentity", json!({"externalId": "damaged"})).await;
+    assert_eq!(status, 200);
+    let mut connection = PgConnection::connect(&direct).await.expect("connect");
+    sqlx::query("UPDATE identities SET ratelimits = 'not a JSON array'")
+        .execute(&mut connection)
+        .await
+        .expect("damage");
+    let opened_before = proxy.connections_opened();
+    for _ in 0..WRITES {
+        let update = json!({"identity": "damaged", "ratelimits": [{"name": "api", "limit": 1, "duration": 1000, "autoApply": false}]});
+        let (status, body) = call(&node, &key, "updateIdentity", update).await;
+        assert_eq!(status, 500, "{body}");
+    }
+    let opened = proxy.connections_opened() - opened_before;
+    assert_eq!(opened, 0, "{opened} connections opened for {WRITES} writes of a damaged row");
+}
