@@ -33,6 +33,28 @@ pub async fn behind_a_proxy(url: &str) -> (String, ChaosProxy) {
     (proxied, proxy)
 }
 
+/// A node on PostgreSQL behind a [`ChaosProxy`], an admin key, and the database's own URL (`direct`);
+/// `None` outside CI when PostgreSQL is unreachable.
+struct ProxiedNode {
+    /// Kept for the test's length: dropping it drops the database.
+    _database: TestDatabase,
+    direct: String,
+    proxy: ChaosProxy,
+    key: String,
+    node: SigilProcess,
+}
+
+impl ProxiedNode {
+    async fn start() -> Option<Self> {
+        let database = TestDatabase::create(Backend::Postgres).await?;
+        let direct = database.url();
+        let (proxied, proxy) = behind_a_proxy(&direct).await;
+        let key = admin_key(&direct).await;
+        let node = SigilProcess::start(&proxied).await;
+        Some(Self { _database: database, direct, proxy, key, node })
+    }
+}
+
 /// What the workers saw.
 #[derive(Default)]
 struct Seen {
@@ -147,11 +169,7 @@ async fn cache_serving(node: &SigilProcess) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_database_costs_503s_within_the_deadline_and_the_node_recovers_by_itself() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
-    let direct = database.url();
-    let (proxied, proxy) = behind_a_proxy(&direct).await;
-    let key = admin_key(&direct).await;
-    let node = SigilProcess::start(&proxied).await;
+    let Some(ProxiedNode { _database, direct, proxy, key, node }) = ProxiedNode::start().await else { return };
     let (silent, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let (seen, workers) = drive_load(&node, &key, Arc::clone(&silent), Arc::clone(&stop));
 
@@ -305,11 +323,7 @@ async fn keys_answer_503_within_the_deadline_while_the_database_is_silent() {
 async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
     use tokio::io::AsyncWriteExt;
     const HANG_UPS: u64 = 5;
-    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
-    let direct = database.url();
-    let (proxied, proxy) = behind_a_proxy(&direct).await;
-    let key = admin_key(&direct).await;
-    let node = SigilProcess::start(&proxied).await;
+    let Some(ProxiedNode { _database, proxy, key, node, .. }) = ProxiedNode::start().await else { return };
     // Every query is out for 400 ms: long enough to hang up in the middle of, short of the second after
     // which a query given up suggests a silent database.
     proxy.slow_down(Duration::from_millis(400));
@@ -346,11 +360,7 @@ async fn clients_hanging_up_mid_read_close_only_their_own_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_row_written_again_and_again_keeps_the_connections() {
     const WRITES: usize = 10;
-    let Some(database) = TestDatabase::create(Backend::Postgres).await else { return };
-    let direct = database.url();
-    let (proxied, proxy) = behind_a_proxy(&direct).await;
-    let key = admin_key(&direct).await;
-    let node = SigilProcess::start(&proxied).await;
+    let Some(ProxiedNode { _database, direct, proxy, key, node }) = ProxiedNode::start().await else { return };
     let (status, _) = call(&node, &key, "createIdentity", json!({"externalId": "damaged"})).await;
     assert_eq!(status, 200);
     let mut connection = PgConnection::connect(&direct).await.expect("connect");
