@@ -79,8 +79,8 @@ impl<C: Connection + 'static> KeptConnections<C> {
         }
     }
 
-    /// Runs `work` on a kept connection and keeps the connection for the next work if `work` succeeded or
-    /// was refused.
+    /// Runs `work` on a kept connection and keeps the connection for the next work unless `work` left it in
+    /// doubt ([`Lease::settle`]).
     /// Past the deadline it fails with [`StoreError::TimedOut`] (a 503) and the connection is closed: a
     /// write cut short by it may or may not have committed.
     pub async fn run<T, Work>(&self, work: Work) -> Result<T, StoreError>

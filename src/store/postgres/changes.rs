@@ -34,7 +34,7 @@ use crate::store::caches::Caches;
 use crate::store::changes::{Change, Notice, from_notice, to_notice};
 use crate::store::postgres::KeptConnections;
 use crate::store::postgres::bounded;
-use crate::store::{DATABASE_DEADLINE, StoreError, within_deadline};
+use crate::store::{DATABASE_DEADLINE, StoreError};
 
 const CHANNEL: &str = "sigil_identity_changes";
 /// A notice that names no identity: a node proving to itself that it still hears ([`hears_itself`]).
@@ -105,7 +105,7 @@ impl Drop for Announcer {
 }
 
 async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<String>, dropped: Arc<AtomicBool>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH + 1);
+    let mut batch = Vec::new();
     loop {
         // While a void is owed, it goes out within RETRY_EVERY even if no change comes to carry it.
         match tokio::time::timeout(RETRY_EVERY, pending.recv_many(&mut batch, MAX_BATCH)).await {
@@ -118,24 +118,28 @@ async fn announce(connection: KeptConnections, mut pending: mpsc::Receiver<Strin
         if voids_everything {
             batch.insert(0, to_notice(&Change::Everything));
         }
-        let sent = within_deadline(async {
-            let mut connection = connection.acquire().await?;
-            let sent = sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&batch).execute(&mut *connection).await;
-            let sent = sent.map(|_| ()).map_err(StoreError::from);
-            connection.settle(&sent);
-            sent
-        })
-        .await;
-        if let Err(error) = sent {
+        let changes = batch.len();
+        if let Err(error) = send(&connection, std::mem::take(&mut batch)).await {
             dropped.store(true, Ordering::Relaxed);
             tracing::warn!(
                 %error,
-                changes = batch.len(),
+                changes,
                 "cannot announce identity changes; other nodes void everything once this node can again"
             );
         }
-        batch.clear();
     }
+}
+
+/// Sends `notices` to every node, on one of `connections` and within the deadline.
+async fn send(connections: &KeptConnections, notices: Vec<String>) -> Result<(), StoreError> {
+    connections
+        .run(move |connection| {
+            Box::pin(async move {
+                sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&notices).execute(connection).await?;
+                Ok(())
+            })
+        })
+        .await
 }
 
 /// Starts listening, returns once this node hears every change announced from now on, and keeps `cache`
@@ -236,13 +240,5 @@ pub(super) async fn announce_now(connections: &KeptConnections, changes: &[Chang
     if changes.is_empty() {
         return Ok(());
     }
-    let notices: Vec<String> = changes.iter().map(to_notice).collect();
-    within_deadline(async {
-        let mut connection = connections.acquire().await?;
-        let sent = sqlx::query(ANNOUNCE).bind(CHANNEL).bind(&notices).execute(&mut *connection).await;
-        let sent = sent.map(|_| ()).map_err(StoreError::from);
-        connection.settle(&sent);
-        sent
-    })
-    .await
+    send(connections, changes.iter().map(to_notice).collect()).await
 }

@@ -520,10 +520,10 @@ async fn the_rest_alone<Request, Outcome>(
                 written => break written,
             }
         };
-        // Data found damaged (an identity's stored ratelimits, say) says nothing of the connection: only
-        // other failures stop the rest.
+        // An error that leaves the connection sound (data found damaged, an identity's stored ratelimits,
+        // say) is this write's alone: only other failures stop the rest.
         if let Err(error) = &written
-            && !matches!(error, StoreError::InvalidData(_))
+            && !error.leaves_the_connection_sound()
         {
             failure = Some(error.same_kind());
         }

@@ -161,10 +161,10 @@ where
                         tx.commit().await?;
                         Ok(written)
                     }
-                    // A refused write leaves its connection sound, to be kept.
-                    Err(refusal) if refusal.is_refusal() => {
+                    // Rolled back now, so that a connection the error leaves sound is kept clean.
+                    Err(error) if error.leaves_the_connection_sound() => {
                         tx.rollback().await?;
-                        Err(refusal)
+                        Err(error)
                     }
                     Err(failure) => Err(failure),
                 }
